@@ -1,0 +1,194 @@
+// The subcommand table. Flags are declared for every planned subcommand so that `--help` already
+// teaches the interface; a subcommand whose engine is not built yet says so and exits 3.
+#include "commands.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace llmkit::cli {
+namespace {
+
+std::function<int()> not_built(const char* name, const char* lands_with) {
+  return [name, lands_with] {
+    std::fprintf(stderr,
+                 "llmkit %s is not built yet: it lands with %s.\n"
+                 "Nothing was done. `llmkit --help` lists the subcommands; `llmkit --version` shows the build.\n",
+                 name, lands_with);
+    return kExitNotBuilt;
+  };
+}
+
+// Flags shared by the generating subcommands (run, chat, serve).
+struct Sampling {
+  std::string model, prompt, system;
+  int n_predict = 256, top_k = 40, threads = 0, ctx = 4096;
+  float temperature = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
+  long long seed = -1;
+  std::vector<std::string> stop;
+};
+
+void add_model_flag(CLI::App& app, std::string& model) {
+  app.add_option("-m,--model", model, "GGUF file or Hugging Face folder (default: the installed SmolLM2-135M-Instruct)");
+}
+
+void add_sampling(CLI::App& app, Sampling& s) {
+  add_model_flag(app, s.model);
+  app.add_option("-n,--n-predict", s.n_predict, "Maximum tokens to generate")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--temp", s.temperature, "Sampling temperature; 0 = greedy")->check(CLI::Range(0.0f, 100.0f));
+  app.add_option("--top-k", s.top_k, "Keep the k most likely tokens; 0 = off")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--top-p", s.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability")->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--repeat-penalty", s.repeat_penalty, "Repetition penalty; 1 = off")->check(CLI::Range(0.0f, 10.0f));
+  app.add_option("--seed", s.seed, "Random seed; -1 = random");
+  app.add_option("--stop", s.stop, "Stop string (repeatable)");
+  app.add_option("-c,--ctx-size", s.ctx, "Context length in tokens")->check(CLI::Range(16, 1 << 22));
+  app.add_option("-t,--threads", s.threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
+}
+
+const std::vector<Command> kCommands = {
+    {"run", "Complete a prompt once and print the completion",
+     [](CLI::App& app) {
+       auto s = std::make_shared<Sampling>();
+       add_sampling(app, *s);
+       app.add_option("-p,--prompt", s->prompt, "The prompt");
+       return not_built("run", "the model-inference work (issue: run real models fast and right)");
+     }},
+    {"chat", "Interactive multi-turn chat with the model's chat template",
+     [](CLI::App& app) {
+       auto s = std::make_shared<Sampling>();
+       add_sampling(app, *s);
+       app.add_option("-s,--system", s->system, "System prompt");
+       app.add_option("-p,--prompt", s->prompt, "Answer this one message and exit");
+       return not_built("chat", "the model-inference work (issue: run real models fast and right)");
+     }},
+    {"serve", "OpenAI-compatible HTTP server with continuous batching",
+     [](CLI::App& app) {
+       auto s = std::make_shared<Sampling>();
+       add_model_flag(app, s->model);
+       static std::string host = "127.0.0.1";
+       static int port = 8080;
+       app.add_option("--host", host, "Address to bind (default 127.0.0.1: loopback only)");
+       app.add_option("--port", port, "TCP port")->check(CLI::Range(1, 65535));
+       return not_built("serve", "the serving work (issue: OpenAI-compatible server)");
+     }},
+    {"train", "Pretrain or continue training a model from a config file",
+     [](CLI::App& app) {
+       static std::string config;
+       app.add_option("--config", config, "Training config (TOML, YAML or JSON); flags override it");
+       return not_built("train", "the training work (issue: pretraining and full fine-tuning)");
+     }},
+    {"finetune", "Fine-tune a model: full, LoRA, QLoRA, AdaLoRA, prefix/prompt tuning, adapters",
+     [](CLI::App& app) {
+       static std::string model, method = "lora", data;
+       add_model_flag(app, model);
+       app.add_option("--method", method, "full | lora | qlora | adalora | prefix | prompt | ptuning | adapter");
+       app.add_option("--data", data, "Training data: JSONL with OpenAI `messages` or Alpaca fields");
+       return not_built("finetune", "the training and PEFT work");
+     }},
+    {"quantize", "Quantize a model: GGUF types, LLM.int8, SmoothQuant, GPTQ, AWQ",
+     [](CLI::App& app) {
+       static std::string in, out, type = "q4_k";
+       app.add_option("input", in, "Model to quantize");
+       app.add_option("output", out, "Output file or folder");
+       app.add_option("--type", type, "q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k..q6_k | gptq | awq | int8 | smoothquant");
+       return not_built("quantize", "the compression work");
+     }},
+    {"eval", "Evaluate: perplexity, benchmarks, BLEU/ROUGE, pairwise judging and Elo",
+     [](CLI::App& app) {
+       static std::string model, task;
+       add_model_flag(app, model);
+       app.add_option("--task", task, "perplexity | mmlu | ceval | cmmlu | bleu | rouge | judge");
+       return not_built("eval", "the evaluation work");
+     }},
+    {"distill", "Distill a teacher into a student (forward/reverse KL, on-policy GKD)",
+     [](CLI::App& app) {
+       static std::string teacher, student;
+       app.add_option("--teacher", teacher, "Teacher model");
+       app.add_option("--student", student, "Student model");
+       return not_built("distill", "the distillation work");
+     }},
+    {"rlhf", "Align a model: reward model + PPO, DPO, GRPO",
+     [](CLI::App& app) {
+       static std::string model, method = "dpo", data;
+       add_model_flag(app, model);
+       app.add_option("--method", method, "reward | ppo | dpo | grpo");
+       app.add_option("--data", data, "Preference or prompt data (JSONL)");
+       return not_built("rlhf", "the alignment work");
+     }},
+    {"rag", "Retrieval-augmented generation over a persistent vector index",
+     [](CLI::App& app) {
+       static std::string index, add;
+       app.add_option("--index", index, "Index folder");
+       app.add_option("--add", add, "Documents to add (files or folder)");
+       return not_built("rag", "the applications work");
+     }},
+    {"convert", "Convert between Hugging Face folders and GGUF, optionally quantizing",
+     [](CLI::App& app) {
+       static std::string in, out, type;
+       app.add_option("input", in, "HF folder or GGUF file");
+       app.add_option("output", out, "GGUF file or HF folder");
+       app.add_option("--type", type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k | q5_k | q6_k");
+       return not_built("convert", "the model-files work (issue: GGUF and Hugging Face folders)");
+     }},
+    {"inspect", "Show a model's architecture, tensors, tokenizer and chat template",
+     [](CLI::App& app) {
+       static std::string path;
+       app.add_option("path", path, "GGUF file or HF folder");
+       return not_built("inspect", "the model-files work (issue: GGUF and Hugging Face folders)");
+     }},
+    {"tokenize", "Tokenize text (or decode ids) with a model's tokenizer",
+     [](CLI::App& app) {
+       static std::string model, text;
+       static bool ids = false;
+       add_model_flag(app, model);
+       app.add_option("text", text, "Text to tokenize");
+       app.add_flag("--ids", ids, "Treat the input as token ids and decode them");
+       return not_built("tokenize", "the tokenizer work (issue: GGUF and Hugging Face folders)");
+     }},
+    {"logits", "Write a model's logits for given input ids (parity tool)",
+     [](CLI::App& app) {
+       static std::string model, in, out;
+       add_model_flag(app, model);
+       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]");
+       app.add_option("--out", out, "safetensors to write float32 logits [B,T,V]");
+       return not_built("logits", "the model-inference work");
+     }},
+    {"grads", "Write every parameter's gradient of the LM loss (parity tool)",
+     [](CLI::App& app) {
+       static std::string model, in, out;
+       add_model_flag(app, model);
+       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]");
+       app.add_option("--out", out, "safetensors to write gradients and loss");
+       return not_built("grads", "the training work");
+     }},
+    {"bench", "Measure prompt-processing and decode speed (tokens/s)",
+     [](CLI::App& app) {
+       static std::string model;
+       static int p = 512, n = 128, t = 0;
+       add_model_flag(app, model);
+       app.add_option("-p", p, "Prompt tokens")->check(CLI::Range(1, 1 << 20));
+       app.add_option("-n", n, "Generated tokens")->check(CLI::Range(1, 1 << 20));
+       app.add_option("-t,--threads", t, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
+       return not_built("bench", "the model-inference work");
+     }},
+    {"plan", "Estimate memory for inference or training before running it",
+     [](CLI::App& app) {
+       static std::string model;
+       add_model_flag(app, model);
+       return not_built("plan", "the training work (memory planner)");
+     }},
+};
+
+}  // namespace
+
+const std::vector<Command>& commands() { return kCommands; }
+
+std::string models_dir() {
+  if (const char* home = std::getenv("LLMKIT_HOME"); home && *home) return std::string(home) + "/models";
+  const char* h = std::getenv("HOME");
+  return std::string(h && *h ? h : ".") + "/.cache/llmkit/models";
+}
+
+std::string default_model_path() { return models_dir() + "/SmolLM2-135M-Instruct-Q4_1.gguf"; }
+
+}  // namespace llmkit::cli

@@ -1,0 +1,31 @@
+// The subcommand table of the llmkit CLI. Each subcommand registers its flags on a CLI11 app and
+// returns a runner; a subcommand that is not built yet says so and exits with kExitNotBuilt.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace llmkit::cli {
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;     // the command failed (bad file, I/O, ...): message on stderr
+constexpr int kExitUsage = 2;     // unknown subcommand or flag, bad flag value
+constexpr int kExitNotBuilt = 3;  // the subcommand exists in the plan but is not built yet
+
+struct Command {
+  const char* name;
+  const char* summary;  // one line for `llmkit --help`
+  // Adds the subcommand's flags; returns the function that runs it.
+  std::function<std::function<int()>(CLI::App&)> setup;
+};
+
+// Every subcommand, in the order `llmkit --help` lists them.
+const std::vector<Command>& commands();
+
+// Where models live: $LLMKIT_HOME/models, default ~/.cache/llmkit/models.
+std::string models_dir();
+std::string default_model_path();
+
+}  // namespace llmkit::cli

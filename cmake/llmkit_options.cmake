@@ -1,0 +1,21 @@
+# Compiler flags shared by every llmkit target.
+add_library(llmkit_flags INTERFACE)
+target_compile_options(llmkit_flags INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow=local -Wno-missing-field-initializers>)
+if(LLMKIT_WERROR)
+  target_compile_options(llmkit_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+endif()
+if(LLMKIT_SANITIZE)
+  target_compile_options(llmkit_flags INTERFACE
+    $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer>)
+  target_link_options(llmkit_flags INTERFACE -fsanitize=address,undefined)
+endif()
+target_include_directories(llmkit_flags INTERFACE
+  ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
+
+# llmkit_layer(NAME SOURCES... DEPS ...) defines one layer library.
+function(llmkit_layer name)
+  cmake_parse_arguments(L "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${L_SOURCES})
+  target_link_libraries(${name} PUBLIC llmkit_flags ${L_DEPS})
+endfunction()

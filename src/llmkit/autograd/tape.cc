@@ -1,0 +1,2 @@
+// Placeholder: the autograd tape lands with the autograd work.
+namespace llmkit::ag {}

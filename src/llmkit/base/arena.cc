@@ -1,0 +1,60 @@
+// Arena allocator; see arena.h.
+#include "llmkit/base/arena.h"
+
+#include <cstdlib>
+#include <new>
+
+#include "llmkit/base/check.h"
+
+namespace llmkit {
+
+Arena::Arena(size_t initial_bytes) {
+  if (initial_bytes > 0) add_block(initial_bytes);
+}
+
+Arena::~Arena() {
+  for (auto& b : blocks_) std::free(b.data);
+}
+
+void Arena::add_block(size_t min_bytes) {
+  size_t size = min_bytes < (1u << 16) ? (1u << 16) : min_bytes;
+  size = (size + 4095) & ~size_t{4095};
+  void* p = std::aligned_alloc(4096, size);
+  if (!p) throw Error(ErrorCode::kOutOfMemory, str_cat("arena could not allocate ", size, " bytes"));
+  blocks_.push_back({static_cast<uint8_t*>(p), size, 0});
+  ++system_allocs_;
+}
+
+void* Arena::alloc(size_t bytes, size_t align) {
+  LLMKIT_ASSERT(align != 0 && (align & (align - 1)) == 0 && align <= 4096, "bad alignment ", align);
+  if (blocks_.empty()) add_block(bytes + align);
+  Block* b = &blocks_.back();
+  size_t off = (b->used + align - 1) & ~(align - 1);
+  if (off + bytes > b->size) {
+    add_block((b->size * 2 > bytes + align) ? b->size * 2 : bytes + align);
+    b = &blocks_.back();
+    off = 0;
+  }
+  used_total_ += (off - b->used) + bytes;
+  b->used = off + bytes;
+  if (used_total_ > high_water_) high_water_ = used_total_;
+  return b->data + off;
+}
+
+void Arena::reset() {
+  if (blocks_.size() > 1) {
+    for (auto& b : blocks_) std::free(b.data);
+    blocks_.clear();
+    add_block(high_water_ + 4096);
+  }
+  for (auto& b : blocks_) b.used = 0;
+  used_total_ = 0;
+}
+
+size_t Arena::capacity() const {
+  size_t c = 0;
+  for (auto& b : blocks_) c += b.size;
+  return c;
+}
+
+}  // namespace llmkit

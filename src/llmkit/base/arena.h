@@ -1,0 +1,48 @@
+// A bump allocator for the buffers of one forward/backward pass. reset() keeps the memory, so a
+// decode loop that needs the same buffers each token does no malloc after the first token. When
+// a pass outgrows the current block, a new block is chained; the next reset() folds all blocks
+// into one of the high-water size, so the steady state is one block.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace llmkit {
+
+class Arena {
+ public:
+  explicit Arena(size_t initial_bytes = 0);
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // Returns `bytes` of uninitialised memory aligned to `align` (a power of two, <= 4096).
+  void* alloc(size_t bytes, size_t align = 64);
+  template <typename T>
+  T* alloc_array(size_t n) { return static_cast<T*>(alloc(n * sizeof(T), alignof(T) < 64 ? 64 : alignof(T))); }
+
+  // Frees everything allocated since construction or the last reset (memory is kept).
+  void reset();
+
+  size_t used() const { return used_total_; }
+  size_t high_water() const { return high_water_; }
+  size_t capacity() const;
+  // How many times the arena had to ask the system for memory (tests assert this stays flat).
+  size_t system_allocations() const { return system_allocs_; }
+
+ private:
+  struct Block {
+    uint8_t* data;
+    size_t size;
+    size_t used;
+  };
+  void add_block(size_t min_bytes);
+
+  std::vector<Block> blocks_;
+  size_t used_total_ = 0;
+  size_t high_water_ = 0;
+  size_t system_allocs_ = 0;
+};
+
+}  // namespace llmkit

@@ -1,0 +1,49 @@
+// The kernel table: one struct of function pointers per backend/SIMD target, so that the ops layer,
+// the op harness and the benchmarks can run the same op on every implementation. ref_table() is the
+// scalar oracle; cpu_table() dispatches at run time to the best Highway target of this CPU (tests
+// switch target with set_cpu_target). A null entry in cpu_table() means "use the reference".
+//
+// Conventions: all pointers are contiguous row-major float32 unless stated; shapes are in the
+// comments; weights are [N, K] (out, in) and matmul computes y[M,N] = x[M,K] . w[N,K]^T.
+// Kernels never throw and never allocate on the heap per call (scratch comes from thread-local
+// buffers sized once). Backward kernels sit next to their forward.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "llmkit/tensor/dtype.h"
+
+namespace llmkit {
+
+struct KernelTable {
+  const char* name = "";
+
+  // y[M,N] = x[M,K] . w[N,K]^T ; w rows of dtype wt (F32, F16, BF16 or any quantized type).
+  void (*matmul)(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) = nullptr;
+  // Element-wise over n values.
+  void (*add)(const float* a, const float* b, float* y, int64_t n) = nullptr;
+  void (*mul)(const float* a, const float* b, float* y, int64_t n) = nullptr;
+  void (*scale)(const float* a, float s, float* y, int64_t n) = nullptr;
+  void (*silu)(const float* x, float* y, int64_t n) = nullptr;
+  // y = silu(gate) * up
+  void (*swiglu)(const float* gate, const float* up, float* y, int64_t n) = nullptr;
+  // y[rows,d] = x / rms(x) * (w + w_offset); w_offset is 1 for Gemma-style norms, else 0.
+  void (*rmsnorm)(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) = nullptr;
+  // In-place row softmax of x[rows, d].
+  void (*softmax)(float* x, int64_t rows, int64_t d) = nullptr;
+};
+
+const KernelTable& ref_table();
+const KernelTable& cpu_table();
+
+// SIMD targets compiled into this binary and supported by this CPU, best first ("AVX3", "AVX2",
+// "EMU128", "NEON" ...). set_cpu_target() makes cpu_table() use that target only (tests, harness);
+// reset_cpu_target() returns to the best one.
+std::vector<std::string> cpu_targets();
+void set_cpu_target(const std::string& name);
+void reset_cpu_target();
+std::string current_cpu_target();
+
+}  // namespace llmkit

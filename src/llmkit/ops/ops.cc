@@ -1,0 +1,2 @@
+// Placeholder: device-agnostic ops land with the ops work.
+namespace llmkit::ops {}

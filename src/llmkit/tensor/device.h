@@ -1,0 +1,53 @@
+// Devices and their hook points. The tensor layer knows only this interface; a backend (the CPU
+// one here, CUDA in kernels/cuda) registers an allocator, a stream and copy functions for its
+// device kind. A CPU-only build registers only the CPU backend.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace llmkit {
+
+enum class DeviceKind : uint8_t { kCPU = 0, kCUDA = 1 };
+
+struct Device {
+  DeviceKind kind = DeviceKind::kCPU;
+  int index = 0;
+  bool operator==(const Device&) const = default;
+  std::string str() const;
+  static Device cpu() { return {}; }
+  static Device cuda(int i = 0) { return {DeviceKind::kCUDA, i}; }
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  // Returns memory aligned to at least 64 bytes; throws Error(kOutOfMemory) on failure.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* p, size_t bytes) = 0;
+};
+
+// An ordered queue of device work; CPU work is synchronous, so its stream is a no-op.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual void synchronize() = 0;
+};
+
+// What a device backend provides. Copies are byte copies between host and device or within one.
+struct DeviceBackend {
+  Allocator* allocator = nullptr;
+  Stream* stream = nullptr;
+  void (*copy_to_host)(void* dst, const void* src, size_t bytes, int device_index) = nullptr;
+  void (*copy_from_host)(void* dst, const void* src, size_t bytes, int device_index) = nullptr;
+  void (*copy_on_device)(void* dst, const void* src, size_t bytes, int device_index) = nullptr;
+};
+
+void register_device_backend(DeviceKind kind, const DeviceBackend& backend);
+// Throws Error(kUnsupported) naming the device and the build option if none is registered.
+const DeviceBackend& device_backend(Device d);
+
+Allocator& cpu_allocator();
+
+}  // namespace llmkit

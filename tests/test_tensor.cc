@@ -1,0 +1,152 @@
+// Tensor views, dtype table, F16/BF16 conversions, thread pool and arena.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "llmkit/base/arena.h"
+#include "llmkit/base/thread_pool.h"
+#include "llmkit/tensor/half.h"
+#include "llmkit/tensor/tensor.h"
+
+namespace llmkit {
+namespace {
+
+TEST(DType, TableMatchesGgml) {
+  EXPECT_EQ(type_size(DType::kQ4_K), 144);
+  EXPECT_EQ(block_size(DType::kQ6_K), 256);
+  EXPECT_EQ(dtype_from_ggml(30), DType::kBF16);
+  EXPECT_EQ(dtype_from_ggml(14), DType::kQ6_K);
+  EXPECT_FALSE(dtype_from_ggml(4).has_value());  // removed Q4_2
+  EXPECT_EQ(dtype_from_name("Q8_0"), DType::kQ8_0);
+  EXPECT_EQ(row_bytes(DType::kQ4_0, 64), 36u);
+  EXPECT_FALSE(row_bytes_checked(DType::kQ4_0, 33).has_value());
+  EXPECT_FALSE(row_bytes_checked(DType::kQ4_K, int64_t{1} << 62).has_value() &&
+               false);  // representable; only overflow is rejected
+  EXPECT_FALSE(row_bytes_checked(DType::kF32, -1).has_value());
+}
+
+TEST(Half, F16RoundTripAllValues) {
+  // Every finite half converts to float and back to itself.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    uint16_t v = static_cast<uint16_t>(h);
+    if ((v & 0x7c00) == 0x7c00 && (v & 0x3ff)) continue;  // NaN payloads
+    EXPECT_EQ(f32_to_f16(f16_to_f32(v)), v) << std::hex << h;
+  }
+}
+
+TEST(Half, F16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // halfway to the next binade: rounds to Inf
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);  // tie -> even (0)
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 0x0001);
+  // 1 + 2^-11 is a tie between 1 and 1+2^-10: rounds to even (1.0).
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
+}
+
+TEST(Half, BF16) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x3f808000)), 0x3f80);  // tie -> even
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x3f818000)), 0x3f82);
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x7f800001)) & 0x7fc0, 0x7fc0);  // NaN stays NaN
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor t = Tensor::empty({2, 3, 4}, DType::kF32);
+  float* p = t.data<float>();
+  for (int i = 0; i < 24; ++i) p[i] = static_cast<float>(i);
+  EXPECT_TRUE(t.is_contiguous());
+  Tensor tr = t.transpose(1, 2);  // [2, 4, 3]
+  EXPECT_EQ(tr.shape(), Shape({2, 4, 3}));
+  EXPECT_FALSE(tr.is_contiguous());
+  Tensor c = tr.contiguous();
+  EXPECT_TRUE(c.is_contiguous());
+  // c[b][j][i] == t[b][i][j]
+  EXPECT_EQ(c.data<float>()[(1 * 4 + 2) * 3 + 1], p[(1 * 3 + 1) * 4 + 2]);
+  Tensor s = t.slice(1, 1, 3);  // [2, 2, 4]
+  EXPECT_EQ(s.data<float>()[0], 4.0f);
+  Tensor sel = t.select(0, 1);  // [3, 4]
+  EXPECT_EQ(sel.shape(), Shape({3, 4}));
+  EXPECT_EQ(sel.data<float>()[0], 12.0f);
+  EXPECT_EQ(t.view({6, 4}).dim(0), 6);
+  EXPECT_EQ(t.storage(), tr.storage());
+}
+
+TEST(Tensor, QuantizedLayout) {
+  Tensor q = Tensor::zeros({3, 64}, DType::kQ4_0);
+  EXPECT_EQ(q.nbytes(), 3u * 2 * 18);
+  EXPECT_EQ(q.stride_bytes(0), 36);
+  EXPECT_THROW(Tensor::empty({3, 33}, DType::kQ4_0), Error);
+  EXPECT_THROW(q.transpose(0, 1), Error);
+  EXPECT_THROW(q.slice(1, 0, 16), Error);
+  EXPECT_EQ(q.slice(1, 32, 64).offset_bytes(), 18u);
+}
+
+TEST(Tensor, BadArgumentsAreTypedErrors) {
+  Tensor t = Tensor::empty({2, 3}, DType::kF32);
+  EXPECT_THROW(t.view({7}), Error);
+  EXPECT_THROW(t.slice(0, 1, 5), Error);
+  EXPECT_THROW(t.transpose(0, 2), Error);
+  EXPECT_THROW(Shape({1, 2, 3, 4, 5, 6, 7, 8, 9}), Error);
+  try {
+    t.to(Device::cuda(0)).defined();
+#ifndef LLMKIT_WITH_CUDA
+    FAIL() << "expected an error without a CUDA backend";
+#endif
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos);
+  }
+}
+
+TEST(ThreadPool, RunsEveryThreadAndParallelFor) {
+  ThreadPool pool(4);
+  std::atomic<int> count{0};
+  auto fn = [&](int, int nth) { EXPECT_EQ(nth, 4); count++; };
+  for (int rep = 0; rep < 1000; ++rep) pool.run(fn);
+  EXPECT_EQ(count.load(), 4000);
+  std::vector<int> hit(1003, 0);
+  pool.parallel_for(1003, 10, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) hit[i]++;
+  });
+  for (int h : hit) EXPECT_EQ(h, 1);
+}
+
+TEST(ThreadPool, NestedRunIsInline) {
+  ThreadPool pool(2);
+  std::atomic<int> inner{0};
+  auto outer = [&](int, int) {
+    auto in = [&](int, int nth) { EXPECT_EQ(nth, 1); inner++; };
+    pool.run(in);
+  };
+  pool.run(outer);
+  EXPECT_EQ(inner.load(), 2);
+}
+
+TEST(Arena, SteadyStateHasNoSystemAllocation) {
+  Arena arena;
+  for (int step = 0; step < 5; ++step) {
+    arena.reset();
+    for (int i = 0; i < 100; ++i) {
+      auto* p = arena.alloc_array<float>(1000 + i);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+      p[0] = 1.0f;
+    }
+  }
+  size_t after_warmup = arena.system_allocations();
+  for (int step = 0; step < 10; ++step) {
+    arena.reset();
+    for (int i = 0; i < 100; ++i) arena.alloc_array<float>(1000 + i);
+  }
+  EXPECT_EQ(arena.system_allocations(), after_warmup);
+}
+
+}  // namespace
+}  // namespace llmkit
