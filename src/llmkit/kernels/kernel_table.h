@@ -22,6 +22,9 @@ struct KernelTable {
 
   // y[M,N] = x[M,K] . w[N,K]^T ; w rows of dtype wt (F32, F16, BF16 or any quantized type).
   void (*matmul)(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) = nullptr;
+  // y[M,N] = x[M,K] . w[N,K]^T with BF16 inputs (raw uint16_t bits) and F32 accumulation/output:
+  // the compute path of BF16 mixed-precision training.
+  void (*matmul_bf16)(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) = nullptr;
   // Element-wise over n values.
   void (*add)(const float* a, const float* b, float* y, int64_t n) = nullptr;
   void (*mul)(const float* a, const float* b, float* y, int64_t n) = nullptr;
