@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "llmkit: %s\nRun `llmkit --help` for usage.\n", e.what());
     return kExitUsage;
   }
+  llmkit::init();
   if (show_version) {
     std::printf("%s\n", llmkit::build_info().c_str());
     return kExitOk;

@@ -3,6 +3,9 @@
 
 #include "llmkit/base/check.h"
 #include "llmkit/kernels/kernel_table.h"
+#ifdef LLMKIT_WITH_CUDA
+#include "llmkit/kernels/cuda/cuda_backend.h"
+#endif
 
 namespace llmkit {
 
@@ -18,6 +21,13 @@ std::string build_info() {
                  "; CPU only",
 #endif
                  ")");
+}
+
+void init() {
+#ifdef LLMKIT_WITH_CUDA
+  static const int n_gpus = cuda::register_backend();
+  (void)n_gpus;
+#endif
 }
 
 }  // namespace llmkit

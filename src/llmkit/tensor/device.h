@@ -14,7 +14,9 @@ enum class DeviceKind : uint8_t { kCPU = 0, kCUDA = 1 };
 struct Device {
   DeviceKind kind = DeviceKind::kCPU;
   int index = 0;
-  bool operator==(const Device&) const = default;
+  // Written out (not `= default`) so the header also compiles as C++17 under nvcc.
+  bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
   std::string str() const;
   static Device cpu() { return {}; }
   static Device cuda(int i = 0) { return {DeviceKind::kCUDA, i}; }

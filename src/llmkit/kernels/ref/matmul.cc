@@ -1,0 +1,78 @@
+// Reference matmul y[M,N] = x[M,K] . w[N,K]^T for every weight dtype, the BF16 mixed-precision variant,
+// and both backward products. Weights that are not F32 are converted one row at a time into a
+// thread-local scratch row (grown once), so the loop order and the float accumulation order are the same
+// for every dtype: sum_k x[m,k] * w[n,k] for k = 0..K-1, in float.
+#include <cstring>
+#include <vector>
+
+#include "llmkit/kernels/ref/ops.h"
+#include "llmkit/tensor/half.h"
+
+namespace llmkit::ref {
+namespace {
+
+// A float32 view of weight row n: the row itself for F32, else a converted copy in thread-local scratch.
+const float* weight_row(const void* w, DType wt, int64_t n, int64_t K, std::vector<float>& scratch) {
+  const size_t rb = row_bytes(wt, K);
+  const void* row = static_cast<const char*>(w) + static_cast<size_t>(n) * rb;
+  if (wt == DType::kF32) return static_cast<const float*>(row);
+  if (static_cast<int64_t>(scratch.size()) < K) scratch.resize(static_cast<size_t>(K));
+  to_f32(row, wt, scratch.data(), K);
+  return scratch.data();
+}
+
+thread_local std::vector<float> t_row;
+
+}  // namespace
+
+void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  // Loop n outermost so that a quantized row is dequantized once, not M times.
+  for (int64_t n = 0; n < N; ++n) {
+    const float* wr = weight_row(w, wt, n, K, t_row);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = x + m * K;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += xr[k] * wr[k];
+      y[m * N + n] = acc;
+    }
+  }
+}
+
+void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(x[m * K + k]) * bf16_to_f32(w[n * K + k]);
+      y[m * N + n] = acc;
+    }
+  }
+}
+
+// dL/dx[m,k] = sum_n dy[m,n] w[n,k]. Accumulated n-outer so each weight row is converted once; the
+// per-element order over n is still ascending.
+void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int64_t M, int64_t N, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* wr = weight_row(w, wt, n, K, t_row);
+    for (int64_t m = 0; m < M; ++m) {
+      const float g = dy[m * N + n];
+      if (g == 0.0f) continue;
+      float* dxr = dx + m * K;
+      for (int64_t k = 0; k < K; ++k) dxr[k] += g * wr[k];
+    }
+  }
+}
+
+// dL/dw[n,k] = sum_m dy[m,n] x[m,k].
+void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    float* dwr = dw + n * K;
+    for (int64_t m = 0; m < M; ++m) {
+      const float g = dy[m * N + n];
+      if (g == 0.0f) continue;
+      const float* xr = x + m * K;
+      for (int64_t k = 0; k < K; ++k) dwr[k] += g * xr[k];
+    }
+  }
+}
+
+}  // namespace llmkit::ref

@@ -1,0 +1,167 @@
+// The scalar reference kernels: the executable spec of every op llmkit computes, forward and backward
+// side by side (llm.c style), and the oracle the SIMD/CUDA kernels are tested against (tests/op_harness.h).
+// Plain loops over contiguous row-major float32 unless stated. Shapes are in the comments, in the
+// vocabulary n_tokens, n_seqs, d_model, n_heads, n_kv_heads, head_dim, d_ff, n_vocab.
+//
+// Conventions shared by every kernel here:
+//  - Kernels trust their inputs: they never throw (the ops layer validates first) and allocate at most
+//    a thread-local scratch buffer that only grows (so steady-state calls do not touch the heap).
+//  - Backward kernels ACCUMULATE (+=) into gradient buffers, as llm.c does, so that gradients of a
+//    tensor used twice and gradient accumulation over micro-batches need no extra pass. Callers that
+//    want plain gradients zero the buffers first. A null gradient pointer means "not wanted".
+//  - Dot products accumulate in float in index order (bit-reproducible, what the SIMD kernels are
+//    compared against by NMSE). Reductions over a whole row that feed exp/log (softmax sums, norms,
+//    log-sum-exp over n_vocab) accumulate in double, where float error would be visible in the tests.
+#pragma once
+
+#include <cstdint>
+
+#include "llmkit/tensor/dtype.h"
+
+namespace llmkit::ref {
+
+// ---- matmul (matmul.cc) ---------------------------------------------------------------------------
+// y[M,N] = x[M,K] . w[N,K]^T ; w rows of dtype wt: F32, F16, BF16 or any quantized type (dequantized a
+// row at a time with ref::dequantize_row).
+void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K);
+// Same with BF16 inputs (raw bits); products and sums in float.
+void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
+// dx[M,K] += dy[M,N] . w[N,K]      (any weight dtype: frozen quantized bases in QLoRA need this)
+void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int64_t M, int64_t N, int64_t K);
+// dw[N,K] += dy[M,N]^T . x[M,K]    (float32 master weights only)
+void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K);
+
+// ---- element-wise and activations (elementwise.cc) -----------------------------------------------
+void add(const float* a, const float* b, float* y, int64_t n);
+void mul(const float* a, const float* b, float* y, int64_t n);
+void scale(const float* a, float s, float* y, int64_t n);
+// y[rows,d] = x[rows,d] + b[d] (a bias row broadcast over rows); db[d] += sum over rows of dy.
+void add_bias(const float* x, const float* b, float* y, int64_t rows, int64_t d);
+void add_bias_backward_b(const float* dy, float* db, int64_t rows, int64_t d);
+// da += dy * b ; db += dy * a  (backward of mul)
+void mul_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n);
+
+// SiLU(x) = x * sigmoid(x) (Elfwing et al. 2017; Hendrycks & Gimpel's "SiLU").
+void silu(const float* x, float* y, int64_t n);
+void silu_backward(const float* x, const float* dy, float* dx, int64_t n);
+// GELU (Hendrycks & Gimpel 2016): exact x/2 (1 + erf(x/sqrt2)), or the tanh approximation
+// x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) used by GPT-2 ("gelu_new"/"gelu_pytorch_tanh" in HF).
+void gelu(const float* x, float* y, int64_t n, bool tanh_approx);
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx);
+void relu(const float* x, float* y, int64_t n);
+void relu_backward(const float* x, const float* dy, float* dx, int64_t n);
+// GLU variants (Shazeer 2020, "GLU Variants Improve Transformer"): y = act(gate) * up.
+void swiglu(const float* gate, const float* up, float* y, int64_t n);
+void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n);
+void geglu(const float* gate, const float* up, float* y, int64_t n, bool tanh_approx);
+void geglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n,
+                    bool tanh_approx);
+
+// ---- normalisation and softmax (norm.cc) -----------------------------------------------------------
+// RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x^2) + eps) * (w + w_offset). Gemma stores w - 1
+// and uses w_offset = 1 (HF GemmaRMSNorm: `output * (1.0 + self.weight)`). x, y: [rows, d]; w: [d].
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset);
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows,
+                      int64_t d, float eps, float w_offset);
+// LayerNorm (Ba et al. 2016): y = (x - mean) / sqrt(var + eps) * w + b; w, b: [d], either may be null
+// (then 1 and 0).
+void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d, float eps);
+void layernorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                        int64_t rows, int64_t d, float eps);
+
+// Masks for a softmax over attention scores x[rows, n_keys]. Rows come in groups of n_q query rows
+// (one group per sequence x head, group g = row / n_q). Query row i of a group sits at absolute position
+// i + (n_keys - n_q): the queries are the last n_q positions, as in KV-cache decode.
+struct SoftmaxMask {
+  int64_t n_q = 0;                   // rows per group; 0 means all rows form one group
+  bool causal = false;               // key j visible iff j <= position of the query
+  const int32_t* key_len = nullptr;  // [n_groups] keys >= key_len[g] are padding; null = none
+};
+// In-place softmax of each row of x[rows, d] (the KernelTable entry: no mask).
+void softmax(float* x, int64_t rows, int64_t d);
+// Masked softmax; a row whose keys are all masked becomes all zeros (never NaN).
+void softmax_masked(float* x, int64_t rows, int64_t d, const SoftmaxMask& mask);
+// dx[rows,d] += y * (dy - sum_j dy_j y_j), from the softmax output y (masked entries have y = 0).
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t d);
+
+// ---- rotary position embedding and ALiBi (rope.cc) ------------------------------------------------
+// RoPE (Su et al. 2021, "RoFormer"). GPT-J rotates interleaved pairs (x[2i], x[2i+1]); GPT-NeoX (and
+// HF Llama's rotate_half) rotates (x[i], x[i + rot_dims/2]). Only the first rot_dims of each head rotate
+// (HF `partial_rotary_factor`, e.g. Phi-2, GPT-J's rotary_dim); the rest pass through.
+enum class RopeStyle : uint8_t { kGptJ, kNeoX };
+// Context-extension schemes, named by HF config `rope_scaling.rope_type`.
+enum class RopeScaling : uint8_t { kNone, kLinear, kNtk, kYarn, kLlama3 };
+struct RopeConfig {
+  RopeStyle style = RopeStyle::kNeoX;
+  int64_t rot_dims = 0;            // rotated dims per head, even; 0 = head_dim
+  float theta = 10000.0f;          // HF `rope_theta`
+  RopeScaling scaling = RopeScaling::kNone;
+  float factor = 1.0f;             // rope_scaling.factor
+  int64_t original_ctx = 0;        // rope_scaling.original_max_position_embeddings (YaRN, Llama-3)
+  float beta_fast = 32.0f;         // YaRN rope_scaling.beta_fast
+  float beta_slow = 1.0f;          // YaRN rope_scaling.beta_slow
+  float low_freq_factor = 1.0f;    // Llama-3 rope_scaling.low_freq_factor
+  float high_freq_factor = 4.0f;   // Llama-3 rope_scaling.high_freq_factor
+};
+// inv_freq[rot_dims/2] (rad per position) and the attention temperature mscale (1 except YaRN) that
+// multiplies cos and sin. Computed once per model, not per call.
+void rope_freqs(const RopeConfig& cfg, int64_t rot_dims, float* inv_freq, float* mscale);
+// y[n_tokens, n_heads, head_dim] = rotate(x) at positions pos[n_tokens]. x may alias y.
+void rope(const float* x, float* y, const int32_t* pos, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+          int64_t rot_dims, const float* inv_freq, float mscale, RopeStyle style);
+// dx += R^T dy: the rotation is orthogonal, so the backward rotates by -angle (times mscale).
+void rope_backward(const float* dy, float* dx, const int32_t* pos, int64_t n_tokens, int64_t n_heads,
+                   int64_t head_dim, int64_t rot_dims, const float* inv_freq, float mscale, RopeStyle style);
+// ALiBi head slopes (Press et al. 2022, "Train Short, Test Long"), with BLOOM's rule for head counts
+// that are not a power of two (HF modeling_bloom.build_alibi_tensor). slopes[n_heads].
+void alibi_slopes(int64_t n_heads, float* slopes);
+
+// ---- attention (attention.cc) ----------------------------------------------------------------------
+struct AttentionParams {
+  int64_t n_seqs = 1;
+  int64_t n_q = 0;                      // query positions per sequence
+  int64_t n_kv = 0;                     // key/value positions per sequence (>= n_q when causal)
+  int64_t n_heads = 0, n_kv_heads = 0;  // n_kv_heads divides n_heads (MHA / GQA / MQA)
+  int64_t head_dim = 0;
+  float scale = 0.0f;                   // scores = scale * q.k (usually 1/sqrt(head_dim))
+  bool causal = false;                  // query i (absolute position i + n_kv - n_q) sees keys j <= it
+  int64_t window = 0;                   // sliding window (Mistral): also require pos_q - j < window; 0 = off
+  const float* alibi = nullptr;         // [n_heads] ALiBi slopes: score += slope * (j - pos_q); null = off
+  const int32_t* kv_len = nullptr;      // [n_seqs] valid keys per sequence (padding mask); null = all
+};
+// o[n_seqs, n_q, n_heads, head_dim] = softmax(scale q k^T + bias + mask) v, with
+// q[n_seqs, n_q, n_heads, head_dim], k and v [n_seqs, n_kv, n_kv_heads, head_dim].
+// Flash-attention style (Dao et al. 2022; Milakov & Gimelshein 2018 "online softmax"): keys are visited
+// in blocks of kAttnBlock with a running max and sum, so scratch is O(kAttnBlock + head_dim), never
+// O(n_kv^2). lse[n_seqs, n_heads, n_q] (optional) receives the log-sum-exp of each row for the backward.
+// A query with no visible key outputs zeros (lse = -inf).
+constexpr int64_t kAttnBlock = 64;
+void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);
+// dq, dk, dv += gradients (shapes as q, k, v), recomputing scores block by block from q, k, v, the
+// forward output o and (if given, else recomputed) lse.
+void attention_backward(const AttentionParams& p, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv);
+
+// ---- loss, selection (loss.cc) ------------------------------------------------------------------------
+// Cross-entropy of logits[n, n_vocab] against targets[n]; rows whose target == ignore_index are skipped.
+// Returns the mean over the other rows (0 if none); row_loss[n] (optional) gets each row's loss (0 if
+// ignored). log-sum-exp in double.
+float cross_entropy(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
+                    int32_t ignore_index, float* row_loss);
+// dlogits += dloss / n_valid * (softmax(logits) - onehot(target)) on non-ignored rows.
+void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
+                            int32_t ignore_index, float dloss, float* dlogits);
+// out[rows] = index of the max of each row of x[rows, d] (first one on ties).
+void argmax(const float* x, int32_t* out, int64_t rows, int64_t d);
+// The k largest of each row, in descending order (lower index first on ties): vals, idx [rows, k].
+void topk(const float* x, float* vals, int32_t* idx, int64_t rows, int64_t d, int64_t k);
+
+// ---- embedding and copies (shape_ops.cc) ------------------------------------------------------------
+// y[n_tokens, d] = table[ids[t]] ; table [n_vocab, d] rows of dtype dt (float or quantized).
+void embedding(const void* table, DType dt, const int32_t* ids, float* y, int64_t n_tokens, int64_t d);
+// dtable[ids[t]] += dy[t]  (scatter-add: repeated ids accumulate).
+void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n_tokens, int64_t d);
+// Converts n values of a float dtype (F32/F16/BF16) or whole quantized blocks to float32.
+void to_f32(const void* x, DType t, float* y, int64_t n);
+
+}  // namespace llmkit::ref
