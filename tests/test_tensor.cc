@@ -148,5 +148,25 @@ TEST(Arena, SteadyStateHasNoSystemAllocation) {
   EXPECT_EQ(arena.system_allocations(), after_warmup);
 }
 
+TEST(Arena, TensorsInsideAScopeComeFromTheArena) {
+  Arena arena;
+  size_t warm = 0;
+  for (int step = 0; step < 20; ++step) {
+    arena.reset();
+    ArenaScope scope(arena);
+    for (int layer = 0; layer < 4; ++layer) {
+      Tensor a = Tensor::empty({16, 64}, DType::kF32);
+      Tensor b = Tensor::zeros({16, 64}, DType::kF32);
+      EXPECT_EQ(a.storage()->allocator, nullptr);
+      EXPECT_EQ(b.data<float>()[5], 0.0f);
+    }
+    if (step == 1) warm = arena.system_allocations();
+  }
+  EXPECT_EQ(arena.system_allocations(), warm);
+  EXPECT_EQ(ArenaScope::current(), nullptr);
+  Tensor outside = Tensor::empty({4}, DType::kF32);
+  EXPECT_NE(outside.storage()->allocator, nullptr);
+}
+
 }  // namespace
 }  // namespace llmkit

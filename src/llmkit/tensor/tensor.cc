@@ -7,6 +7,14 @@
 
 namespace llmkit {
 
+namespace {
+thread_local Arena* t_arena = nullptr;
+}  // namespace
+
+ArenaScope::ArenaScope(Arena& arena) : prev_(t_arena) { t_arena = &arena; }
+ArenaScope::~ArenaScope() { t_arena = prev_; }
+Arena* ArenaScope::current() { return t_arena; }
+
 Shape::Shape(std::initializer_list<int64_t> dims) : Shape(std::vector<int64_t>(dims)) {}
 
 Shape::Shape(const std::vector<int64_t>& dims) {
@@ -83,8 +91,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   auto st = std::make_shared<Storage>();
   st->bytes = t.nbytes();
   st->device = device;
-  st->allocator = device_backend(device).allocator;
-  st->data = st->allocator->allocate(st->bytes);
+  if (device.kind == DeviceKind::kCPU && t_arena != nullptr) {
+    st->data = t_arena->alloc(st->bytes == 0 ? 1 : st->bytes, 64);  // owned by the arena
+  } else {
+    st->allocator = device_backend(device).allocator;
+    st->data = st->allocator->allocate(st->bytes);
+  }
   t.storage_ = std::move(st);
   return t;
 }

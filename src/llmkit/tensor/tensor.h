@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "llmkit/base/arena.h"
 #include "llmkit/error.h"
 #include "llmkit/tensor/device.h"
 #include "llmkit/tensor/dtype.h"
@@ -109,6 +110,22 @@ class Tensor {
   size_t offset_ = 0;
 
   void set_contiguous_strides();
+};
+
+// Buffer planning for one forward/backward pass: while an ArenaScope is alive, CPU tensors created
+// on this thread by Tensor::empty/zeros take their bytes from the arena instead of the system
+// allocator. Those tensors must not be used after the arena's next reset(); results that must
+// outlive the pass are clone()d after the scope ends. Scopes nest (the innermost wins).
+class ArenaScope {
+ public:
+  explicit ArenaScope(Arena& arena);
+  ~ArenaScope();
+  ArenaScope(const ArenaScope&) = delete;
+  ArenaScope& operator=(const ArenaScope&) = delete;
+  static Arena* current();
+
+ private:
+  Arena* prev_;
 };
 
 // Copies src into dst element by element (same dtype and shape; any strides; CPU).
