@@ -1,10 +1,22 @@
-// The reference kernel table (placeholder until the reference ops land).
+// The reference kernel table: every KernelTable entry filled with its scalar oracle from ref/ops.h.
 #include "llmkit/kernels/kernel_table.h"
+#include "llmkit/kernels/ref/ops.h"
 
 namespace llmkit {
 
 const KernelTable& ref_table() {
-  static const KernelTable t = {.name = "ref"};
+  static const KernelTable t = {
+      .name = "ref",
+      .matmul = ref::matmul,
+      .matmul_bf16 = ref::matmul_bf16,
+      .add = ref::add,
+      .mul = ref::mul,
+      .scale = ref::scale,
+      .silu = ref::silu,
+      .swiglu = ref::swiglu,
+      .rmsnorm = ref::rmsnorm,
+      .softmax = ref::softmax,
+  };
   return t;
 }
 

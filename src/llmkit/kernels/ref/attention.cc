@@ -1,0 +1,152 @@
+// Reference scaled-dot-product attention (Vaswani et al. 2017), forward and backward, computed the
+// flash-attention way (Dao et al. 2022, alg. 1/2) one query row at a time: keys are visited in blocks
+// of kAttnBlock with the online-softmax recurrence (Milakov & Gimelshein 2018)
+//   m' = max(m, max_j s_j),  l' = l e^(m-m') + sum_j e^(s_j-m'),  acc' = acc e^(m-m') + sum_j e^(s_j-m') v_j
+// so the scratch is O(kAttnBlock + head_dim) whatever the context length. Covers MHA/GQA/MQA (query head
+// h reads kv head h / (n_heads / n_kv_heads)), causal and sliding-window masks, ALiBi and padding.
+// The backward recomputes each score from q and k and uses the saved log-sum-exp:
+//   p = e^(s - lse), D = dout.o, dv_j += p dout, ds = p (dout.v_j - D), dq += scale ds k_j, dk_j += scale ds q.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "llmkit/kernels/ref/ops.h"
+
+namespace llmkit::ref {
+namespace {
+
+thread_local std::vector<float> t_scores, t_acc;
+
+struct RowView {
+  const float* q;  // [head_dim]
+  const float* k;  // first key of this kv head; key j at k + j * kv_stride
+  const float* v;
+  int64_t kv_stride;
+  int64_t lo, hi;  // visible keys [lo, hi)
+  int64_t pos;     // absolute position of the query
+  float slope;     // ALiBi slope (0 = none)
+};
+
+RowView row_view(const AttentionParams& p, const float* q, const float* k, const float* v, int64_t s, int64_t h,
+                 int64_t i) {
+  RowView r;
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  const int64_t kvh = h / group;
+  r.q = q + ((s * p.n_q + i) * p.n_heads + h) * p.head_dim;
+  r.kv_stride = p.n_kv_heads * p.head_dim;
+  r.k = k + (s * p.n_kv * p.n_kv_heads + kvh) * p.head_dim;
+  r.v = v + (s * p.n_kv * p.n_kv_heads + kvh) * p.head_dim;
+  r.pos = i + p.n_kv - p.n_q;
+  r.hi = p.n_kv;
+  if (p.causal && r.pos + 1 < r.hi) r.hi = r.pos + 1;
+  if (p.kv_len && p.kv_len[s] < r.hi) r.hi = p.kv_len[s];
+  r.lo = 0;
+  if (p.window > 0 && r.pos - p.window + 1 > r.lo) r.lo = r.pos - p.window + 1;
+  r.slope = p.alibi ? p.alibi[h] : 0.0f;
+  return r;
+}
+
+inline float score(const AttentionParams& p, const RowView& r, int64_t j) {
+  const float* kj = r.k + j * r.kv_stride;
+  float d = 0.0f;
+  for (int64_t c = 0; c < p.head_dim; ++c) d += r.q[c] * kj[c];
+  return p.scale * d + r.slope * static_cast<float>(j - r.pos);
+}
+
+// Online softmax over the visible keys; fills acc (unnormalised) and returns (m, l).
+void online_softmax(const AttentionParams& p, const RowView& r, float* acc, float* m_out, float* l_out) {
+  float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+  float* sc = t_scores.data();
+  for (int64_t c = 0; c < p.head_dim; ++c) acc[c] = 0.0f;
+  for (int64_t j0 = r.lo; j0 < r.hi; j0 += kAttnBlock) {
+    const int64_t j1 = j0 + kAttnBlock < r.hi ? j0 + kAttnBlock : r.hi;
+    float bm = m;
+    for (int64_t j = j0; j < j1; ++j) {
+      sc[j - j0] = score(p, r, j);
+      bm = sc[j - j0] > bm ? sc[j - j0] : bm;
+    }
+    const float corr = std::exp(m - bm);  // m = -inf on the first block: corr = 0
+    l *= corr;
+    for (int64_t c = 0; c < p.head_dim; ++c) acc[c] *= corr;
+    for (int64_t j = j0; j < j1; ++j) {
+      const float e = std::exp(sc[j - j0] - bm);
+      l += e;
+      const float* vj = r.v + j * r.kv_stride;
+      for (int64_t c = 0; c < p.head_dim; ++c) acc[c] += e * vj[c];
+    }
+    m = bm;
+  }
+  *m_out = m;
+  *l_out = l;
+}
+
+void ensure_scratch(int64_t head_dim) {
+  if (static_cast<int64_t>(t_scores.size()) < kAttnBlock) t_scores.resize(kAttnBlock);
+  if (static_cast<int64_t>(t_acc.size()) < head_dim) t_acc.resize(static_cast<size_t>(head_dim));
+}
+
+}  // namespace
+
+void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse) {
+  ensure_scratch(p.head_dim);
+  float* acc = t_acc.data();
+  for (int64_t s = 0; s < p.n_seqs; ++s) {
+    for (int64_t h = 0; h < p.n_heads; ++h) {
+      for (int64_t i = 0; i < p.n_q; ++i) {
+        const RowView r = row_view(p, q, k, v, s, h, i);
+        float m, l;
+        online_softmax(p, r, acc, &m, &l);
+        float* oi = o + ((s * p.n_q + i) * p.n_heads + h) * p.head_dim;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (int64_t c = 0; c < p.head_dim; ++c) oi[c] = acc[c] * inv;
+        if (lse)
+          lse[(s * p.n_heads + h) * p.n_q + i] =
+              l > 0.0f ? m + std::log(l) : -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+}
+
+void attention_backward(const AttentionParams& p, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  ensure_scratch(p.head_dim);
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  for (int64_t s = 0; s < p.n_seqs; ++s) {
+    for (int64_t h = 0; h < p.n_heads; ++h) {
+      const int64_t kv_off = (s * p.n_kv * p.n_kv_heads + h / group) * p.head_dim;
+      for (int64_t i = 0; i < p.n_q; ++i) {
+        const RowView r = row_view(p, q, k, v, s, h, i);
+        if (r.hi <= r.lo) continue;  // no visible key: the output was a constant 0
+        float row_lse;
+        if (lse) {
+          row_lse = lse[(s * p.n_heads + h) * p.n_q + i];
+        } else {
+          float m, l;
+          online_softmax(p, r, t_acc.data(), &m, &l);
+          row_lse = m + std::log(l);
+        }
+        const int64_t qo = ((s * p.n_q + i) * p.n_heads + h) * p.head_dim;
+        const float* doi = dout + qo;
+        const float* oi = o + qo;
+        float D = 0.0f;
+        for (int64_t c = 0; c < p.head_dim; ++c) D += doi[c] * oi[c];
+        for (int64_t j = r.lo; j < r.hi; ++j) {
+          const float pj = std::exp(score(p, r, j) - row_lse);
+          const float* vj = r.v + j * r.kv_stride;
+          const float* kj = r.k + j * r.kv_stride;
+          float dp = 0.0f;
+          for (int64_t c = 0; c < p.head_dim; ++c) dp += doi[c] * vj[c];
+          const float ds = pj * (dp - D) * p.scale;
+          const int64_t jo = kv_off + j * r.kv_stride;
+          for (int64_t c = 0; c < p.head_dim; ++c) {
+            if (dv) dv[jo + c] += pj * doi[c];
+            if (dq) dq[qo + c] += ds * kj[c];
+            if (dk) dk[jo + c] += ds * r.q[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace llmkit::ref

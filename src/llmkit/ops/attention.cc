@@ -1,0 +1,153 @@
+// Ops for rotary embeddings, ALiBi slopes and attention (MHA/GQA/MQA, causal, sliding window, ALiBi,
+// padding), forward and backward. Validation here is what lets the reference kernels trust their inputs.
+#include <cmath>
+
+#include "llmkit/ops/check_util.h"
+#include "llmkit/ops/ops.h"
+
+namespace llmkit::ops {
+using detail::f32_in;
+using detail::grad_out;
+
+namespace {
+
+struct RopeSetup {
+  int64_t n_tokens, n_heads, head_dim, rot_dims;
+  float mscale;
+  std::vector<float> inv_freq;
+};
+
+RopeSetup rope_setup(const Tensor& x, const Tensor& pos, const RopeConfig& cfg, const char* op) {
+  LLMKIT_CHECK(x.rank() >= 3, kInvalidArgument, op, ": x must be [..., n_heads, head_dim] (rank >= 3), got ",
+               x.shape().str());
+  RopeSetup s;
+  s.n_heads = x.dim(-2);
+  s.head_dim = x.dim(-1);
+  s.n_tokens = s.n_heads * s.head_dim != 0 ? x.numel() / (s.n_heads * s.head_dim) : 0;
+  s.rot_dims = cfg.rot_dims ? cfg.rot_dims : s.head_dim;
+  LLMKIT_CHECK(s.rot_dims > 0 && s.rot_dims % 2 == 0 && s.rot_dims <= s.head_dim, kInvalidArgument, op,
+               ": rot_dims ", s.rot_dims, " must be even and in (0, head_dim = ", s.head_dim,
+               "] (HF partial_rotary_factor * head_dim)");
+  LLMKIT_CHECK(pos.numel() == s.n_tokens, kInvalidArgument, op, ": pos has ", pos.numel(),
+               " entries, need one per token (", s.n_tokens, " for x ", x.shape().str(), ")");
+  LLMKIT_CHECK(cfg.theta > 1.0f, kInvalidArgument, op, ": rope theta ", cfg.theta, " must be > 1 (HF rope_theta)");
+  if (cfg.scaling != RopeScaling::kNone)
+    LLMKIT_CHECK(cfg.factor > 0.0f, kInvalidArgument, op, ": rope_scaling.factor ", cfg.factor, " must be > 0");
+  if (cfg.scaling == RopeScaling::kNtk)
+    LLMKIT_CHECK(s.rot_dims > 2, kInvalidArgument, op, ": NTK scaling needs rot_dims > 2");
+  if (cfg.scaling == RopeScaling::kYarn || cfg.scaling == RopeScaling::kLlama3)
+    LLMKIT_CHECK(cfg.original_ctx > 0, kInvalidArgument, op,
+                 ": YaRN and Llama-3 scaling need rope_scaling.original_max_position_embeddings > 0");
+  if (cfg.scaling == RopeScaling::kLlama3)
+    LLMKIT_CHECK(cfg.high_freq_factor > cfg.low_freq_factor && cfg.low_freq_factor > 0.0f, kInvalidArgument, op,
+                 ": Llama-3 scaling needs high_freq_factor (", cfg.high_freq_factor, ") > low_freq_factor (",
+                 cfg.low_freq_factor, ") > 0");
+  s.inv_freq.resize(static_cast<size_t>(s.rot_dims / 2));
+  ref::rope_freqs(cfg, s.rot_dims, s.inv_freq.data(), &s.mscale);
+  return s;
+}
+
+void check_heads(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  LLMKIT_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, kInvalidArgument,
+               "attention: q must be [n_seqs, n_q, n_heads, head_dim] and k, v [n_seqs, n_kv, n_kv_heads, head_dim]; "
+               "got q ", q.shape().str(), ", k ", k.shape().str(), ", v ", v.shape().str());
+  detail::same_shape(k, v, "attention", "k", "v");
+  LLMKIT_CHECK(q.dim(0) == k.dim(0) && q.dim(3) == k.dim(3), kInvalidArgument, "attention: q ", q.shape().str(),
+               " and k ", k.shape().str(), " disagree on n_seqs or head_dim");
+  LLMKIT_CHECK(k.dim(2) > 0 && q.dim(2) % k.dim(2) == 0, kInvalidArgument, "attention: n_kv_heads (", k.dim(2),
+               ") must divide n_heads (", q.dim(2), ") for GQA/MQA");
+  LLMKIT_CHECK(!opt.causal || q.dim(1) <= k.dim(1), kInvalidArgument, "attention: causal needs n_q (", q.dim(1),
+               ") <= n_kv (", k.dim(1), "): the queries are the last n_q positions");
+  LLMKIT_CHECK(opt.window >= 0, kInvalidArgument, "attention: window ", opt.window, " must be >= 0 (0 = off)");
+  LLMKIT_CHECK(opt.kv_len.empty() || static_cast<int64_t>(opt.kv_len.size()) == q.dim(0), kInvalidArgument,
+               "attention: kv_len has ", opt.kv_len.size(), " entries, need n_seqs = ", q.dim(0));
+  for (int32_t l : opt.kv_len)
+    LLMKIT_CHECK(l >= 0 && l <= k.dim(1), kInvalidArgument, "attention: kv_len ", l, " outside [0, n_kv = ", k.dim(1), "]");
+  LLMKIT_CHECK(std::isfinite(opt.scale) && opt.scale >= 0.0f, kInvalidArgument, "attention: scale ", opt.scale,
+               " must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+}
+
+ref::AttentionParams params(const Tensor& q, const Tensor& k, const AttentionOptions& opt, const Tensor& slopes) {
+  ref::AttentionParams p;
+  p.n_seqs = q.dim(0);
+  p.n_q = q.dim(1);
+  p.n_kv = k.dim(1);
+  p.n_heads = q.dim(2);
+  p.n_kv_heads = k.dim(2);
+  p.head_dim = q.dim(3);
+  p.scale = opt.scale > 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  p.causal = opt.causal;
+  p.window = opt.window;
+  p.alibi = slopes.defined() ? slopes.data<float>() : nullptr;
+  p.kv_len = opt.kv_len.empty() ? nullptr : opt.kv_len.data();
+  return p;
+}
+
+}  // namespace
+
+Tensor rope(const Tensor& x_, const Tensor& pos_, const RopeConfig& cfg) {
+  Tensor x = f32_in(x_, "rope", "x");
+  Tensor pos = detail::i32_in(pos_, "rope", "pos");
+  RopeSetup s = rope_setup(x, pos, cfg, "rope");
+  Tensor y = Tensor::empty(x.shape(), DType::kF32);
+  if (y.numel())
+    ref::rope(x.data<float>(), y.data<float>(), pos.data<int32_t>(), s.n_tokens, s.n_heads, s.head_dim, s.rot_dims,
+              s.inv_freq.data(), s.mscale, cfg.style);
+  return y;
+}
+
+void rope_backward(const Tensor& dy_, const Tensor& pos_, const RopeConfig& cfg, Tensor* dx) {
+  Tensor dy = f32_in(dy_, "rope_backward", "dy");
+  Tensor pos = detail::i32_in(pos_, "rope_backward", "pos");
+  RopeSetup s = rope_setup(dy, pos, cfg, "rope_backward");
+  float* g = grad_out(dx, dy.shape(), "rope_backward", "dx");
+  if (g && dy.numel())
+    ref::rope_backward(dy.data<float>(), g, pos.data<int32_t>(), s.n_tokens, s.n_heads, s.head_dim, s.rot_dims,
+                       s.inv_freq.data(), s.mscale, cfg.style);
+}
+
+Tensor alibi_slopes(int64_t n_heads) {
+  LLMKIT_CHECK(n_heads > 0, kInvalidArgument, "alibi_slopes: n_heads ", n_heads, " must be > 0");
+  Tensor s = Tensor::empty({n_heads}, DType::kF32);
+  ref::alibi_slopes(n_heads, s.data<float>());
+  return s;
+}
+
+AttentionOutput attention(const Tensor& q_, const Tensor& k_, const Tensor& v_, const AttentionOptions& opt) {
+  Tensor q = f32_in(q_, "attention", "q"), k = f32_in(k_, "attention", "k"), v = f32_in(v_, "attention", "v");
+  check_heads(q, k, v, opt);
+  Tensor slopes = opt.alibi ? alibi_slopes(q.dim(2)) : Tensor();
+  const ref::AttentionParams p = params(q, k, opt, slopes);
+  AttentionOutput out;
+  out.out = Tensor::empty(q.shape(), DType::kF32);
+  out.lse = Tensor::empty({p.n_seqs, p.n_heads, p.n_q}, DType::kF32);
+  if (q.numel())
+    ref::attention(p, q.data<float>(), k.data<float>(), v.data<float>(), out.out.data<float>(), out.lse.data<float>());
+  return out;
+}
+
+void attention_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, const AttentionOutput& fwd,
+                        const Tensor& dout_, const AttentionOptions& opt, Tensor* dq, Tensor* dk, Tensor* dv) {
+  const char* op = "attention_backward";
+  Tensor q = f32_in(q_, op, "q"), k = f32_in(k_, op, "k"), v = f32_in(v_, op, "v");
+  check_heads(q, k, v, opt);
+  Tensor o = f32_in(fwd.out, op, "out"), dout = f32_in(dout_, op, "dout");
+  detail::same_shape(q, o, op, "q", "out");
+  detail::same_shape(q, dout, op, "q", "dout");
+  Tensor lse;
+  if (fwd.lse.defined()) {
+    lse = f32_in(fwd.lse, op, "lse");
+    LLMKIT_CHECK(lse.shape() == Shape({q.dim(0), q.dim(2), q.dim(1)}), kInvalidArgument, op, ": lse ",
+                 lse.shape().str(), " must be [n_seqs, n_heads, n_q]");
+  }
+  Tensor slopes = opt.alibi ? alibi_slopes(q.dim(2)) : Tensor();
+  const ref::AttentionParams p = params(q, k, opt, slopes);
+  float* gq = grad_out(dq, q.shape(), op, "dq");
+  float* gk = grad_out(dk, k.shape(), op, "dk");
+  float* gv = grad_out(dv, v.shape(), op, "dv");
+  if (q.numel())
+    ref::attention_backward(p, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                            lse.defined() ? lse.data<float>() : nullptr, dout.data<float>(), gq, gk, gv);
+}
+
+}  // namespace llmkit::ops

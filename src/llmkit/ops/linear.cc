@@ -1,0 +1,163 @@
+// Ops for matmul (every weight dtype, BF16 mixed precision), element-wise arithmetic, bias rows and
+// embedding lookups, forward and backward. Shapes: x [..., K] is treated as [M = rows, K].
+#include <cstring>
+
+#include "llmkit/ops/check_util.h"
+#include "llmkit/ops/ops.h"
+
+namespace llmkit::ops {
+using detail::f32_in;
+using detail::grad_out;
+
+namespace {
+
+Shape with_last(const Shape& s, int64_t last) {
+  std::vector<int64_t> d = s.vec();
+  d.back() = last;
+  return Shape(d);
+}
+
+void check_weight(const Tensor& w, const char* op) {
+  LLMKIT_CHECK(w.defined() && w.rank() == 2, kInvalidArgument, op, ": weight must be 2-D [N, K] (out, in), got ",
+               w.defined() ? w.str() : "undefined");
+  LLMKIT_CHECK(w.device().kind == DeviceKind::kCPU, kUnsupported, op, ": weight on ", w.device().str(),
+               " is not supported by the CPU ops");
+  LLMKIT_CHECK(is_float(w.dtype()) || is_quantized(w.dtype()), kUnsupported, op, ": weight dtype ",
+               dtype_name(w.dtype()), " is not a float or quantized type");
+  LLMKIT_CHECK(w.is_contiguous(), kInvalidArgument, op, ": weight ", w.str(),
+               " must be contiguous (a transposed view is not a weight); call contiguous()");
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& x_, const Tensor& w) {
+  check_weight(w, "matmul");
+  Tensor x = f32_in(x_, "matmul", "x");
+  const int64_t N = w.dim(0), K = w.dim(1);
+  LLMKIT_CHECK(x.rank() >= 1 && x.dim(-1) == K, kInvalidArgument, "matmul: x ", x.shape().str(),
+               " must end in K = ", K, " to multiply by w ", w.str(), " ([N, K]: weights are stored [out, in])");
+  Tensor y = Tensor::empty(with_last(x.shape(), N), DType::kF32);
+  if (y.numel() == 0) return y;
+  active_table().matmul(x.data<float>(), w.raw(), w.dtype(), y.data<float>(), x.rows(), N, K);
+  return y;
+}
+
+void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tensor* dx, Tensor* dw) {
+  check_weight(w, "matmul_backward");
+  const int64_t N = w.dim(0), K = w.dim(1);
+  Tensor dy = f32_in(dy_, "matmul_backward", "dy");
+  detail::last_dim(dy, N, "matmul_backward", "dy", "N");
+  const int64_t M = dy.rows();
+  if (dx) {
+    float* g = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx");
+    ref::matmul_backward_x(dy.data<float>(), w.raw(), w.dtype(), g, M, N, K);
+  }
+  if (dw) {
+    LLMKIT_CHECK(w.dtype() == DType::kF32, kUnsupported, "matmul_backward: dw needs an f32 weight, got ",
+                 w.str(), "; freeze quantized/half weights (train adapters or f32 master weights instead)");
+    Tensor x = f32_in(x_, "matmul_backward", "x");
+    LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
+                 " does not match dy ", dy.shape().str(), " and w ", w.shape().str());
+    float* g = grad_out(dw, w.shape(), "matmul_backward", "dw");
+    ref::matmul_backward_w(dy.data<float>(), x.data<float>(), g, M, N, K);
+  }
+}
+
+Tensor matmul_bf16(const Tensor& x_, const Tensor& w_) {
+  LLMKIT_CHECK(x_.defined() && w_.defined() && x_.dtype() == DType::kBF16 && w_.dtype() == DType::kBF16 &&
+                   x_.rank() == 2 && w_.rank() == 2 && x_.dim(1) == w_.dim(1),
+               kInvalidArgument, "matmul_bf16: needs bf16 x [M, K] and w [N, K], got ",
+               x_.defined() ? x_.str() : "undefined", " and ", w_.defined() ? w_.str() : "undefined");
+  Tensor x = x_.contiguous(), w = w_.contiguous();
+  Tensor y = Tensor::empty({x.dim(0), w.dim(0)}, DType::kF32);
+  if (y.numel() == 0) return y;
+  active_table().matmul_bf16(x.data<uint16_t>(), w.data<uint16_t>(), y.data<float>(), x.dim(0), w.dim(0),
+                             x.dim(1));
+  return y;
+}
+
+namespace {
+using Binary = void (*)(const float*, const float*, float*, int64_t);
+Tensor binary(const Tensor& a_, const Tensor& b_, Binary fn, const char* op) {
+  Tensor a = f32_in(a_, op, "a"), b = f32_in(b_, op, "b");
+  detail::same_shape(a, b, op, "a", "b");
+  Tensor y = Tensor::empty(a.shape(), DType::kF32);
+  if (y.numel()) fn(a.data<float>(), b.data<float>(), y.data<float>(), y.numel());
+  return y;
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(a, b, active_table().add, "add"); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(a, b, active_table().mul, "mul"); }
+
+Tensor scale(const Tensor& a_, float s) {
+  Tensor a = f32_in(a_, "scale", "a");
+  Tensor y = Tensor::empty(a.shape(), DType::kF32);
+  if (y.numel()) active_table().scale(a.data<float>(), s, y.data<float>(), y.numel());
+  return y;
+}
+
+void mul_backward(const Tensor& a_, const Tensor& b_, const Tensor& dy_, Tensor* da, Tensor* db) {
+  Tensor a = f32_in(a_, "mul_backward", "a"), b = f32_in(b_, "mul_backward", "b");
+  Tensor dy = f32_in(dy_, "mul_backward", "dy");
+  detail::same_shape(a, b, "mul_backward", "a", "b");
+  detail::same_shape(a, dy, "mul_backward", "a", "dy");
+  float* ga = grad_out(da, a.shape(), "mul_backward", "da");
+  float* gb = grad_out(db, b.shape(), "mul_backward", "db");
+  ref::mul_backward(a.data<float>(), b.data<float>(), dy.data<float>(), ga, gb, a.numel());
+}
+
+Tensor add_bias(const Tensor& x_, const Tensor& bias_) {
+  Tensor x = f32_in(x_, "add_bias", "x"), b = f32_in(bias_, "add_bias", "bias");
+  LLMKIT_CHECK(b.rank() == 1, kInvalidArgument, "add_bias: bias must be 1-D [d], got ", b.shape().str());
+  detail::last_dim(x, b.dim(0), "add_bias", "x", "the bias length d");
+  Tensor y = Tensor::empty(x.shape(), DType::kF32);
+  if (y.numel()) ref::add_bias(x.data<float>(), b.data<float>(), y.data<float>(), x.rows(), b.dim(0));
+  return y;
+}
+
+void add_bias_backward(const Tensor& dy_, Tensor* dbias) {
+  Tensor dy = f32_in(dy_, "add_bias_backward", "dy");
+  LLMKIT_CHECK(dy.rank() >= 1, kInvalidArgument, "add_bias_backward: dy must have a last dim");
+  float* g = grad_out(dbias, Shape{dy.dim(-1)}, "add_bias_backward", "dbias");
+  if (g && dy.numel()) ref::add_bias_backward_b(dy.data<float>(), g, dy.rows(), dy.dim(-1));
+}
+
+Tensor embedding(const Tensor& table, const Tensor& ids_) {
+  check_weight(table, "embedding");
+  Tensor ids = detail::i32_in(ids_, "embedding", "ids");
+  const int64_t n_vocab = table.dim(0), d = table.dim(1), n = ids.numel();
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t t = 0; t < n; ++t)
+    LLMKIT_CHECK(id[t] >= 0 && id[t] < n_vocab, kInvalidArgument, "embedding: token id ", id[t], " at position ",
+                 t, " is outside the table [0, ", n_vocab, "); check the tokenizer matches the model");
+  std::vector<int64_t> shape = ids.shape().vec();
+  shape.push_back(d);
+  Tensor y = Tensor::empty(Shape(shape), DType::kF32);
+  if (y.numel()) ref::embedding(table.raw(), table.dtype(), id, y.data<float>(), n, d);
+  return y;
+}
+
+void embedding_backward(const Tensor& ids_, const Tensor& dy_, Tensor* dtable, int64_t n_vocab) {
+  Tensor ids = detail::i32_in(ids_, "embedding_backward", "ids");
+  Tensor dy = f32_in(dy_, "embedding_backward", "dy");
+  LLMKIT_CHECK(dy.rank() >= 1 && dy.rows() == ids.numel(), kInvalidArgument, "embedding_backward: dy ",
+               dy.shape().str(), " must have one row per id (", ids.numel(), ")");
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t t = 0; t < ids.numel(); ++t)
+    LLMKIT_CHECK(id[t] >= 0 && id[t] < n_vocab, kInvalidArgument, "embedding_backward: id ", id[t],
+                 " outside [0, ", n_vocab, ")");
+  float* g = grad_out(dtable, Shape{n_vocab, dy.dim(-1)}, "embedding_backward", "dtable");
+  if (g) ref::embedding_backward(id, dy.data<float>(), g, ids.numel(), dy.dim(-1));
+}
+
+Tensor to_f32(const Tensor& x_) {
+  LLMKIT_CHECK(x_.defined() && (is_float(x_.dtype()) || is_quantized(x_.dtype())), kInvalidArgument,
+               "to_f32: needs a float or quantized tensor, got ", x_.defined() ? x_.str() : "undefined");
+  Tensor x = x_.contiguous();
+  Tensor y = Tensor::empty(x.shape(), DType::kF32);
+  if (y.numel()) ref::to_f32(x.raw(), x.dtype(), y.data<float>(), y.numel());
+  return y;
+}
+
+}  // namespace llmkit::ops

@@ -1,2 +1,0 @@
-// Placeholder: device-agnostic ops land with the ops work.
-namespace llmkit::ops {}

@@ -1,0 +1,145 @@
+// The device-agnostic ops: functions over llmkit::Tensor that validate dtypes and shapes (a typed
+// llmkit::Error naming the op, the bad shapes and the fix: user input never asserts), allocate the
+// outputs and call the kernel of the selected backend. Backend::kCpu (the default) uses the SIMD entry
+// of cpu_table() where one exists and the reference kernel otherwise; Backend::kRef always runs the
+// scalar reference (the oracle of the op harness). Select with ScopedBackend; the choice is per thread.
+//
+// Backward ops take their gradient outputs as `Tensor*`: null = not wanted; an undefined Tensor is
+// allocated (zeros) and filled; a defined one is ACCUMULATED into (+=), which is how autograd sums the
+// gradients of a tensor used twice and how gradient accumulation works.
+//
+// Inputs may be non-contiguous views; ops copy them to contiguous float32 first. Activations are F32.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "llmkit/kernels/kernel_table.h"
+#include "llmkit/kernels/ref/ops.h"
+#include "llmkit/tensor/tensor.h"
+
+namespace llmkit::ops {
+
+using ref::RopeConfig;
+using ref::RopeScaling;
+using ref::RopeStyle;
+
+// ---- backend selection (backend.cc) ----------------------------------------------------------------
+enum class Backend : uint8_t { kRef, kCpu };
+Backend current_backend();
+const char* backend_name(Backend b);
+// The kernel table the ops use now: ref_table() for kRef; for kCpu, cpu_table() entries falling back to
+// ref_table() where null (a merged copy, rebuilt when the SIMD target changes).
+const KernelTable& active_table();
+class ScopedBackend {
+ public:
+  explicit ScopedBackend(Backend b);
+  ~ScopedBackend();
+  ScopedBackend(const ScopedBackend&) = delete;
+  ScopedBackend& operator=(const ScopedBackend&) = delete;
+
+ private:
+  Backend prev_;
+};
+
+// ---- linear algebra and element-wise (linear.cc) ---------------------------------------------------
+// y[..., N] = x[..., K] . w[N, K]^T ; w: F32, F16, BF16 or a quantized dtype.
+Tensor matmul(const Tensor& x, const Tensor& w);
+// dx[..., K] from dy[..., N] and w[N, K] (any dtype); dw[N, K] from dy and x (w must be F32).
+void matmul_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw);
+// y[M, N] = x[M, K] . w[N, K]^T with BF16 x and w, F32 result.
+Tensor matmul_bf16(const Tensor& x, const Tensor& w);
+// Same-shape element-wise ops.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float s);
+void mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
+// y[..., d] = x[..., d] + bias[d] ; backward: dbias[d] = sum of dy over rows (dx is dy itself).
+Tensor add_bias(const Tensor& x, const Tensor& bias);
+void add_bias_backward(const Tensor& dy, Tensor* dbias);
+// y[..., d] = table[ids[...]] ; table [n_vocab, d] of any dtype, ids I32 with values in [0, n_vocab).
+Tensor embedding(const Tensor& table, const Tensor& ids);
+// dtable[n_vocab, d] += scatter of dy[..., d] by ids.
+void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor* dtable, int64_t n_vocab);
+// Any float dtype (F32, F16, BF16, quantized) to a new F32 tensor of the same shape.
+Tensor to_f32(const Tensor& x);
+
+// ---- activations (activation.cc) --------------------------------------------------------------------
+enum class Act : uint8_t { kSilu, kGeluErf, kGeluTanh, kRelu };
+const char* act_name(Act a);
+Tensor activation(Act a, const Tensor& x);
+void activation_backward(Act a, const Tensor& x, const Tensor& dy, Tensor* dx);
+inline Tensor silu(const Tensor& x) { return activation(Act::kSilu, x); }
+inline Tensor gelu(const Tensor& x, bool tanh_approx = false) {
+  return activation(tanh_approx ? Act::kGeluTanh : Act::kGeluErf, x);
+}
+inline Tensor relu(const Tensor& x) { return activation(Act::kRelu, x); }
+// Gated units y[..., d_ff] = act(gate) * up: SwiGLU (act = SiLU) and GeGLU (act = GELU erf or tanh).
+Tensor glu(Act a, const Tensor& gate, const Tensor& up);
+void glu_backward(Act a, const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor* dgate, Tensor* dup);
+inline Tensor swiglu(const Tensor& gate, const Tensor& up) { return glu(Act::kSilu, gate, up); }
+inline Tensor geglu(const Tensor& gate, const Tensor& up, bool tanh_approx = false) {
+  return glu(tanh_approx ? Act::kGeluTanh : Act::kGeluErf, gate, up);
+}
+
+// ---- normalisation and softmax (norm.cc) ------------------------------------------------------------
+// x [..., d_model], w [d_model]; w_offset = 1 for Gemma.
+Tensor rmsnorm(const Tensor& x, const Tensor& w, float eps, float w_offset = 0.0f);
+void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, float w_offset, Tensor* dx,
+                      Tensor* dw);
+// w, b [d_model] or undefined (then 1 and 0).
+Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps);
+void layernorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, Tensor* dx, Tensor* dw,
+                        Tensor* db);
+// Softmax over the last dim of x [..., n_keys]. Masks (see ref::SoftmaxMask): rows form groups of n_q
+// query rows; key_len (one per group, or empty) masks padding.
+struct SoftmaxOptions {
+  bool causal = false;
+  int64_t n_q = 0;
+  std::vector<int32_t> key_len;
+};
+Tensor softmax(const Tensor& x, const SoftmaxOptions& opt = {});
+void softmax_backward(const Tensor& y, const Tensor& dy, Tensor* dx);
+
+// ---- positions and attention (attention.cc) ---------------------------------------------------------
+// x [..., n_heads, head_dim] holding n_tokens = numel / (n_heads head_dim) rows; pos I32 [n_tokens].
+Tensor rope(const Tensor& x, const Tensor& pos, const RopeConfig& cfg);
+void rope_backward(const Tensor& dy, const Tensor& pos, const RopeConfig& cfg, Tensor* dx);
+// slopes F32 [n_heads] (Press et al. 2022; BLOOM's rule for non-powers of two).
+Tensor alibi_slopes(int64_t n_heads);
+struct AttentionOptions {
+  float scale = 0.0f;             // 0 means 1/sqrt(head_dim)
+  bool causal = true;
+  int64_t window = 0;             // sliding window (Mistral); 0 = off
+  bool alibi = false;             // add ALiBi bias with the standard slopes
+  std::vector<int32_t> kv_len;    // [n_seqs] valid keys per sequence (padding); empty = all
+};
+struct AttentionOutput {
+  Tensor out;  // [n_seqs, n_q, n_heads, head_dim]
+  Tensor lse;  // [n_seqs, n_heads, n_q] log-sum-exp per row, for the backward
+};
+// q [n_seqs, n_q, n_heads, head_dim]; k, v [n_seqs, n_kv, n_kv_heads, head_dim].
+AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOutput& fwd,
+                        const Tensor& dout, const AttentionOptions& opt, Tensor* dq, Tensor* dk, Tensor* dv);
+
+// ---- loss and selection (loss.cc) -------------------------------------------------------------------
+constexpr int32_t kIgnoreIndex = -100;  // PyTorch / HF label convention
+// logits [..., n_vocab], targets I32 [...] in [0, n_vocab) or ignore_index. Mean over non-ignored rows.
+float cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = kIgnoreIndex);
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, float dloss, Tensor* dlogits,
+                            int32_t ignore_index = kIgnoreIndex);
+// I32 [...] index of the max over the last dim of x [..., d].
+Tensor argmax(const Tensor& x);
+// (values F32 [..., k], indices I32 [..., k]), descending.
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);
+
+// ---- copies (shape.cc) ------------------------------------------------------------------------------
+// Concatenation of same-dtype tensors along `dim` (other dims equal); split is its inverse.
+Tensor concat(const std::vector<Tensor>& xs, int dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int dim);
+// A contiguous copy (of any view).
+Tensor copy(const Tensor& x);
+
+}  // namespace llmkit::ops
