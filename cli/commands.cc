@@ -133,8 +133,10 @@ const std::vector<Command> kCommands = {
     {"inspect", "Show a model's architecture, tensors, tokenizer and chat template",
      [](CLI::App& app) {
        static std::string path;
-       app.add_option("path", path, "GGUF file or HF folder");
-       return not_built("inspect", "the model-files work (issue: GGUF and Hugging Face folders)");
+       static bool all = false;
+       app.add_option("path", path, "GGUF file (Hugging Face folders: not yet)")->required();
+       app.add_flag("--all", all, "List every tensor");
+       return std::function<int()>([] { return run_inspect(path, all); });
      }},
     {"tokenize", "Tokenize text (or decode ids) with a model's tokenizer",
      [](CLI::App& app) {

@@ -28,4 +28,6 @@ const std::vector<Command>& commands();
 std::string models_dir();
 std::string default_model_path();
 
+int run_inspect(const std::string& path, bool all_tensors);
+
 }  // namespace llmkit::cli
