@@ -1,0 +1,2 @@
+// Placeholder so the layer library is never empty; delete when the layer has real sources.
+namespace llmkit::tokenizer_layer {}
