@@ -1,36 +1,74 @@
-// The SIMD kernel table and target selection (placeholder until the SIMD kernels land).
+// The SIMD kernel table and SIMD target selection. cpu_table() points at the Highway kernels of
+// gemm.cc and elementwise.cc, which dispatch at run time (HWY_DYNAMIC_DISPATCH) to the best target
+// of this CPU. set_cpu_target() narrows Highway's supported set with SetSupportedTargetsForTest so
+// tests and the op harness can run every target; Highway's own list of targets shrinks with that
+// mock, so the full list is captured once, before any mock, and cpu_targets() returns it.
+// Quantized weights: matmul forwards to cpu::quant_matmul when it supports the type, else it
+// dequantizes weight tiles with ref::dequantize_row and runs the F32 kernels (see cpu_kernels.h).
 #include <hwy/targets.h>
 
 #include "llmkit/base/check.h"
+#include "llmkit/kernels/cpu/cpu_kernels.h"
 #include "llmkit/kernels/kernel_table.h"
 
 namespace llmkit {
 
 const KernelTable& cpu_table() {
-  static const KernelTable t = {.name = "cpu"};
+  static const KernelTable t = {
+      .name = "cpu",
+      .matmul = cpu::matmul,
+      .matmul_bf16 = cpu::matmul_bf16,
+      .add = cpu::add,
+      .mul = cpu::mul,
+      .scale = cpu::scale,
+      .silu = cpu::silu,
+      .swiglu = cpu::swiglu,
+      .rmsnorm = cpu::rmsnorm,
+      .softmax = cpu::softmax,
+  };
   return t;
 }
 
+namespace {
+
+// Compiled-and-supported targets, best first, as seen before any SetSupportedTargetsForTest.
+// Initialised on first use of any target helper; a mock set by someone else before that would
+// narrow it, so the helpers below reset the mock first.
+const std::vector<int64_t>& all_targets() {
+  static const std::vector<int64_t> targets = [] {
+    hwy::SetSupportedTargetsForTest(0);
+    return hwy::SupportedAndGeneratedTargets();
+  }();
+  return targets;
+}
+
+}  // namespace
+
 std::vector<std::string> cpu_targets() {
   std::vector<std::string> out;
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) out.push_back(hwy::TargetName(t));
+  for (int64_t t : all_targets()) out.push_back(hwy::TargetName(t));
   return out;
 }
 
 void set_cpu_target(const std::string& name) {
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+  for (int64_t t : all_targets()) {
     if (name == hwy::TargetName(t)) {
       hwy::SetSupportedTargetsForTest(t);
       return;
     }
   }
-  throw Error(ErrorCode::kInvalidArgument, str_cat("SIMD target '", name, "' is not available on this CPU"));
+  throw Error(ErrorCode::kInvalidArgument,
+              str_cat("SIMD target '", name, "' is not compiled in or not supported by this CPU; see cpu_targets()"));
 }
 
-void reset_cpu_target() { hwy::SetSupportedTargetsForTest(0); }
+void reset_cpu_target() {
+  (void)all_targets();  // capture the full list before it could ever be narrowed
+  hwy::SetSupportedTargetsForTest(0);
+}
 
 std::string current_cpu_target() {
-  auto targets = hwy::SupportedAndGeneratedTargets();  // best first
+  (void)all_targets();
+  auto targets = hwy::SupportedAndGeneratedTargets();  // best first, honours set_cpu_target
   return targets.empty() ? std::string("none") : std::string(hwy::TargetName(targets.front()));
 }
 

@@ -1,0 +1,30 @@
+// Entry points of the Highway SIMD kernels behind cpu_table(). Each one dispatches at run time to
+// the best target of this CPU (or the one forced by set_cpu_target) via HWY_DYNAMIC_DISPATCH; the
+// per-target code lives in gemm.cc (matmul) and elementwise.cc. Signatures and conventions are the
+// KernelTable's (kernel_table.h): row-major, weights [N, K], never throw, no heap allocation per
+// call once the thread-local scratch has grown.
+#pragma once
+
+#include <cstdint>
+
+#include "llmkit/tensor/dtype.h"
+
+namespace llmkit::cpu {
+
+// y[M,N] = x[M,K] . w[N,K]^T. F32/F16/BF16 run the packed GEMM (M > kGemvMaxM) or the streaming
+// GEMV path; quantized types go to cpu::quant_matmul when it supports them, else their rows are
+// dequantized tile by tile with ref::dequantize_row and run through the same F32 kernels.
+void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K);
+// BF16 x and w (raw bits), F32 accumulation: x is widened once into thread-local scratch (exact),
+// then the BF16-weight matmul runs; every product of two BF16 values is exact in F32.
+void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
+
+void add(const float* a, const float* b, float* y, int64_t n);
+void mul(const float* a, const float* b, float* y, int64_t n);
+void scale(const float* a, float s, float* y, int64_t n);
+void silu(const float* x, float* y, int64_t n);
+void swiglu(const float* gate, const float* up, float* y, int64_t n);
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset);
+void softmax(float* x, int64_t rows, int64_t d);
+
+}  // namespace llmkit::cpu

@@ -1,0 +1,165 @@
+// Element-wise and row-wise SIMD kernels behind cpu_table(): add, mul, scale, silu, swiglu,
+// rmsnorm and softmax, compiled once per Highway target and dispatched at run time. Tails shorter
+// than a vector are copied into a padded one-vector buffer and run through the same vector code,
+// so every element gets the same arithmetic (no scalar std::exp next to the SIMD Exp). exp is
+// Highway's contrib Exp (<= 1 ULP on [-FLT_MAX, 104]; it returns 0 below ~-87.3); sigmoid is
+// written with exp(-|x|) so its argument is never positive and never overflows.
+// Large arrays are split over ThreadPool::global(); small ones stay on the calling thread.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/cpu_kernels.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/elementwise.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace llmkit::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Element-wise work below this many floats runs on one thread: a memory-bound add of 32k floats
+// takes ~5 us on one core, already more than dispatch to the pool (~1-2 us) would save.
+constexpr int64_t kParallelMinElems = int64_t{1} << 15;
+
+// Applies op(vectors...) -> vector over n elements of up to two inputs, tail padded.
+template <class Op>
+HWY_INLINE void Map2(const float* a, const float* b, float* y, int64_t n, const Op& op) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(op(d, hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, y + i);
+  if (i < n) {
+    HWY_ALIGN float ta[HWY_MAX_BYTES / sizeof(float)] = {};
+    HWY_ALIGN float tb[HWY_MAX_BYTES / sizeof(float)] = {};
+    const int64_t r = n - i;
+    for (int64_t j = 0; j < r; ++j) { ta[j] = a[i + j]; tb[j] = b[i + j]; }
+    hn::Store(op(d, hn::Load(d, ta), hn::Load(d, tb)), d, ta);
+    for (int64_t j = 0; j < r; ++j) y[i + j] = ta[j];
+  }
+}
+
+template <class Op>
+void ParallelMap2(const float* a, const float* b, float* y, int64_t n, const Op& op) {
+  ThreadPool::global().parallel_for(n, kParallelMinElems, [&](int64_t s, int64_t e) {
+    Map2(a + s, b + s, y + s, e - s, op);
+  });
+}
+
+HWY_INLINE VF Sigmoid(DF d, VF x) {
+  const VF e = hn::Exp(d, hn::Neg(hn::Abs(x)));  // in (0, 1]
+  const VF r = hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), e));
+  return hn::IfThenElse(hn::Lt(x, hn::Zero(d)), hn::Mul(e, r), r);
+}
+
+void Add(const float* a, const float* b, float* y, int64_t n) {
+  ParallelMap2(a, b, y, n, [](DF, VF u, VF v) { return hn::Add(u, v); });
+}
+void Mul(const float* a, const float* b, float* y, int64_t n) {
+  ParallelMap2(a, b, y, n, [](DF, VF u, VF v) { return hn::Mul(u, v); });
+}
+void Scale(const float* a, float s, float* y, int64_t n) {
+  ParallelMap2(a, a, y, n, [s](DF d, VF u, VF) { return hn::Mul(u, hn::Set(d, s)); });
+}
+void Silu(const float* x, float* y, int64_t n) {
+  ParallelMap2(x, x, y, n, [](DF d, VF u, VF) { return hn::Mul(u, Sigmoid(d, u)); });
+}
+void Swiglu(const float* gate, const float* up, float* y, int64_t n) {
+  ParallelMap2(gate, up, y, n, [](DF d, VF g, VF u) { return hn::Mul(hn::Mul(g, Sigmoid(d, g)), u); });
+}
+
+// Rows per task so that each task touches at least kParallelMinElems floats.
+int64_t RowGrain(int64_t d) { return std::max<int64_t>(1, kParallelMinElems / std::max<int64_t>(1, d)); }
+
+void RmsNorm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps, float w_offset) {
+  ThreadPool::global().parallel_for(rows, RowGrain(dim), [&](int64_t rb, int64_t re) {
+    const DF d;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    for (int64_t r = rb; r < re; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      VF s0 = hn::Zero(d), s1 = hn::Zero(d);
+      int64_t i = 0;
+      for (; i + 2 * L <= dim; i += 2 * L) {
+        const VF a = hn::LoadU(d, xr + i), b = hn::LoadU(d, xr + i + L);
+        s0 = hn::MulAdd(a, a, s0);
+        s1 = hn::MulAdd(b, b, s1);
+      }
+      float ss = hn::GetLane(hn::SumOfLanes(d, hn::Add(s0, s1)));
+      for (; i < dim; ++i) ss += xr[i] * xr[i];
+      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+      const VF vinv = hn::Set(d, inv), voff = hn::Set(d, w_offset);
+      Map2(xr, w, yr, dim, [&](DF, VF xv, VF wv) { return hn::Mul(hn::Mul(xv, vinv), hn::Add(wv, voff)); });
+    }
+  });
+}
+
+void Softmax(float* x, int64_t rows, int64_t dim) {
+  ThreadPool::global().parallel_for(rows, RowGrain(dim), [&](int64_t rb, int64_t re) {
+    const DF d;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    for (int64_t r = rb; r < re; ++r) {
+      float* xr = x + r * dim;
+      VF vmax = hn::Set(d, -std::numeric_limits<float>::infinity());
+      int64_t i = 0;
+      for (; i + L <= dim; i += L) vmax = hn::Max(vmax, hn::LoadU(d, xr + i));
+      float mx = hn::GetLane(hn::MaxOfLanes(d, vmax));
+      for (; i < dim; ++i) mx = std::max(mx, xr[i]);
+      // exp(x - max) in place; a padded tail lane is -inf -> exp 0, so it adds nothing to the sum.
+      const VF vm = hn::Set(d, mx);
+      VF vsum = hn::Zero(d);
+      auto expm = [&](DF dd, VF v, VF) {
+        const VF e = hn::Exp(dd, hn::Sub(v, vm));
+        vsum = hn::Add(vsum, e);
+        return e;
+      };
+      const int64_t full = dim - dim % L;
+      Map2(xr, xr, xr, full, expm);
+      if (full < dim) {
+        HWY_ALIGN float t[HWY_MAX_BYTES / sizeof(float)];
+        for (int64_t j = 0; j < L; ++j) t[j] = full + j < dim ? xr[full + j] : -std::numeric_limits<float>::infinity();
+        hn::Store(expm(d, hn::Load(d, t), hn::Zero(d)), d, t);
+        for (int64_t j = 0; full + j < dim; ++j) xr[full + j] = t[j];
+      }
+      const float inv = 1.0f / hn::GetLane(hn::SumOfLanes(d, vsum));
+      const VF vinv = hn::Set(d, inv);
+      Map2(xr, xr, xr, dim, [&](DF, VF v, VF) { return hn::Mul(v, vinv); });
+    }
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace llmkit::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace llmkit::cpu {
+
+HWY_EXPORT(Add);
+HWY_EXPORT(Mul);
+HWY_EXPORT(Scale);
+HWY_EXPORT(Silu);
+HWY_EXPORT(Swiglu);
+HWY_EXPORT(RmsNorm);
+HWY_EXPORT(Softmax);
+
+void add(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Add)(a, b, y, n); }
+void mul(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, b, y, n); }
+void scale(const float* a, float s, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, s, y, n); }
+void silu(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Silu)(x, y, n); }
+void swiglu(const float* gate, const float* up, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Swiglu)(gate, up, y, n); }
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) {
+  HWY_DYNAMIC_DISPATCH(RmsNorm)(x, w, y, rows, d, eps, w_offset);
+}
+void softmax(float* x, int64_t rows, int64_t d) { HWY_DYNAMIC_DISPATCH(Softmax)(x, rows, d); }
+
+}  // namespace llmkit::cpu
+#endif  // HWY_ONCE

@@ -1,0 +1,321 @@
+// Dense CPU matmul y[M,N] = x[M,K] . w[N,K]^T for F32, F16 and BF16 weights (and the dequantizing
+// fallback for block-quantized weights), compiled once per Highway target (foreach_target.h) and
+// chosen at run time. Two paths:
+//  * GEMM (M > kGemvMaxM): GotoBLAS/BLIS-style. Each thread owns a range of output columns; for
+//    each block of kNC columns x kKC depth it packs w into panels of NR = 2 vectors of columns,
+//    laid out [k][NR] (converting F16/BF16/quantized rows to F32 on the way, so conversion is paid
+//    once per M-sweep), then a kMR x NR register tile (6 x 16 floats on AVX2: 12 accumulators +
+//    2 w vectors + 1 broadcast = 15 of 16 ymm) accumulates over the K block with FMAs, x rows
+//    broadcast straight from memory (6 rows x kKC = 6 KiB stay in L1).
+//  * GEMV (M <= kGemvMaxM, decode): w is streamed once, four rows at a time, each dotted with the
+//    M rows of x (vector accumulators along K, one horizontal sum per output).
+// Both parallelise over N on ThreadPool::global() (over M when N is too narrow to split). Scratch
+// is thread-local and grows once; no heap allocation per call after warm-up.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "llmkit/base/check.h"
+#include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/cpu_kernels.h"
+#include "llmkit/kernels/cpu/quant_matmul.h"
+#include "llmkit/kernels/ref/quant.h"
+#include "llmkit/tensor/half.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/gemm.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace llmkit::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+
+// Tuning (AMD EPYC Zen3, AVX2, 512 KiB L2/core; bench_gemm F32 512^3, 1 thread, 2026-11-27):
+// kKC=256 keeps one packed panel (256 x 16 floats = 16 KiB) in L1 and must stay a multiple of 256
+// so quantized row slices start on block boundaries; kNC=256 makes the packed block 256 KiB, half
+// of L2. kKC 128/512 and kNC 128/512 measured within a few percent, 256/256 best.
+constexpr int kMR = 6;
+constexpr int64_t kKC = 256;
+constexpr int64_t kNC = 256;
+// M up to this uses the GEMV path: packing costs one pass over w per call, which pays off only
+// once several rows of x reuse each packed panel (bench: M=4 GEMV 1.6x faster than packed GEMM).
+constexpr int64_t kGemvMaxM = 4;
+
+// Thread-local float buffer grown on demand and kept: after the first call of a given size, no
+// allocation happens on this thread.
+struct Scratch {
+  hwy::AlignedFreeUniquePtr<float[]> buf;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      buf = hwy::AllocateAligned<float>(n);
+      LLMKIT_ASSERT(buf != nullptr, "out of memory for matmul scratch (", n, " floats)");
+      cap = n;
+    }
+    return buf.get();
+  }
+};
+thread_local Scratch tl_pack, tl_rows, tl_x;
+
+// w[n, k0 : k0+len) as floats: a pointer into w for F32, else converted into out[len].
+const float* RowF32(const void* w, DType wt, int64_t K, int64_t n, int64_t k0, int64_t len, float* out) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  if (wt == DType::kF32) return static_cast<const float*>(w) + n * K + k0;
+  if (wt == DType::kF16 || wt == DType::kBF16) {
+    const uint16_t* src = static_cast<const uint16_t*>(w) + n * K + k0;
+    int64_t i = 0;
+    if (wt == DType::kF16) {
+      const hn::Rebind<hwy::float16_t, DF> dh;
+      const hwy::float16_t* s = reinterpret_cast<const hwy::float16_t*>(src);
+      for (; i + L <= len; i += L) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, s + i)), d, out + i);
+      for (; i < len; ++i) out[i] = f16_to_f32(src[i]);
+    } else {
+      const hn::Rebind<hwy::bfloat16_t, DF> dh;
+      const hwy::bfloat16_t* s = reinterpret_cast<const hwy::bfloat16_t*>(src);
+      for (; i + L <= len; i += L) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, s + i)), d, out + i);
+      for (; i < len; ++i) out[i] = bf16_to_f32(src[i]);
+    }
+    return out;
+  }
+  // Block-quantized: k0 is a multiple of kKC (a multiple of every block size), K of the block size.
+  const uint8_t* row = static_cast<const uint8_t*>(w) + static_cast<int64_t>(row_bytes(wt, K)) * n;
+  ref::dequantize_row(wt, row + row_bytes(wt, k0), out, len);
+  return out;
+}
+
+// Packs columns [n0, n0+nn) x depth [k0, k0+kc) of w into ceil(nn/NR) panels, panel p at
+// pw + p*kc*NR laid out [k][NR]; columns past nn are zero so the micro-kernel needs no masks.
+void PackW(const void* w, DType wt, int64_t K, int64_t n0, int64_t nn, int64_t k0, int64_t kc, float* pw,
+           float* row_tmp) {
+  const DF d;
+  const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t p = 0; p * NR < nn; ++p) {
+    float* panel = pw + p * kc * NR;
+    for (int64_t j = 0; j < NR; ++j) {
+      if (p * NR + j >= nn) {
+        for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = 0.0f;
+        continue;
+      }
+      const float* src = RowF32(w, wt, K, n0 + p * NR + j, k0, kc, row_tmp);
+      for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = src[k];
+    }
+  }
+}
+
+// y[MR, nvalid] (+)= x[MR, kc] (row stride ldx) . panel[kc, NR]; accumulate adds to y.
+template <int MR>
+HWY_INLINE void MicroKernel(const float* HWY_RESTRICT x, int64_t ldx, const float* HWY_RESTRICT panel, int64_t kc,
+                            float* HWY_RESTRICT y, int64_t ldy, int64_t nvalid, bool accumulate) {
+  const DF d;
+  using V = hn::Vec<DF>;
+  const size_t L = hn::Lanes(d);
+  V c0[MR], c1[MR];
+  for (int m = 0; m < MR; ++m) c0[m] = c1[m] = hn::Zero(d);
+  for (int64_t k = 0; k < kc; ++k) {
+    const V b0 = hn::Load(d, panel + k * 2 * L);
+    const V b1 = hn::Load(d, panel + k * 2 * L + L);
+    for (int m = 0; m < MR; ++m) {
+      const V a = hn::Set(d, x[m * ldx + k]);
+      c0[m] = hn::MulAdd(a, b0, c0[m]);
+      c1[m] = hn::MulAdd(a, b1, c1[m]);
+    }
+  }
+  if (nvalid == static_cast<int64_t>(2 * L)) {
+    for (int m = 0; m < MR; ++m) {
+      float* yr = y + m * ldy;
+      if (accumulate) {
+        c0[m] = hn::Add(c0[m], hn::LoadU(d, yr));
+        c1[m] = hn::Add(c1[m], hn::LoadU(d, yr + L));
+      }
+      hn::StoreU(c0[m], d, yr);
+      hn::StoreU(c1[m], d, yr + L);
+    }
+    return;
+  }
+  HWY_ALIGN float tmp[2 * HWY_MAX_BYTES / sizeof(float)];
+  for (int m = 0; m < MR; ++m) {
+    hn::Store(c0[m], d, tmp);
+    hn::Store(c1[m], d, tmp + L);
+    float* yr = y + m * ldy;
+    for (int64_t j = 0; j < nvalid; ++j) yr[j] = accumulate ? yr[j] + tmp[j] : tmp[j];
+  }
+}
+
+void MicroDispatch(int mr, const float* x, int64_t ldx, const float* panel, int64_t kc, float* y, int64_t ldy,
+                   int64_t nvalid, bool acc) {
+  switch (mr) {
+    case 6: MicroKernel<6>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    case 5: MicroKernel<5>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    case 4: MicroKernel<4>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    case 3: MicroKernel<3>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    case 2: MicroKernel<2>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    default: MicroKernel<1>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+  }
+}
+static_assert(kMR == 6, "MicroDispatch handles 1..6 rows");
+
+// Rows [m0, m1) x columns [n0, n1) of y, on the calling thread.
+void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int64_t K, int64_t m0, int64_t m1,
+               int64_t n0, int64_t n1) {
+  const DF d;
+  const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  float* pw = tl_pack.get(static_cast<size_t>(kNC * kKC));
+  float* row_tmp = tl_rows.get(static_cast<size_t>(kKC));
+  for (int64_t nb = n0; nb < n1; nb += kNC) {
+    const int64_t nn = std::min(kNC, n1 - nb);
+    for (int64_t kb = 0; kb < K; kb += kKC) {
+      const int64_t kc = std::min(kKC, K - kb);
+      PackW(w, wt, K, nb, nn, kb, kc, pw, row_tmp);
+      for (int64_t mb = m0; mb < m1; mb += kMR) {
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - mb));
+        for (int64_t p = 0; p * NR < nn; ++p) {
+          MicroDispatch(mr, x + mb * K + kb, K, pw + p * kc * NR, kc, y + mb * N + nb + p * NR, N,
+                        std::min(NR, nn - p * NR), kb > 0);
+        }
+      }
+    }
+  }
+}
+
+void Gemm(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  const DF d;
+  const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t n_panels = (N + NR - 1) / NR;
+  // ~64k FMAs per task at least: below that, waking a worker costs more than it saves.
+  const int64_t min_flops = int64_t{1} << 16;
+  if (n_panels >= 2 * pool.size() || M < 2 * kMR) {
+    const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, M * K * NR));
+    pool.parallel_for(n_panels, grain, [&](int64_t pb, int64_t pe) {
+      GemmBlock(x, w, wt, y, N, K, 0, M, pb * NR, std::min(N, pe * NR));
+    });
+  } else {  // narrow N, tall M: split rows (each thread packs the same w; N is small here)
+    const int64_t m_tiles = (M + kMR - 1) / kMR;
+    const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, kMR * K * N));
+    pool.parallel_for(m_tiles, grain, [&](int64_t tb, int64_t te) {
+      GemmBlock(x, w, wt, y, N, K, tb * kMR, std::min(M, te * kMR), 0, N);
+    });
+  }
+}
+
+// out[r] = dot(x[0:K], rows[r][0:K]) for r < 4.
+HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const float* const* rows, int64_t K, float* out) {
+  const DF d;
+  using V = hn::Vec<DF>;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const float* r0 = rows[0];
+  const float* r1 = rows[1];
+  const float* r2 = rows[2];
+  const float* r3 = rows[3];
+  V a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  V b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
+  int64_t k = 0;
+  // Two accumulators per row: FMA latency 4 x 2 ports needs 8 independent chains.
+  for (; k + 2 * L <= K; k += 2 * L) {
+    const V xa = hn::LoadU(d, x + k), xb = hn::LoadU(d, x + k + L);
+    a0 = hn::MulAdd(xa, hn::LoadU(d, r0 + k), a0);
+    a1 = hn::MulAdd(xa, hn::LoadU(d, r1 + k), a1);
+    a2 = hn::MulAdd(xa, hn::LoadU(d, r2 + k), a2);
+    a3 = hn::MulAdd(xa, hn::LoadU(d, r3 + k), a3);
+    b0 = hn::MulAdd(xb, hn::LoadU(d, r0 + k + L), b0);
+    b1 = hn::MulAdd(xb, hn::LoadU(d, r1 + k + L), b1);
+    b2 = hn::MulAdd(xb, hn::LoadU(d, r2 + k + L), b2);
+    b3 = hn::MulAdd(xb, hn::LoadU(d, r3 + k + L), b3);
+  }
+  for (; k + L <= K; k += L) {
+    const V xa = hn::LoadU(d, x + k);
+    a0 = hn::MulAdd(xa, hn::LoadU(d, r0 + k), a0);
+    a1 = hn::MulAdd(xa, hn::LoadU(d, r1 + k), a1);
+    a2 = hn::MulAdd(xa, hn::LoadU(d, r2 + k), a2);
+    a3 = hn::MulAdd(xa, hn::LoadU(d, r3 + k), a3);
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, b0)));
+  out[1] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a1, b1)));
+  out[2] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a2, b2)));
+  out[3] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a3, b3)));
+  for (; k < K; ++k) {
+    out[0] += x[k] * r0[k];
+    out[1] += x[k] * r1[k];
+    out[2] += x[k] * r2[k];
+    out[3] += x[k] * r3[k];
+  }
+}
+
+void Gemv(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  const int64_t groups = (N + 3) / 4;
+  // Each task covers at least ~32k weights so the wake-up (~1 us) stays small next to the work.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, 4 * K));
+  ThreadPool::global().parallel_for(groups, grain, [&](int64_t gb, int64_t ge) {
+    float* tmp = wt == DType::kF32 ? nullptr : tl_rows.get(static_cast<size_t>(4 * K));
+    for (int64_t g = gb; g < ge; ++g) {
+      const int64_t n = 4 * g;
+      const int nr = static_cast<int>(std::min<int64_t>(4, N - n));
+      const float* rows[4];
+      for (int r = 0; r < 4; ++r) {
+        rows[r] = r < nr ? RowF32(w, wt, K, n + r, 0, K, tmp ? tmp + r * K : nullptr) : rows[0];
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        float out[4];
+        Dot4(x + m * K, rows, K, out);
+        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[r];
+      }
+    }
+  });
+}
+
+void Matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    std::memset(y, 0, static_cast<size_t>(M * N) * sizeof(float));
+    return;
+  }
+  if (M <= kGemvMaxM) {
+    Gemv(x, w, wt, y, M, N, K);
+  } else {
+    Gemm(x, w, wt, y, M, N, K);
+  }
+}
+
+void MatmulBF16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0) return;
+  const size_t n = static_cast<size_t>(M * K);
+  float* xf = tl_x.get(n == 0 ? 1 : n);
+  const DF d;
+  const hn::Rebind<hwy::bfloat16_t, DF> dh;
+  const size_t L = hn::Lanes(d);
+  const hwy::bfloat16_t* s = reinterpret_cast<const hwy::bfloat16_t*>(x);
+  size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, s + i)), d, xf + i);
+  for (; i < n; ++i) xf[i] = bf16_to_f32(x[i]);
+  Matmul(xf, w, DType::kBF16, y, M, N, K);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace llmkit::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace llmkit::cpu {
+
+HWY_EXPORT(Matmul);
+HWY_EXPORT(MatmulBF16);
+
+void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  if (is_quantized(wt) && quant_matmul_supported(wt)) {
+    quant_matmul(x, w, wt, y, M, N, K);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(Matmul)(x, w, wt, y, M, N, K);
+}
+
+void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) {
+  HWY_DYNAMIC_DISPATCH(MatmulBF16)(x, w, y, M, N, K);
+}
+
+}  // namespace llmkit::cpu
+#endif  // HWY_ONCE

@@ -1,0 +1,319 @@
+// Every cpu_table() kernel on every SIMD target of this machine (cpu_targets(), forced with
+// set_cpu_target) against the reference: ref_table()'s entry when it exists, else a small local
+// scalar reference in double precision below (the reference kernels land separately). Sizes are
+// deliberately odd (not multiples of the 6 x 2-vector GEMM tile, the 256 K-block or the 256-column
+// N-block; K=1, N=1, M=1) and cover the GEMV path (M <= 4), the N-split and the M-split GEMM paths.
+// Error bounds are per dtype and derived next to each check. Quantized weights are not covered
+// here: their fallback needs ref::dequantize_row, and cpu::quant_matmul is tested by its owner.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "llmkit/base/thread_pool.h"
+#include "llmkit/error.h"
+#include "llmkit/kernels/kernel_table.h"
+#include "llmkit/tensor/half.h"
+
+// Counts heap allocations (all threads) so the tests can assert that a warmed-up kernel call does
+// none.
+// (hwy::AllocateAligned uses malloc, so the kernels' scratch growth itself is not counted; this
+// catches std::vector/std::function/string allocations in the dispatch path.) GCC flags a
+// replaced operator new paired with free() inside gtest's inlined code: a false positive here.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+static std::atomic<long> g_allocs{0};
+void* operator new(size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+namespace llmkit {
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);  // unit roundoff of float32
+
+std::vector<float> rand_vec(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& f : v) f = u(rng);
+  return v;
+}
+
+// Local references (double accumulation), used when ref_table() has no entry yet.
+void local_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = n * K + k;
+        const float wv = wt == DType::kF32   ? static_cast<const float*>(w)[i]
+                         : wt == DType::kF16 ? f16_to_f32(static_cast<const uint16_t*>(w)[i])
+                                             : bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+        s += static_cast<double>(x[m * K + k]) * wv;
+      }
+      y[m * N + n] = static_cast<float>(s);
+    }
+  }
+}
+double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+
+// Runs the body once per SIMD target, restoring the best target afterwards.
+class CpuKernels : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { set_cpu_target(GetParam()); }
+  void TearDown() override { reset_cpu_target(); }
+};
+
+TEST(CpuTargets, ListIsStableAndSelectable) {
+  const auto all = cpu_targets();
+  ASSERT_FALSE(all.empty());
+  EXPECT_EQ(current_cpu_target(), all.front());
+  for (const auto& t : all) {
+    set_cpu_target(t);
+    EXPECT_EQ(current_cpu_target(), t);
+    EXPECT_EQ(cpu_targets(), all) << "the list must not shrink while a target is forced";
+  }
+  reset_cpu_target();
+  EXPECT_EQ(current_cpu_target(), all.front());
+  EXPECT_THROW(set_cpu_target("NO_SUCH_TARGET"), Error);
+  EXPECT_EQ(current_cpu_target(), all.front());
+}
+
+TEST(CpuTargets, EveryEntryFilled) {
+  const KernelTable& t = cpu_table();
+  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm &&
+              t.softmax);
+}
+
+struct Shape { int64_t M, N, K; };
+const Shape kShapes[] = {
+    {1, 1, 1},   {1, 17, 33},  {3, 5, 1},    {1, 1, 300},   {4, 37, 129},  {5, 3, 7},    {7, 33, 257},
+    {13, 1, 64}, {64, 64, 64}, {67, 45, 300}, {9, 300, 31}, {50, 1, 20},  {50, 16, 20}, {23, 70, 520},
+};
+
+// Both sides compute exact products of F32 values (F16/BF16 weights and BF16 activations widen to
+// F32 exactly) and accumulate K of them in F32 (or double): by the standard bound each side's
+// error is at most gamma_K * sum|x||w| ~ K*u*sum|x||w|; the difference of the two is at most twice
+// that. (The blocked kernel's error is in practice ~sqrt(K)*u, so this is loose but rigorous.)
+void check_matmul(const float* x, const std::vector<float>& wf, const void* w, DType wt, int64_t M, int64_t N,
+                  int64_t K, const float* y, const char* what) {
+  std::vector<float> ref(static_cast<size_t>(M * N));
+  if (ref_table().matmul) {
+    ref_table().matmul(x, w, wt, ref.data(), M, N, K);
+  } else {
+    local_matmul(x, w, wt, ref.data(), M, N, K);
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      double absdot = 0;
+      for (int64_t k = 0; k < K; ++k) absdot += std::fabs(static_cast<double>(x[m * K + k]) * wf[n * K + k]);
+      const double tol = 2.0 * (K + 2) * kU * absdot + 1e-30;
+      ASSERT_NEAR(y[m * N + n], ref[m * N + n], tol)
+          << what << " M=" << M << " N=" << N << " K=" << K << " at m=" << m << " n=" << n;
+    }
+  }
+}
+
+TEST_P(CpuKernels, MatmulFloatWeights) {
+  for (int threads : {1, 2}) {
+    ThreadPool::set_global_threads(threads);
+    for (const Shape& s : kShapes) {
+      auto x = rand_vec(s.M * s.K, 1), wf = rand_vec(s.N * s.K, 2);
+      for (DType wt : {DType::kF32, DType::kF16, DType::kBF16}) {
+        std::vector<uint16_t> wh;
+        std::vector<float> wexact = wf;  // the weight values as the kernel sees them
+        if (wt != DType::kF32) {
+          wh.resize(wf.size());
+          for (size_t i = 0; i < wf.size(); ++i) {
+            wh[i] = wt == DType::kF16 ? f32_to_f16(wf[i]) : f32_to_bf16(wf[i]);
+            wexact[i] = wt == DType::kF16 ? f16_to_f32(wh[i]) : bf16_to_f32(wh[i]);
+          }
+        }
+        const void* w = wt == DType::kF32 ? static_cast<const void*>(wf.data()) : static_cast<const void*>(wh.data());
+        std::vector<float> y(static_cast<size_t>(s.M * s.N), std::nanf(""));
+        cpu_table().matmul(x.data(), w, wt, y.data(), s.M, s.N, s.K);
+        check_matmul(x.data(), wexact, w, wt, s.M, s.N, s.K, y.data(), dtype_name(wt));
+      }
+    }
+  }
+  ThreadPool::set_global_threads(2);
+}
+
+TEST_P(CpuKernels, MatmulBF16) {
+  for (const Shape& s : kShapes) {
+    auto xf = rand_vec(s.M * s.K, 3), wf = rand_vec(s.N * s.K, 4);
+    std::vector<uint16_t> xb(xf.size()), wb(wf.size());
+    for (size_t i = 0; i < xf.size(); ++i) { xb[i] = f32_to_bf16(xf[i]); xf[i] = bf16_to_f32(xb[i]); }
+    for (size_t i = 0; i < wf.size(); ++i) { wb[i] = f32_to_bf16(wf[i]); wf[i] = bf16_to_f32(wb[i]); }
+    std::vector<float> y(static_cast<size_t>(s.M * s.N)), ref(y.size());
+    cpu_table().matmul_bf16(xb.data(), wb.data(), y.data(), s.M, s.N, s.K);
+    if (ref_table().matmul_bf16) {
+      ref_table().matmul_bf16(xb.data(), wb.data(), ref.data(), s.M, s.N, s.K);
+    } else {
+      local_matmul(xf.data(), wf.data(), DType::kF32, ref.data(), s.M, s.N, s.K);
+    }
+    for (int64_t m = 0; m < s.M; ++m) {
+      for (int64_t n = 0; n < s.N; ++n) {
+        double absdot = 0;
+        for (int64_t k = 0; k < s.K; ++k) absdot += std::fabs(static_cast<double>(xf[m * s.K + k]) * wf[n * s.K + k]);
+        ASSERT_NEAR(y[m * s.N + n], ref[m * s.N + n], 2.0 * (s.K + 2) * kU * absdot + 1e-30)
+            << "M=" << s.M << " N=" << s.N << " K=" << s.K;
+      }
+    }
+  }
+}
+
+TEST_P(CpuKernels, MatmulNoAllocationAfterWarmup) {
+  ThreadPool::set_global_threads(2);
+  for (const Shape& s : {Shape{1, 300, 520}, Shape{67, 300, 520}}) {
+    auto x = rand_vec(s.M * s.K, 5), w = rand_vec(s.N * s.K, 6);
+    std::vector<uint16_t> wh(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wh[i] = f32_to_bf16(w[i]);
+    std::vector<float> y(static_cast<size_t>(s.M * s.N));
+    for (int rep = 0; rep < 2; ++rep) {  // rep 0 warms the thread-local scratch of every thread
+      const long before = g_allocs.load();
+      cpu_table().matmul(x.data(), w.data(), DType::kF32, y.data(), s.M, s.N, s.K);
+      cpu_table().matmul(x.data(), wh.data(), DType::kBF16, y.data(), s.M, s.N, s.K);
+      cpu_table().matmul_bf16(wh.data(), wh.data(), y.data(), s.M < s.N ? s.M : s.N, s.N, s.K);
+      if (rep == 1) {
+        EXPECT_EQ(g_allocs.load(), before) << "M=" << s.M;
+      }
+    }
+  }
+}
+
+// Odd lengths: shorter than a vector, around vector multiples, and large enough to be split
+// over threads (kParallelMinElems = 32768).
+const int64_t kLens[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000, 70001};
+
+// add/mul/scale are one IEEE operation per element in both implementations: results must be
+// bit-identical.
+TEST_P(CpuKernels, AddMulScaleExact) {
+  for (int64_t n : kLens) {
+    auto a = rand_vec(n, 7, -100, 100), b = rand_vec(n, 8, -100, 100);
+    std::vector<float> y(static_cast<size_t>(n)), r(y.size());
+    cpu_table().add(a.data(), b.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], a[i] + b[i]) << "add n=" << n;
+    cpu_table().mul(a.data(), b.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], a[i] * b[i]) << "mul n=" << n;
+    cpu_table().scale(a.data(), -0.37f, y.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], a[i] * -0.37f) << "scale n=" << n;
+    if (ref_table().add) {
+      ref_table().add(a.data(), b.data(), r.data(), n);
+      cpu_table().add(a.data(), b.data(), y.data(), n);
+      ASSERT_EQ(y, r);
+    }
+    // In place (y aliases a), as the ops layer does for residual adds.
+    std::vector<float> c = a;
+    cpu_table().add(c.data(), b.data(), c.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]);
+  }
+}
+
+// silu/swiglu: Highway's Exp is within 1 ULP, then 1 add, 1 divide and 1-2 multiplies, each
+// rounding once: <= ~6 ULP, checked as 8 ULP relative (8*2^-23 ~ 1e-6). Below x ~ -87.3 exp(x)
+// underflows float and Exp returns 0, so |silu(x)| < 88*e^-87.3 ~ 1e-36 may come out as 0:
+// absolute slack 1e-35.
+TEST_P(CpuKernels, SiluSwiglu) {
+  for (int64_t n : kLens) {
+    auto x = rand_vec(n, 9, -12, 12), u = rand_vec(n, 10, -3, 3);
+    const float specials[] = {0.0f, -0.0f, 1e-3f, -1e-3f, 20.0f, -20.0f, 88.0f, -88.0f, -100.0f, 1000.0f, -1000.0f};
+    for (size_t i = 0; i < std::size(specials) && static_cast<int64_t>(i) < n; ++i) x[i] = specials[i];
+    std::vector<float> y(static_cast<size_t>(n)), y2(y.size()), r(y.size()), r2(y.size());
+    cpu_table().silu(x.data(), y.data(), n);
+    cpu_table().swiglu(x.data(), u.data(), y2.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      r[i] = static_cast<float>(x[i] * sigmoid(x[i]));
+      r2[i] = static_cast<float>(x[i] * sigmoid(x[i]) * u[i]);
+    }
+    if (ref_table().silu) ref_table().silu(x.data(), r.data(), n);
+    if (ref_table().swiglu) ref_table().swiglu(x.data(), u.data(), r2.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(y[i], r[i], 8 * 2 * kU * std::fabs(r[i]) + 1e-35) << "silu x=" << x[i];
+      ASSERT_NEAR(y2[i], r2[i], 8 * 2 * kU * std::fabs(r2[i]) + 1e-35) << "swiglu x=" << x[i];
+    }
+  }
+}
+
+// rmsnorm: the sum of d squares (positive terms) has relative error <= d*u whatever the order;
+// the mean/eps/sqrt/divide and the two multiplies by the scale and (w + offset) add ~6 roundings,
+// and sqrt halves the sum's error. Against a float reference both sides carry that error:
+// tolerance 2*(d/2 + 8)*u relative to the output.
+TEST_P(CpuKernels, RmsNorm) {
+  for (int64_t d : {1, 7, 16, 33, 1000, 4097}) {
+    for (float off : {0.0f, 1.0f}) {
+      const int64_t rows = d < 100 ? 37 : 9;  // 9 x 4097 > 32768: split over threads
+      auto x = rand_vec(rows * d, 11, -4, 4), w = rand_vec(d, 12, -2, 2);
+      std::vector<float> y(x.size()), r(x.size());
+      const float eps = 1e-5f;
+      cpu_table().rmsnorm(x.data(), w.data(), y.data(), rows, d, eps, off);
+      for (int64_t i = 0; i < rows; ++i) {
+        double ss = 0;
+        for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(x[i * d + j]) * x[i * d + j];
+        const double inv = 1.0 / std::sqrt(ss / d + eps);
+        for (int64_t j = 0; j < d; ++j) r[i * d + j] = static_cast<float>(x[i * d + j] * inv * (w[j] + static_cast<double>(off)));
+      }
+      if (ref_table().rmsnorm) ref_table().rmsnorm(x.data(), w.data(), r.data(), rows, d, eps, off);
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], r[i], 2.0 * (d / 2.0 + 8) * kU * std::fabs(r[i]) + 1e-30) << "d=" << d << " off=" << off;
+      }
+    }
+  }
+}
+
+// softmax: x - max is one rounding (relative error u on a value up to the row's range R), which
+// exp turns into an absolute error of R*u in the exponent, i.e. relative R*u in the output; Exp
+// adds 1 ULP, the sum of d positive terms d*u, the final multiply 1 more. With inputs in
+// [-10, 10] (R <= 20): tolerance 2*(d + 24)*u relative, plus 1e-30 for outputs that underflow.
+TEST_P(CpuKernels, Softmax) {
+  for (int64_t d : {1, 2, 7, 8, 9, 33, 1000, 4097}) {
+    const int64_t rows = d < 100 ? 37 : 9;
+    auto x = rand_vec(rows * d, 13, -10, 10);
+    if (d > 2) {
+      x[1] = -std::numeric_limits<float>::infinity();  // a masked position: exactly 0 out
+      x[d + 1] = 1e30f;                                 // a huge logit: no overflow, one-hot
+    }
+    std::vector<float> y = x, r(x.size());
+    cpu_table().softmax(y.data(), rows, d);
+    for (int64_t i = 0; i < rows; ++i) {
+      double mx = -INFINITY, s = 0;
+      for (int64_t j = 0; j < d; ++j) mx = std::max(mx, static_cast<double>(x[i * d + j]));
+      for (int64_t j = 0; j < d; ++j) s += std::exp(x[i * d + j] - mx);
+      for (int64_t j = 0; j < d; ++j) r[i * d + j] = static_cast<float>(std::exp(x[i * d + j] - mx) / s);
+    }
+    if (ref_table().softmax) {
+      r = x;
+      ref_table().softmax(r.data(), rows, d);
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const size_t k = static_cast<size_t>(i * d + j);
+        ASSERT_TRUE(std::isfinite(y[k])) << "d=" << d << " row " << i;
+        ASSERT_NEAR(y[k], r[k], 2.0 * (d + 24) * kU * std::fabs(r[k]) + 1e-30) << "d=" << d << " row " << i << " j=" << j;
+        sum += y[k];
+      }
+      ASSERT_NEAR(sum, 1.0, 2.0 * (d + 24) * kU);
+    }
+    if (d > 2) {
+      EXPECT_EQ(y[1], 0.0f);
+      EXPECT_EQ(y[d + 1], 1.0f);
+    }
+  }
+}
+
+std::string target_name(const ::testing::TestParamInfo<std::string>& p) { return p.param; }
+INSTANTIATE_TEST_SUITE_P(AllTargets, CpuKernels, ::testing::ValuesIn(cpu_targets()), target_name);
+
+}  // namespace
+}  // namespace llmkit
