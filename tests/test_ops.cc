@@ -1,0 +1,355 @@
+// The op harness's forward mode: every op case (op x shapes x dtypes) runs on the reference and on
+// kCpu for every SIMD target of this CPU and must match the reference by NMSE within the dtype's bound
+// (tests/op_harness.h). LLMKIT_HARNESS_PERF=1 prints per-op per-target timings. Also: every
+// KernelTable entry of ref_table() is filled, and bad arguments surface as llmkit::Error naming the op.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "op_harness.h"
+
+namespace llmkit {
+namespace {
+using harness::OpCase;
+using harness::rand_tensor;
+using ops::RopeScaling;
+using ops::RopeStyle;
+
+// The quantization reference is implemented by another work stream and asserts (aborts) until it lands,
+// so probe it in a child process before building quantized cases.
+bool quant_available(DType t) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    float x[256];
+    for (int i = 0; i < 256; ++i) x[i] = static_cast<float>(i % 17) - 8.0f;
+    alignas(64) unsigned char q[512];
+    float y[256];
+    ref::quantize_row(t, x, q, 256);
+    ref::dequantize_row(t, q, y, 256);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+std::vector<OpCase> cases() {
+  std::vector<OpCase> out;
+  auto add = [&](std::string op, std::string desc, double bound, std::function<std::vector<Tensor>()> fn) {
+    out.push_back({std::move(op), std::move(desc), bound, std::move(fn)});
+  };
+  uint32_t seed = 1;
+  // matmul: float weights, then every quantized type whose reference exists.
+  const int64_t mm[][3] = {{1, 32, 64}, {7, 13, 96}, {33, 65, 256}, {4, 512, 512}};
+  std::vector<DType> wtypes = {DType::kF32, DType::kF16, DType::kBF16};
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
+                  DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kNF4})
+    if (quant_available(t)) wtypes.push_back(t);
+  for (DType wt : wtypes) {
+    for (const auto& s : mm) {
+      if (s[2] % block_size(wt)) continue;
+      Tensor x = rand_tensor({s[0], s[2]}, seed++);
+      Tensor w = harness::convert(rand_tensor({s[1], s[2]}, seed++), wt);
+      add("matmul", str_cat("M=", s[0], " N=", s[1], " K=", s[2], " w=", dtype_name(wt)), harness::nmse_bound(wt),
+          [x, w] { return std::vector<Tensor>{ops::matmul(x, w)}; });
+    }
+  }
+  for (const auto& s : mm) {
+    Tensor x = harness::convert(rand_tensor({s[0], s[2]}, seed++), DType::kBF16);
+    Tensor w = harness::convert(rand_tensor({s[1], s[2]}, seed++), DType::kBF16);
+    add("matmul_bf16", str_cat("M=", s[0], " N=", s[1], " K=", s[2]), 1e-7,
+        [x, w] { return std::vector<Tensor>{ops::matmul_bf16(x, w)}; });
+  }
+  // Element-wise and activations over odd and SIMD-friendly lengths.
+  for (int64_t n : {1, 7, 64, 1000, 4099}) {
+    Tensor a = rand_tensor({n}, seed++, -4, 4), b = rand_tensor({n}, seed++, -4, 4);
+    const std::string d = str_cat("n=", n);
+    add("add", d, 1e-12, [a, b] { return std::vector<Tensor>{ops::add(a, b)}; });
+    add("mul", d, 1e-12, [a, b] { return std::vector<Tensor>{ops::mul(a, b)}; });
+    add("scale", d, 1e-12, [a] { return std::vector<Tensor>{ops::scale(a, -0.37f)}; });
+    for (ops::Act act : {ops::Act::kSilu, ops::Act::kGeluErf, ops::Act::kGeluTanh, ops::Act::kRelu})
+      add(ops::act_name(act), d, 1e-10, [a, act] { return std::vector<Tensor>{ops::activation(act, a)}; });
+    add("swiglu", d, 1e-10, [a, b] { return std::vector<Tensor>{ops::swiglu(a, b)}; });
+    add("geglu", d, 1e-10, [a, b] { return std::vector<Tensor>{ops::geglu(a, b, true)}; });
+  }
+  {
+    Tensor x = rand_tensor({5, 3, 24}, seed++), b = rand_tensor({24}, seed++);
+    add("add_bias", "[5,3,24]+[24]", 1e-12, [x, b] { return std::vector<Tensor>{ops::add_bias(x, b)}; });
+  }
+  // Norms and softmax.
+  for (const auto& s : std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {4, 64}, {9, 1000}, {3, 4096}}) {
+    Tensor x = rand_tensor({s.first, s.second}, seed++, -3, 3), w = rand_tensor({s.second}, seed++);
+    Tensor b = rand_tensor({s.second}, seed++);
+    const std::string d = str_cat("rows=", s.first, " d=", s.second);
+    add("rmsnorm", d, 1e-10, [x, w] { return std::vector<Tensor>{ops::rmsnorm(x, w, 1e-6f)}; });
+    add("rmsnorm", d + " gemma", 1e-10, [x, w] { return std::vector<Tensor>{ops::rmsnorm(x, w, 1e-6f, 1.0f)}; });
+    add("layernorm", d, 1e-10, [x, w, b] { return std::vector<Tensor>{ops::layernorm(x, w, b, 1e-5f)}; });
+    add("softmax", d, 1e-10, [x] { return std::vector<Tensor>{ops::softmax(x)}; });
+  }
+  {
+    Tensor x = rand_tensor({2, 2, 3, 7}, seed++, -5, 5);  // [n_seqs, n_heads, n_q, n_keys]
+    add("softmax", "causal+padding [2,2,3,7]", 1e-10, [x] {
+      return std::vector<Tensor>{ops::softmax(x, {.causal = true, .n_q = 3, .key_len = {7, 7, 5, 5}})};
+    });
+  }
+  // RoPE: both styles, partial rotary, every scaling.
+  {
+    Tensor x = rand_tensor({5, 3, 16}, seed++);
+    Tensor pos = harness::ids_tensor({5}, seed++, 0, 9000);
+    using S = RopeScaling;
+    const std::pair<const char*, ops::RopeConfig> cfgs[] = {
+        {"neox", {}},
+        {"gptj", {.style = RopeStyle::kGptJ}},
+        {"neox rot=8", {.rot_dims = 8}},
+        {"gptj rot=8", {.style = RopeStyle::kGptJ, .rot_dims = 8}},
+        {"linear x4", {.scaling = S::kLinear, .factor = 4}},
+        {"ntk x4", {.scaling = S::kNtk, .factor = 4}},
+        {"yarn x8", {.theta = 500000, .scaling = S::kYarn, .factor = 8, .original_ctx = 4096}},
+        {"llama3 x8", {.theta = 500000, .scaling = S::kLlama3, .factor = 8, .original_ctx = 8192}},
+    };
+    for (const auto& [name, cfg] : cfgs)
+      add("rope", name, 1e-10, [x, pos, cfg] { return std::vector<Tensor>{ops::rope(x, pos, cfg)}; });
+  }
+  // Attention: MHA/GQA/MQA, causal, window, ALiBi, padding, decode (n_q < n_kv).
+  struct Att { int64_t s, q, kv, h, kvh, d; ops::AttentionOptions o; const char* name; };
+  const Att atts[] = {
+      {1, 9, 9, 4, 4, 16, {}, "mha causal"},
+      {2, 70, 70, 4, 2, 8, {}, "gqa causal 2 blocks"},
+      {2, 5, 5, 4, 1, 8, {.causal = false}, "mqa full"},
+      {1, 1, 130, 4, 2, 16, {}, "decode n_kv=130"},
+      {1, 20, 20, 2, 2, 8, {.window = 4}, "sliding window 4"},
+      {1, 12, 12, 6, 6, 8, {.alibi = true}, "alibi 6 heads"},
+      {2, 10, 10, 2, 1, 8, {.kv_len = {10, 6}}, "padding"},
+  };
+  for (const Att& a : atts) {
+    Tensor q = rand_tensor({a.s, a.q, a.h, a.d}, seed++);
+    Tensor k = rand_tensor({a.s, a.kv, a.kvh, a.d}, seed++), v = rand_tensor({a.s, a.kv, a.kvh, a.d}, seed++);
+    ops::AttentionOptions o = a.o;
+    add("attention", a.name, 1e-10, [q, k, v, o] {
+      ops::AttentionOutput r = ops::attention(q, k, v, o);
+      return std::vector<Tensor>{r.out, r.lse};
+    });
+  }
+  // Loss and selection.
+  {
+    Tensor logits = rand_tensor({6, 50}, seed++, -6, 6);
+    Tensor tg = harness::ids_tensor({6}, seed++, 0, 50);
+    tg.data<int32_t>()[2] = ops::kIgnoreIndex;
+    add("cross_entropy", "[6,50] one ignored", 1e-10, [logits, tg] {
+      return std::vector<Tensor>{Tensor::from_floats({ops::cross_entropy(logits, tg)}, {1})};
+    });
+    add("argmax", "[6,50]", 0, [logits] { return std::vector<Tensor>{ops::argmax(logits)}; });
+    add("topk", "[6,50] k=5", 0, [logits] {
+      auto [v, i] = ops::topk(logits, 5);
+      return std::vector<Tensor>{v, i};
+    });
+  }
+  // Embedding (dense and quantized tables), concat/split.
+  for (DType t : wtypes) {
+    if (64 % block_size(t)) continue;
+    Tensor table = harness::convert(rand_tensor({20, 256}, seed++), t);
+    Tensor ids = harness::ids_tensor({2, 5}, seed++, 0, 20);
+    add("embedding", str_cat("[20,256] ", dtype_name(t)), 0,
+        [table, ids] { return std::vector<Tensor>{ops::embedding(table, ids)}; });
+  }
+  {
+    Tensor a = rand_tensor({3, 4, 5}, seed++), b = rand_tensor({3, 2, 5}, seed++);
+    add("concat", "dim 1", 0, [a, b] { return std::vector<Tensor>{ops::concat({a, b}, 1)}; });
+    Tensor c = rand_tensor({6, 10}, seed++);
+    add("split", "dim -1 [3,7]", 0, [c] { return ops::split(c, {3, 7}, -1); });
+  }
+  return out;
+}
+
+TEST(OpHarness, EveryOpOnEveryTargetMatchesReference) {
+  const std::vector<OpCase> all = cases();
+  int failures = 0;
+  for (const OpCase& c : all) failures += harness::run_case(c);
+  std::printf("[harness] %zu op cases x %zu targets, %d failures\n", all.size(), harness::all_targets().size(),
+              failures);
+  EXPECT_EQ(failures, 0);
+}
+
+// ---- gradient mode: every differentiable op's backward against central finite differences ----------
+using harness::GradCase;
+using Ts = std::vector<Tensor>;
+using Gs = std::vector<Tensor*>;
+
+// dx += dy for ops whose input gradient is the identity (add_bias's x).
+void accumulate(Tensor* g, const Tensor& dy) {
+  if (!g) return;
+  if (!g->defined()) *g = Tensor::zeros(dy.shape(), DType::kF32);
+  for (int64_t i = 0; i < dy.numel(); ++i) g->data<float>()[i] += dy.data<float>()[i];
+}
+
+// Inputs at least 0.2 away from 0, for ReLU's kink.
+Tensor away_from_zero(Tensor t) {
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float& v = t.data<float>()[i];
+    v = v < 0 ? v - 0.2f : v + 0.2f;
+  }
+  return t;
+}
+
+std::vector<GradCase> grad_cases() {
+  std::vector<GradCase> out;
+  uint32_t seed = 1000;
+  out.push_back({"matmul", "x[3,5] w[4,5]", {rand_tensor({3, 5}, seed++), rand_tensor({4, 5}, seed++)}, {0, 1},
+                 [](const Ts& in) { return ops::matmul(in[0], in[1]); },
+                 [](const Ts& in, const Tensor& dy, Gs& g) { ops::matmul_backward(dy, in[0], in[1], g[0], g[1]); }});
+  {
+    Tensor wh = harness::convert(rand_tensor({4, 6}, seed++), DType::kF16);  // frozen half weight: dx only
+    out.push_back({"matmul", "frozen f16 w", {rand_tensor({2, 6}, seed++)}, {0},
+                   [wh](const Ts& in) { return ops::matmul(in[0], wh); },
+                   [wh](const Ts& in, const Tensor& dy, Gs& g) { ops::matmul_backward(dy, in[0], wh, g[0], nullptr); }});
+  }
+  out.push_back({"mul", "[7]", {rand_tensor({7}, seed++), rand_tensor({7}, seed++)}, {0, 1},
+                 [](const Ts& in) { return ops::mul(in[0], in[1]); },
+                 [](const Ts& in, const Tensor& dy, Gs& g) { ops::mul_backward(in[0], in[1], dy, g[0], g[1]); }});
+  out.push_back({"add_bias", "[3,4]+[4]", {rand_tensor({3, 4}, seed++), rand_tensor({4}, seed++)}, {0, 1},
+                 [](const Ts& in) { return ops::add_bias(in[0], in[1]); },
+                 [](const Ts&, const Tensor& dy, Gs& g) { accumulate(g[0], dy); ops::add_bias_backward(dy, g[1]); }});
+  for (ops::Act a : {ops::Act::kSilu, ops::Act::kGeluErf, ops::Act::kGeluTanh, ops::Act::kRelu}) {
+    out.push_back({ops::act_name(a), "[9]", {away_from_zero(rand_tensor({9}, seed++, -2, 2))}, {0},
+                   [a](const Ts& in) { return ops::activation(a, in[0]); },
+                   [a](const Ts& in, const Tensor& dy, Gs& g) { ops::activation_backward(a, in[0], dy, g[0]); }});
+  }
+  for (ops::Act a : {ops::Act::kSilu, ops::Act::kGeluErf, ops::Act::kGeluTanh}) {
+    out.push_back({str_cat("glu/", ops::act_name(a)), "[8]", {rand_tensor({8}, seed++, -2, 2), rand_tensor({8}, seed++)},
+                   {0, 1}, [a](const Ts& in) { return ops::glu(a, in[0], in[1]); },
+                   [a](const Ts& in, const Tensor& dy, Gs& g) { ops::glu_backward(a, in[0], in[1], dy, g[0], g[1]); }});
+  }
+  for (float off : {0.0f, 1.0f}) {
+    out.push_back({"rmsnorm", str_cat("[3,6] w_offset=", off), {rand_tensor({3, 6}, seed++), rand_tensor({6}, seed++)},
+                   {0, 1}, [off](const Ts& in) { return ops::rmsnorm(in[0], in[1], 1e-5f, off); },
+                   [off](const Ts& in, const Tensor& dy, Gs& g) {
+                     ops::rmsnorm_backward(in[0], in[1], dy, 1e-5f, off, g[0], g[1]);
+                   }});
+  }
+  out.push_back({"layernorm", "[3,6] w,b",
+                 {rand_tensor({3, 6}, seed++), rand_tensor({6}, seed++), rand_tensor({6}, seed++)}, {0, 1, 2},
+                 [](const Ts& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5f); },
+                 [](const Ts& in, const Tensor& dy, Gs& g) {
+                   ops::layernorm_backward(in[0], in[1], dy, 1e-5f, g[0], g[1], g[2]);
+                 }});
+  out.push_back({"layernorm", "[2,5] no affine", {rand_tensor({2, 5}, seed++)}, {0},
+                 [](const Ts& in) { return ops::layernorm(in[0], Tensor(), Tensor(), 1e-5f); },
+                 [](const Ts& in, const Tensor& dy, Gs& g) {
+                   ops::layernorm_backward(in[0], Tensor(), dy, 1e-5f, g[0], nullptr, nullptr);
+                 }});
+  for (bool masked : {false, true}) {
+    ops::SoftmaxOptions o;
+    if (masked) o = {.causal = true, .n_q = 3, .key_len = {5, 4}};
+    out.push_back({"softmax", masked ? "[2,3,5] causal+padding" : "[2,3,5]", {rand_tensor({2, 3, 5}, seed++, -2, 2)}, {0},
+                   [o](const Ts& in) { return ops::softmax(in[0], o); },
+                   [o](const Ts& in, const Tensor& dy, Gs& g) { ops::softmax_backward(ops::softmax(in[0], o), dy, g[0]); }});
+  }
+  {
+    Tensor pos = harness::ids_tensor({4}, seed++, 0, 50);
+    const std::pair<const char*, ops::RopeConfig> cfgs[] = {
+        {"neox rot=4", {.rot_dims = 4}},
+        {"gptj", {.style = RopeStyle::kGptJ}},
+        {"yarn", {.scaling = RopeScaling::kYarn, .factor = 4, .original_ctx = 64}},
+    };
+    for (const auto& [name, cfg] : cfgs)
+      out.push_back({"rope", name, {rand_tensor({4, 2, 6}, seed++)}, {0},
+                     [pos, cfg](const Ts& in) { return ops::rope(in[0], pos, cfg); },
+                     [pos, cfg](const Ts&, const Tensor& dy, Gs& g) { ops::rope_backward(dy, pos, cfg, g[0]); }});
+  }
+  struct Att { int64_t s, q, kv, h, kvh, d; ops::AttentionOptions o; const char* name; };
+  const Att atts[] = {
+      {1, 4, 4, 2, 1, 3, {}, "gqa causal"},
+      {2, 3, 3, 2, 2, 2, {.causal = false, .kv_len = {3, 2}}, "full + padding"},
+      {1, 2, 5, 2, 2, 3, {.window = 2}, "decode window 2"},
+      {1, 4, 4, 3, 3, 2, {.alibi = true}, "alibi 3 heads"},
+  };
+  for (const Att& a : atts) {
+    ops::AttentionOptions o = a.o;
+    auto fwd = [o](const Ts& in) { return ops::attention(in[0], in[1], in[2], o).out; };
+    auto bwd = [o](const Ts& in, const Tensor& dy, Gs& g) {
+      ops::AttentionOutput f = ops::attention(in[0], in[1], in[2], o);
+      ops::attention_backward(in[0], in[1], in[2], f, dy, o, g[0], g[1], g[2]);
+    };
+    out.push_back({"attention", a.name,
+                   {rand_tensor({a.s, a.q, a.h, a.d}, seed++), rand_tensor({a.s, a.kv, a.kvh, a.d}, seed++),
+                    rand_tensor({a.s, a.kv, a.kvh, a.d}, seed++)},
+                   {0, 1, 2}, fwd, bwd});
+  }
+  {
+    Tensor tg = harness::ids_tensor({4}, seed++, 0, 7);
+    tg.data<int32_t>()[1] = ops::kIgnoreIndex;
+    out.push_back({"cross_entropy", "[4,7] one ignored", {rand_tensor({4, 7}, seed++, -3, 3)}, {0},
+                   [tg](const Ts& in) { return Tensor::from_floats({ops::cross_entropy(in[0], tg)}, {1}); },
+                   [tg](const Ts& in, const Tensor& dy, Gs& g) {
+                     ops::cross_entropy_backward(in[0], tg, dy.data<float>()[0], g[0]);
+                   }});
+  }
+  {
+    Tensor ids = Tensor::empty({5}, DType::kI32);
+    const int32_t v[] = {3, 1, 3, 0, 3};  // repeated ids: the scatter must add
+    for (int i = 0; i < 5; ++i) ids.data<int32_t>()[i] = v[i];
+    out.push_back({"embedding", "[4,3] repeated ids", {rand_tensor({4, 3}, seed++)}, {0},
+                   [ids](const Ts& in) { return ops::embedding(in[0], ids); },
+                   [ids](const Ts& in, const Tensor& dy, Gs& g) { ops::embedding_backward(ids, dy, g[0], in[0].dim(0)); }});
+  }
+  return out;
+}
+
+TEST(OpHarness, EveryBackwardMatchesFiniteDifferences) {
+  const std::vector<GradCase> all = grad_cases();
+  double worst = 0;
+  for (const GradCase& c : all) worst = std::max(worst, harness::check_grad(c));
+  std::printf("[harness] %zu gradient cases, worst relative error %.2e\n", all.size(), worst);
+}
+
+TEST(OpHarness, RefTableIsComplete) {
+  const KernelTable& t = ref_table();
+  EXPECT_STREQ(t.name, "ref");
+  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm && t.softmax);
+}
+
+TEST(OpHarness, BackendScopeNestsAndDefaultsToCpu) {
+  EXPECT_EQ(ops::current_backend(), ops::Backend::kCpu);
+  {
+    ops::ScopedBackend r(ops::Backend::kRef);
+    EXPECT_EQ(ops::current_backend(), ops::Backend::kRef);
+    EXPECT_EQ(&ops::active_table(), &ref_table());
+  }
+  EXPECT_EQ(ops::current_backend(), ops::Backend::kCpu);
+  EXPECT_NE(ops::active_table().matmul, nullptr);  // never null: falls back to the reference
+}
+
+// Bad user input is a typed error that names the op and the shapes, never an abort.
+void expect_error(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an llmkit::Error mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(OpErrors, ShapeAndDtypeMistakesAreTypedErrors) {
+  Tensor x = rand_tensor({2, 8}, 1), w = rand_tensor({4, 6}, 2);
+  expect_error([&] { ops::matmul(x, w); }, "matmul: x [2, 8] must end in K = 6");
+  expect_error([&] { ops::add(x, w); }, "add:");
+  expect_error([&] { ops::rmsnorm(x, rand_tensor({7}, 3), 1e-6f); }, "rmsnorm: 'w' must be [d_model] = [8]");
+  Tensor ids = harness::ids_tensor({3}, 4, 0, 2);
+  ids.data<int32_t>()[1] = 99;
+  expect_error([&] { ops::embedding(w, ids); }, "token id 99");
+  Tensor q = rand_tensor({1, 3, 6, 4}, 5), k = rand_tensor({1, 3, 4, 4}, 6);
+  expect_error([&] { ops::attention(q, k, k); }, "n_kv_heads (4) must divide n_heads (6)");
+  Tensor tg = harness::ids_tensor({2}, 7, 0, 8);
+  tg.data<int32_t>()[0] = 8;
+  expect_error([&] { ops::cross_entropy(x, tg); }, "target 8 at row 0");
+  expect_error([&] { ops::rope(rand_tensor({2, 1, 6}, 8), harness::ids_tensor({2}, 9, 0, 5), {.rot_dims = 3}); },
+               "rot_dims 3");
+  expect_error([&] { ops::rope(rand_tensor({2, 1, 6}, 8), harness::ids_tensor({2}, 9, 0, 5),
+                               {.scaling = RopeScaling::kYarn, .factor = 4}); },
+               "original_max_position_embeddings");
+  expect_error([&] { ops::topk(x, 9); }, "topk: k = 9");
+  expect_error([&] { ops::split(x, {3, 3}, 1); }, "sizes sum to 6");
+  expect_error([&] { ops::matmul(Tensor::zeros({2, 8}, DType::kI32), rand_tensor({4, 8}, 3)); }, "must be f32");
+}
+
+}  // namespace
+}  // namespace llmkit
