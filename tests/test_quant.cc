@@ -5,6 +5,7 @@
 // cpu::quant_matmul against a float reference on every Highway target this CPU supports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -194,6 +195,102 @@ TEST(Fp8, SpecialValues) {
   EXPECT_EQ(e5[6], 0x7C);
 }
 
+
+
+// ---------------------------------------------------------------------------------------------
+// (3) SIMD quantized matmul vs a float reference, on every SIMD target of this CPU.
+
+const DType kMatmulTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                              DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+// Error bound. quant_matmul computes sum_i w_i * x'_i exactly in integers (up to float rounding
+// of the per-block partial sums), where x' is the activation after quantization to Q8_0 (legacy
+// weights) or Q8_K (k-quants); so y - y_ref = sum_i w_i (x'_i - x_i) with w the dequantized weights.
+//  * Q8_K: q = nearest(x / d), d = max / 127 kept in f32: |x' - x| <= d / 2.
+//  * Q8_0: q = round(x / d) but the block scale is stored as f16(d): |x' - x| <= d/2 + 127 |d - f16(d)|
+//    <= d (1/2 + 127 * 2^-11) < 0.563 d.
+// Hence |y - y_ref| <= sum_blocks c * d_b * sum_{i in b} |w_i| (c = 0.563 or 0.5), plus float
+// rounding, bounded by 1e-5 * sum |w_i x_i| (a few hundred f32 additions of rounded products).
+// This is the per-dtype bound: it depends only on the activation type the weight type pairs with.
+double matmul_bound(DType wt, const float* x, const float* w, int64_t K) {
+  const bool kq = block_size(wt) == kQK_K;
+  const int64_t bs = kq ? kQK_K : kQK;
+  const double c = kq ? 0.5 : 0.563;
+  double bound = 1e-6, mag = 0;
+  for (int64_t b = 0; b < K; b += bs) {
+    double amax = 0, wsum = 0;
+    for (int64_t i = b; i < b + bs; ++i) {
+      amax = std::max(amax, double(std::fabs(x[i])));
+      wsum += std::fabs(w[i]);
+      mag += std::fabs(double(w[i]) * x[i]);
+    }
+    bound += c * (amax / 127.0) * wsum;
+  }
+  return bound * 1.0001 + 1e-5 * mag;
+}
+
+class QuantMatmulTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(QuantMatmulTest, MatchesFloatReferenceOnEveryTarget) {
+  const DType wt = GetParam();
+  ASSERT_TRUE(cpu::quant_matmul_supported(wt));
+  const int64_t N = 37, K = 512;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  std::vector<float> wf(N * K), wdq(N * K);
+  for (auto& v : wf) v = nd(rng) * 0.05f;
+  for (int64_t i = 0; i < K; i += 97) wf[i] = 1.5f;  // an outlier in the first rows
+  const size_t rb = row_bytes(wt, K);
+  std::vector<uint8_t> w(rb * N);
+  for (int64_t n = 0; n < N; ++n) {
+    ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
+    ref::dequantize_row(wt, w.data() + n * rb, wdq.data() + n * K, K);
+  }
+  const auto targets = cpu_targets();
+  ASSERT_FALSE(targets.empty());
+  for (const auto& target : targets) {
+    set_cpu_target(target);
+    for (int64_t M : {1, 3, 5, 8}) {
+      std::vector<float> x(M * K), y(M * N, NAN);
+      for (auto& v : x) v = nd(rng);
+      for (int64_t i = 0; i < K; i += 64) x[i] *= 8.0f;  // activation outliers
+      cpu::quant_matmul(x.data(), w.data(), wt, y.data(), M, N, K);
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < N; ++n) {
+          double want = 0;
+          for (int64_t k = 0; k < K; ++k) want += double(wdq[n * K + k]) * x[m * K + k];
+          const double bound = matmul_bound(wt, x.data() + m * K, wdq.data() + n * K, K);
+          ASSERT_LE(std::fabs(y[m * N + n] - want), bound)
+              << dtype_name(wt) << " target " << target << " M=" << M << " m=" << m << " n=" << n
+              << " got " << y[m * N + n] << " want " << want;
+        }
+      }
+    }
+  }
+  reset_cpu_target();
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, QuantMatmulTest, ::testing::ValuesIn(kMatmulTypes),
+                         [](const auto& p) { return std::string(dtype_name(p.param)); });
+
+TEST(QuantMatmul, TwoThreadsMatchOneThread) {
+  const int64_t M = 2, N = 101, K = 256;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> wf(N * K), x(M * K);
+  for (auto& v : wf) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  std::vector<uint8_t> w(row_bytes(DType::kQ4_K, K) * N);
+  for (int64_t n = 0; n < N; ++n) ref::quantize_row(DType::kQ4_K, wf.data() + n * K, w.data() + n * row_bytes(DType::kQ4_K, K), K);
+  std::vector<float> y1(M * N), y2(M * N);
+  ThreadPool::set_global_threads(1);
+  cpu::quant_matmul(x.data(), w.data(), DType::kQ4_K, y1.data(), M, N, K);
+  ThreadPool::set_global_threads(2);
+  cpu::quant_matmul(x.data(), w.data(), DType::kQ4_K, y2.data(), M, N, K);
+  for (int64_t i = 0; i < M * N; ++i) ASSERT_EQ(y1[i], y2[i]) << i;
+  EXPECT_FALSE(cpu::quant_matmul_supported(DType::kNF4));
+  EXPECT_FALSE(cpu::quant_matmul_supported(DType::kF32));
+}
 
 }  // namespace
 }  // namespace llmkit

@@ -1,11 +1,427 @@
-// Placeholder: SIMD quantized matmul lands with the quant work.
+// SIMD matmul with block-quantized weights (Highway, runtime dispatch; see quant_matmul.h).
+//
+// Scheme (as in ggml): each activation row x[m, K] is quantized once to Q8_0 (legacy weight types)
+// or Q8_K (k-quants) with the reference quantizer, then widened to int16 into a thread-local
+// buffer, so the inner loop is: decode a chunk of weight levels to int16 (sub-block scale folded
+// in for k-quants), then one int16 x int16 -> int32 pairwise multiply-add (ReorderWidenMulAccumulate,
+// vpmaddwd on AVX2) per chunk and activation row. Each block's int32 sum is scaled once by
+// d_w * d_x in float; weight minimums (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) are folded in with the
+// activation block sums. Up to 4 activation rows share each decoded weight chunk (prompt batches).
+// Parallel over output rows n on ThreadPool::global().
+//
+// Integer ranges (why int16/int32 never overflow): activations |q| <= 127; weight levels times
+// sub-block scale stay within int16 (largest: Q6_K 32 * 128 = 4096); a 256-value super-block sum
+// is at most 256 * 4096 * 127 < 2^31.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/quant_matmul.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cstring>
+
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
+#include "llmkit/tensor/half.h"
+
+#ifndef LLMKIT_QUANT_MATMUL_ARGS
+#define LLMKIT_QUANT_MATMUL_ARGS
+namespace llmkit::cpu::qmm {
+// Everything one call needs; activations already quantized and widened.
+struct Args {
+  const uint8_t* w;          // [N, row_bytes] weight rows of type wt
+  size_t w_row_bytes;
+  DType wt;
+  int64_t M, N, K;
+  const int16_t* a;          // [M, K] activation levels
+  const float* a_d;          // [M, K / block] activation block scales
+  const float* a_s;          // [M, K / 32] legacy only: d * sum(levels) of each block
+  const int16_t* a_bsums;    // [M, K / 16] k-quants only: sums of 16 levels
+  float* y;                  // [M, N]
+};
+}  // namespace llmkit::cpu::qmm
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace llmkit::cpu::qmm::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using D16 = hn::CappedTag<int16_t, 16>;  // 16 lanes on AVX2/AVX3, 8 on 128-bit targets
+using DU16 = hn::RebindToUnsigned<D16>;
+using DU8 = hn::Rebind<uint8_t, D16>;
+using DI8 = hn::Rebind<int8_t, D16>;
+using D32 = hn::Repartition<int32_t, D16>;
+using DF = hn::Repartition<float, D16>;
+using V16 = hn::Vec<D16>;
+using VU16 = hn::Vec<DU16>;
+
+HWY_INLINE VU16 load_u8(const uint8_t* p) { return hn::PromoteTo(DU16(), hn::LoadU(DU8(), p)); }
+HWY_INLINE V16 as_i16(VU16 v) { return hn::BitCast(D16(), v); }
+
+// Lane k holds 1 << k: tests bit (k + offset) of a packed bit field.
+HWY_INLINE VU16 lane_bits() {
+  alignas(64) static constexpr uint16_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+  return hn::Load(DU16(), kBits);
+}
+
+// ---- Decoders: one weight block; chunk(i) = levels i .. i + Lanes(D16) - 1 as int16 (k-quants:
+// times the sub-block scale); d = weight scale; correction(...) = float term added per block.
+
+struct Q4_0Blk {
+  static constexpr int kBlock = 32;
+  const BlockQ4_0* b;
+  float d;
+  explicit Q4_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_0*>(p)), d(f16_to_f32(b->d)) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    const VU16 v = load_u8(b->qs + (i & 15));
+    const VU16 q = i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
+    return hn::Sub(as_i16(q), hn::Set(D16(), 8));
+  }
+  float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
+};
+
+struct Q4_1Blk {
+  static constexpr int kBlock = 32;
+  const BlockQ4_1* b;
+  float d;
+  explicit Q4_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_1*>(p)), d(f16_to_f32(b->d)) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    const VU16 v = load_u8(b->qs + (i & 15));
+    return as_i16(i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v));
+  }
+  float correction(const Args& A, int64_t m, int64_t blk, float) const {
+    return f16_to_f32(b->m) * A.a_s[m * (A.K / 32) + blk];
+  }
+};
+
+// The 5th bit of level i sits in bit i of the 32-bit qh.
+HWY_INLINE VU16 q5_high(uint32_t qh, size_t i) {
+  const VU16 bits = lane_bits();
+  const VU16 v = hn::Set(DU16(), static_cast<uint16_t>(qh >> i));
+  return hn::And(hn::VecFromMask(DU16(), hn::TestBit(v, bits)), hn::Set(DU16(), 16));
+}
+
+struct Q5_0Blk {
+  static constexpr int kBlock = 32;
+  const BlockQ5_0* b;
+  float d;
+  uint32_t qh;
+  explicit Q5_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_0*>(p)), d(f16_to_f32(b->d)) {
+    std::memcpy(&qh, b->qh, 4);
+  }
+  HWY_INLINE V16 chunk(size_t i) const {
+    const VU16 v = load_u8(b->qs + (i & 15));
+    const VU16 lo = i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
+    return hn::Sub(as_i16(hn::Or(lo, q5_high(qh, i))), hn::Set(D16(), 16));
+  }
+  float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
+};
+
+struct Q5_1Blk {
+  static constexpr int kBlock = 32;
+  const BlockQ5_1* b;
+  float d;
+  uint32_t qh;
+  explicit Q5_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_1*>(p)), d(f16_to_f32(b->d)) {
+    std::memcpy(&qh, b->qh, 4);
+  }
+  HWY_INLINE V16 chunk(size_t i) const {
+    const VU16 v = load_u8(b->qs + (i & 15));
+    const VU16 lo = i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
+    return as_i16(hn::Or(lo, q5_high(qh, i)));
+  }
+  float correction(const Args& A, int64_t m, int64_t blk, float) const {
+    return f16_to_f32(b->m) * A.a_s[m * (A.K / 32) + blk];
+  }
+};
+
+struct Q8_0Blk {
+  static constexpr int kBlock = 32;
+  const BlockQ8_0* b;
+  float d;
+  explicit Q8_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ8_0*>(p)), d(f16_to_f32(b->d)) {}
+  HWY_INLINE V16 chunk(size_t i) const { return hn::PromoteTo(D16(), hn::LoadU(DI8(), b->qs + i)); }
+  float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
+};
+
+// k-quant levels: element e of a Q2_K/Q3_K super-block is bits 2*((e%128)/32) of qs[32*(e/128) + e%32].
+HWY_INLINE VU16 two_bits(const uint8_t* qs, size_t i) {
+  const VU16 v = load_u8(qs + 32 * (i / 128) + (i % 32));
+  return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * ((i % 128) / 32))), hn::Set(DU16(), 3));
+}
+
+// Sum over sub-blocks of (6-bit or 4-bit min) x (activation sums): the min term of Q2_K/Q4_K/Q5_K.
+HWY_INLINE float min_dot_16(const uint8_t* mins16, const int16_t* bsums) {  // Q2_K: 16 sub-blocks
+  int32_t s = 0;
+  for (int j = 0; j < 16; ++j) s += (mins16[j] >> 4) * bsums[j];
+  return static_cast<float>(s);
+}
+
+struct Q2_KBlk {
+  static constexpr int kBlock = 256;
+  const BlockQ2_K* b;
+  float d;
+  explicit Q2_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ2_K*>(p)), d(f16_to_f32(b->d)) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    return hn::Mul(as_i16(two_bits(b->qs, i)), hn::Set(D16(), static_cast<int16_t>(b->scales[i / 16] & 0xF)));
+  }
+  float correction(const Args& A, int64_t m, int64_t blk, float da) const {
+    return -f16_to_f32(b->dmin) * da * min_dot_16(b->scales, A.a_bsums + (m * (A.K / 16) + blk * 16));
+  }
+};
+
+struct Q3_KBlk {
+  static constexpr int kBlock = 256;
+  const BlockQ3_K* b;
+  float d;
+  int8_t sc[16];
+  explicit Q3_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ3_K*>(p)), d(f16_to_f32(b->d)) {
+    for (int j = 0; j < 16; ++j) {  // 4 low bits from scales[0..7], 2 high bits from scales[8..11]
+      const int lo = j < 8 ? (b->scales[j] & 0xF) : (b->scales[j - 8] >> 4);
+      const int hi = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+      sc[j] = static_cast<int8_t>((lo | (hi << 4)) - 32);
+    }
+  }
+  HWY_INLINE V16 chunk(size_t i) const {
+    const VU16 q = two_bits(b->qs, i);
+    const VU16 hm = load_u8(b->hmask + (i % 32));
+    const VU16 bit = hn::Set(DU16(), static_cast<uint16_t>(1u << (i / 32)));
+    // level = q - 4 unless the high bit is set
+    const VU16 sub = hn::AndNot(hn::VecFromMask(DU16(), hn::TestBit(hm, bit)), hn::Set(DU16(), 4));
+    return hn::Mul(hn::Sub(as_i16(q), as_i16(sub)), hn::Set(D16(), sc[i / 16]));
+  }
+  float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
+};
+
+// Q4_K/Q5_K: 8 sub-blocks of 32 with 6-bit (scale, min); element e is the low (e%64 < 32) or high
+// nibble of qs[32*(e/64) + e%32].
+struct K4Scales {
+  uint8_t sc[8], mn[8];
+  explicit K4Scales(const uint8_t* s) {
+    for (int j = 0; j < 8; ++j) {
+      if (j < 4) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+      } else {
+        sc[j] = static_cast<uint8_t>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+        mn[j] = static_cast<uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+      }
+    }
+  }
+  float min_dot(const int16_t* bsums) const {
+    int32_t s = 0;
+    for (int j = 0; j < 8; ++j) s += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+    return static_cast<float>(s);
+  }
+};
+
+HWY_INLINE VU16 nibble_k(const uint8_t* qs, size_t i) {
+  const VU16 v = load_u8(qs + 32 * (i / 64) + (i % 32));
+  return (i % 64) < 32 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
+}
+
+struct Q4_KBlk {
+  static constexpr int kBlock = 256;
+  const BlockQ4_K* b;
+  float d;
+  K4Scales s;
+  explicit Q4_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_K*>(p)), d(f16_to_f32(b->d)), s(b->scales) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    return hn::Mul(as_i16(nibble_k(b->qs, i)), hn::Set(D16(), static_cast<int16_t>(s.sc[i / 32])));
+  }
+  float correction(const Args& A, int64_t m, int64_t blk, float da) const {
+    return -f16_to_f32(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
+  }
+};
+
+struct Q5_KBlk {
+  static constexpr int kBlock = 256;
+  const BlockQ5_K* b;
+  float d;
+  K4Scales s;
+  explicit Q5_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_K*>(p)), d(f16_to_f32(b->d)), s(b->scales) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    // 5th bit: bit 2*(e/64) + (e%64 >= 32) of qh[e%32]
+    const VU16 h = load_u8(b->qh + (i % 32));
+    const int shift = static_cast<int>(2 * (i / 64) + ((i % 64) >= 32 ? 1 : 0));
+    const VU16 hb = hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, shift), hn::Set(DU16(), 1)));
+    return hn::Mul(as_i16(hn::Or(nibble_k(b->qs, i), hb)), hn::Set(D16(), static_cast<int16_t>(s.sc[i / 32])));
+  }
+  float correction(const Args& A, int64_t m, int64_t blk, float da) const {
+    return -f16_to_f32(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
+  }
+};
+
+struct Q6_KBlk {
+  static constexpr int kBlock = 256;
+  const BlockQ6_K* b;
+  float d;
+  explicit Q6_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ6_K*>(p)), d(f16_to_f32(b->d)) {}
+  HWY_INLINE V16 chunk(size_t i) const {
+    // e: half n = e/128, quarter q = (e%128)/32, l = e%32. Low 4 bits: ql[64n + l + 32*(q&1)],
+    // low nibble for q < 2; high 2 bits: bits 2q of qh[32n + l]; level - 32.
+    const size_t n = i / 128, q = (i % 128) / 32, l = i % 32;
+    const VU16 v = load_u8(b->ql + 64 * n + l + 32 * (q & 1));
+    const VU16 lo = q < 2 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
+    const VU16 h = load_u8(b->qh + 32 * n + l);
+    const VU16 hi = hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, static_cast<int>(2 * q)), hn::Set(DU16(), 3)));
+    const V16 lv = hn::Sub(as_i16(hn::Or(lo, hi)), hn::Set(D16(), 32));
+    return hn::Mul(lv, hn::Set(D16(), static_cast<int16_t>(b->scales[i / 16])));
+  }
+  float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
+};
+
+// y[m0 .. m0+R-1, n] for one weight row n: the decoded chunk is shared by the R activation rows.
+template <class Blk, int R>
+HWY_INLINE void row_dot(const Args& A, int64_t n, int64_t m0) {
+  const D16 d16;
+  const D32 d32;
+  const DF df;
+  const size_t lanes = hn::Lanes(d16);
+  const int64_t nb = A.K / Blk::kBlock;
+  const uint8_t* wb = A.w + static_cast<size_t>(n) * A.w_row_bytes;
+  hn::Vec<DF> acc[R];
+  float corr[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = hn::Zero(df);
+    corr[r] = 0.0f;
+  }
+  for (int64_t blk = 0; blk < nb; ++blk, wb += sizeof(*Blk(wb).b)) {
+    const Blk w(wb);
+    hn::Vec<D32> s0[R], s1[R];
+    const int16_t* ap[R];
+    for (int r = 0; r < R; ++r) {
+      s0[r] = hn::Zero(d32);
+      s1[r] = hn::Zero(d32);
+      ap[r] = A.a + (m0 + r) * A.K + blk * Blk::kBlock;
+    }
+    for (size_t i = 0; i < static_cast<size_t>(Blk::kBlock); i += lanes) {
+      const V16 wv = w.chunk(i);
+      for (int r = 0; r < R; ++r) s0[r] = hn::ReorderWidenMulAccumulate(d32, wv, hn::LoadU(d16, ap[r] + i), s0[r], s1[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const float da = A.a_d[(m0 + r) * nb + blk];
+      acc[r] = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0[r], s1[r])), hn::Set(df, w.d * da), acc[r]);
+      corr[r] += w.correction(A, m0 + r, blk, da);
+    }
+  }
+  for (int r = 0; r < R; ++r) A.y[(m0 + r) * A.N + n] = hn::GetLane(hn::SumOfLanes(df, acc[r])) + corr[r];
+}
+
+template <class Blk>
+void rows(const Args& A, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t m = 0;
+    for (; m + 4 <= A.M; m += 4) row_dot<Blk, 4>(A, n, m);
+    switch (A.M - m) {
+      case 3: row_dot<Blk, 3>(A, n, m); break;
+      case 2: row_dot<Blk, 2>(A, n, m); break;
+      case 1: row_dot<Blk, 1>(A, n, m); break;
+      default: break;
+    }
+  }
+}
+
+// Splits the N output rows over the global pool. Grain 16: 576 rows split 288/288 on 2 threads,
+// and a chunk (>= 16 rows x K) is long enough that dispatch overhead (< 1 us) stays negligible.
+void QuantMatmulRows(const Args& A) {
+  void (*fn)(const Args&, int64_t, int64_t) = nullptr;
+  switch (A.wt) {
+    case DType::kQ4_0: fn = rows<Q4_0Blk>; break;
+    case DType::kQ4_1: fn = rows<Q4_1Blk>; break;
+    case DType::kQ5_0: fn = rows<Q5_0Blk>; break;
+    case DType::kQ5_1: fn = rows<Q5_1Blk>; break;
+    case DType::kQ8_0: fn = rows<Q8_0Blk>; break;
+    case DType::kQ2_K: fn = rows<Q2_KBlk>; break;
+    case DType::kQ3_K: fn = rows<Q3_KBlk>; break;
+    case DType::kQ4_K: fn = rows<Q4_KBlk>; break;
+    case DType::kQ5_K: fn = rows<Q5_KBlk>; break;
+    case DType::kQ6_K: fn = rows<Q6_KBlk>; break;
+    default: return;
+  }
+  ThreadPool::global().parallel_for(A.N, 16, [&](int64_t b, int64_t e) { fn(A, b, e); });
+}
+
+}  // namespace llmkit::cpu::qmm::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <vector>
 
 #include "llmkit/base/check.h"
+#include "llmkit/kernels/ref/quant.h"
 
 namespace llmkit::cpu {
-bool quant_matmul_supported(DType) { return false; }
-void quant_matmul(const float*, const void*, DType wt, float*, int64_t, int64_t, int64_t) {
-  LLMKIT_ASSERT(false, "quant_matmul ", dtype_name(wt), " not built yet");
+namespace qmm {
+HWY_EXPORT(QuantMatmulRows);
+
+// Thread-local activation buffers, grown on demand and then reused (no allocation per call once
+// warm).
+struct ActBuffers {
+  std::vector<uint8_t> blocks;  // one quantized row
+  std::vector<int16_t> a, bsums;
+  std::vector<float> d, s;
+};
+
+bool is_k_quant(DType t) {
+  return t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
+
+// x[M, K] -> widened Q8_0 (legacy) or Q8_K (k-quant) levels, scales and sums.
+void quantize_activations(const float* x, int64_t M, int64_t K, bool k_quant, ActBuffers& buf) {
+  const DType at = k_quant ? DType::kQ8_K : DType::kQ8_0;
+  const int64_t bs = block_size(at), nb = K / bs;
+  buf.blocks.resize(row_bytes(at, K));
+  buf.a.resize(static_cast<size_t>(M * K));
+  buf.d.resize(static_cast<size_t>(M * nb));
+  if (k_quant) buf.bsums.resize(static_cast<size_t>(M * (K / 16)));
+  else buf.s.resize(static_cast<size_t>(M * nb));
+  for (int64_t m = 0; m < M; ++m) {
+    ref::quantize_row(at, x + m * K, buf.blocks.data(), K);
+    int16_t* a = buf.a.data() + m * K;
+    for (int64_t b = 0; b < nb; ++b) {
+      if (k_quant) {
+        const auto* q = reinterpret_cast<const BlockQ8_K*>(buf.blocks.data()) + b;
+        buf.d[m * nb + b] = q->d;
+        for (int j = 0; j < kQK_K; ++j) a[b * kQK_K + j] = q->qs[j];
+        std::memcpy(buf.bsums.data() + m * (K / 16) + b * 16, q->bsums, sizeof(q->bsums));
+      } else {
+        const auto* q = reinterpret_cast<const BlockQ8_0*>(buf.blocks.data()) + b;
+        const float d = f16_to_f32(q->d);
+        int sum = 0;
+        for (int j = 0; j < kQK; ++j) {
+          a[b * kQK + j] = q->qs[j];
+          sum += q->qs[j];
+        }
+        buf.d[m * nb + b] = d;
+        buf.s[m * nb + b] = d * static_cast<float>(sum);
+      }
+    }
+  }
+}
+}  // namespace qmm
+
+bool quant_matmul_supported(DType wt) {
+  switch (wt) {
+    case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0: case DType::kQ5_1: case DType::kQ8_0:
+    case DType::kQ2_K: case DType::kQ3_K: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void quant_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  LLMKIT_ASSERT(quant_matmul_supported(wt), "quant_matmul: ", dtype_name(wt), " has no SIMD kernel; check quant_matmul_supported first");
+  LLMKIT_DASSERT(K % block_size(wt) == 0);
+  if (M <= 0 || N <= 0) return;
+  thread_local qmm::ActBuffers buf;
+  const bool kq = qmm::is_k_quant(wt);
+  qmm::quantize_activations(x, M, K, kq, buf);
+  const qmm::Args args{.w = static_cast<const uint8_t*>(w), .w_row_bytes = row_bytes(wt, K), .wt = wt,
+                       .M = M, .N = N, .K = K, .a = buf.a.data(), .a_d = buf.d.data(),
+                       .a_s = kq ? nullptr : buf.s.data(), .a_bsums = kq ? buf.bsums.data() : nullptr, .y = y};
+  HWY_DYNAMIC_DISPATCH(qmm::QuantMatmulRows)(args);
+}
+
 }  // namespace llmkit::cpu
+#endif  // HWY_ONCE
