@@ -1,0 +1,32 @@
+// Differentiable ops over Vars: each computes its value with llmkit::ops (so the active backend runs it)
+// and records the matching ops::*_backward on the current tape when an input requires a gradient.
+// Shapes are those of llmkit/ops/ops.h. Non-differentiable inputs (token ids, targets, positions) are
+// plain Tensors.
+#pragma once
+
+#include "llmkit/autograd/tape.h"
+#include "llmkit/ops/ops.h"
+
+namespace llmkit::ag {
+
+// y[..., N] = x[..., K] . w[N, K]^T ; w may be a frozen half/quantized weight (then only dx flows).
+Var matmul(const Var& x, const Var& w);
+Var add(const Var& a, const Var& b);
+Var mul(const Var& a, const Var& b);
+Var scale(const Var& a, float s);
+Var add_bias(const Var& x, const Var& bias);  // x [..., d] + bias [d]
+Var activation(ops::Act act, const Var& x);
+Var glu(ops::Act act, const Var& gate, const Var& up);  // SwiGLU (kSilu), GeGLU (kGelu*)
+Var rmsnorm(const Var& x, const Var& w, float eps, float w_offset = 0.0f);
+Var layernorm(const Var& x, const Var& w, const Var& b, float eps);  // w, b may be undefined Vars
+Var softmax(const Var& x, const ops::SoftmaxOptions& opt = {});
+Var rope(const Var& x, const Tensor& pos, const ops::RopeConfig& cfg);
+Var attention(const Var& q, const Var& k, const Var& v, const ops::AttentionOptions& opt = {});
+Var embedding(const Var& table, const Tensor& ids);
+// Mean cross-entropy over non-ignored rows: a [1] Var.
+Var cross_entropy(const Var& logits, const Tensor& targets, int32_t ignore_index = ops::kIgnoreIndex);
+// Shape changes (contiguous copies where needed) and reductions.
+Var view(const Var& x, const Shape& shape);
+Var sum(const Var& x);  // [1]
+
+}  // namespace llmkit::ag

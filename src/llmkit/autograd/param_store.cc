@@ -1,0 +1,126 @@
+// ParamStore: flat parameter / gradient / optimizer-state buffers with per-parameter views, and the
+// AdamW and SGD-momentum updates over them.
+#include "llmkit/autograd/param_store.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "llmkit/base/check.h"
+
+namespace llmkit::ag {
+namespace {
+constexpr int64_t kAlignFloats = 16;  // 64 bytes
+int64_t round_up(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+
+Tensor view_of(const Tensor& flat, int64_t offset, const Shape& shape) {
+  return Tensor::from_external(flat.data<float>() + offset, shape, DType::kF32, flat.storage());
+}
+}  // namespace
+
+Var ParamStore::add(const std::string& name, const Shape& shape, bool trainable, bool decay) {
+  LLMKIT_CHECK(!allocated(), kInvalidArgument, "ParamStore::add('", name,
+               "'): the store is already allocated; declare every parameter before allocate()");
+  for (const Entry& e : entries_)
+    LLMKIT_CHECK(e.name != name, kInvalidArgument, "ParamStore::add: duplicate parameter name '", name, "'");
+  Entry e;
+  e.name = name;
+  e.var = Var(Tensor(), trainable, name);
+  e.numel = shape.numel();
+  e.trainable = trainable;
+  e.decay = decay;
+  // Remember the shape until allocate() binds the value.
+  e.var.impl()->value = Tensor::from_external(nullptr, shape, DType::kF32, nullptr);
+  entries_.push_back(std::move(e));
+  return entries_.back().var;
+}
+
+void ParamStore::allocate() {
+  LLMKIT_CHECK(!allocated(), kInvalidArgument, "ParamStore::allocate: already allocated");
+  int64_t off = 0;
+  for (bool pass_trainable : {true, false}) {
+    for (Entry& e : entries_) {
+      if (e.trainable != pass_trainable) continue;
+      e.offset = off;
+      off += round_up(e.numel);
+    }
+    if (pass_trainable) n_trainable_ = off;
+  }
+  params_ = Tensor::zeros({off}, DType::kF32);
+  grads_ = Tensor::zeros({n_trainable_}, DType::kF32);
+  m_ = Tensor::zeros({n_trainable_}, DType::kF32);
+  v_ = Tensor::zeros({n_trainable_}, DType::kF32);
+  for (Entry& e : entries_) {
+    const Shape shape = e.var.impl()->value.shape();
+    e.var.impl()->value = view_of(params_, e.offset, shape);
+    if (e.trainable) e.var.impl()->grad = view_of(grads_, e.offset, shape);
+  }
+}
+
+const Var& ParamStore::get(const std::string& name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return e.var;
+  throw Error(ErrorCode::kNotFound, str_cat("ParamStore: no parameter named '", name, "'"));
+}
+
+void ParamStore::zero_grad() {
+  if (grads_.defined() && grads_.numel()) std::memset(grads_.raw(), 0, grads_.nbytes());
+}
+
+double ParamStore::grad_norm() const {
+  double s = 0;
+  const float* g = grads_.data<float>();
+  for (int64_t i = 0; i < n_trainable_; ++i) s += static_cast<double>(g[i]) * g[i];
+  return std::sqrt(s);
+}
+
+double ParamStore::clip_grad_norm(double max_norm) {
+  const double norm = grad_norm();
+  if (norm > max_norm && norm > 0) {
+    const float c = static_cast<float>(max_norm / norm);
+    float* g = grads_.data<float>();
+    for (int64_t i = 0; i < n_trainable_; ++i) g[i] *= c;
+  }
+  return norm;
+}
+
+// Per-parameter loops over the flat buffers: the decay flag and a later freeze (set_requires_grad(false)
+// on a trainable Var) are per parameter; the memory traffic is still one sweep of each buffer.
+void ParamStore::step_adamw(const AdamWConfig& cfg) {
+  LLMKIT_CHECK(allocated(), kInvalidArgument, "ParamStore::step_adamw: allocate() first");
+  ++step_;
+  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(step_));
+  float* p = params_.data<float>();
+  const float* g = grads_.data<float>();
+  float* m = m_.data<float>();
+  float* v = v_.data<float>();
+  for (const Entry& e : entries_) {
+    if (!e.trainable || !e.var.requires_grad()) continue;
+    const float wd = e.decay ? cfg.weight_decay : 0.0f;
+    for (int64_t i = e.offset; i < e.offset + e.numel; ++i) {
+      m[i] = cfg.beta1 * m[i] + (1.0f - cfg.beta1) * g[i];
+      v[i] = cfg.beta2 * v[i] + (1.0f - cfg.beta2) * g[i] * g[i];
+      const double m_hat = m[i] / bc1, v_hat = v[i] / bc2;
+      p[i] -= static_cast<float>(cfg.lr * (m_hat / (std::sqrt(v_hat) + cfg.eps) + wd * p[i]));
+    }
+  }
+}
+
+void ParamStore::step_sgd(const SgdConfig& cfg) {
+  LLMKIT_CHECK(allocated(), kInvalidArgument, "ParamStore::step_sgd: allocate() first");
+  ++step_;
+  float* p = params_.data<float>();
+  const float* g = grads_.data<float>();
+  float* buf = m_.data<float>();
+  for (const Entry& e : entries_) {
+    if (!e.trainable || !e.var.requires_grad()) continue;
+    const float wd = e.decay ? cfg.weight_decay : 0.0f;
+    for (int64_t i = e.offset; i < e.offset + e.numel; ++i) {
+      const float gi = g[i] + wd * p[i];
+      buf[i] = step_ == 1 ? gi : cfg.momentum * buf[i] + gi;  // PyTorch: the first step sets buf = g
+      p[i] -= cfg.lr * buf[i];
+    }
+  }
+}
+
+}  // namespace llmkit::ag
