@@ -54,6 +54,14 @@ using DF = hn::Repartition<float, D16>;
 using V16 = hn::Vec<D16>;
 using VU16 = hn::Vec<DU16>;
 
+// f16 -> f32 with the target's conversion instruction (F16C vcvtph2ps on AVX2), not the branchy
+// scalar half.h routine: one conversion per 32-value block is a visible share of the inner loop.
+HWY_INLINE float hf(const uint16_t& h) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh;
+  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(&h))));
+}
+
 HWY_INLINE VU16 load_u8(const uint8_t* p) { return hn::PromoteTo(DU16(), hn::LoadU(DU8(), p)); }
 HWY_INLINE V16 as_i16(VU16 v) { return hn::BitCast(D16(), v); }
 
@@ -68,9 +76,10 @@ HWY_INLINE VU16 lane_bits() {
 
 struct Q4_0Blk {
   static constexpr int kBlock = 32;
+  static constexpr size_t kBytes = sizeof(BlockQ4_0);
   const BlockQ4_0* b;
   float d;
-  explicit Q4_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_0*>(p)), d(f16_to_f32(b->d)) {}
+  explicit Q4_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_0*>(p)), d(hf(b->d)) {}
   HWY_INLINE V16 chunk(size_t i) const {
     const VU16 v = load_u8(b->qs + (i & 15));
     const VU16 q = i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v);
@@ -81,15 +90,16 @@ struct Q4_0Blk {
 
 struct Q4_1Blk {
   static constexpr int kBlock = 32;
+  static constexpr size_t kBytes = sizeof(BlockQ4_1);
   const BlockQ4_1* b;
   float d;
-  explicit Q4_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_1*>(p)), d(f16_to_f32(b->d)) {}
+  explicit Q4_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_1*>(p)), d(hf(b->d)) {}
   HWY_INLINE V16 chunk(size_t i) const {
     const VU16 v = load_u8(b->qs + (i & 15));
     return as_i16(i < 16 ? hn::And(v, hn::Set(DU16(), 15)) : hn::ShiftRight<4>(v));
   }
   float correction(const Args& A, int64_t m, int64_t blk, float) const {
-    return f16_to_f32(b->m) * A.a_s[m * (A.K / 32) + blk];
+    return hf(b->m) * A.a_s[m * (A.K / 32) + blk];
   }
 };
 
@@ -102,10 +112,11 @@ HWY_INLINE VU16 q5_high(uint32_t qh, size_t i) {
 
 struct Q5_0Blk {
   static constexpr int kBlock = 32;
+  static constexpr size_t kBytes = sizeof(BlockQ5_0);
   const BlockQ5_0* b;
   float d;
   uint32_t qh;
-  explicit Q5_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_0*>(p)), d(f16_to_f32(b->d)) {
+  explicit Q5_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_0*>(p)), d(hf(b->d)) {
     std::memcpy(&qh, b->qh, 4);
   }
   HWY_INLINE V16 chunk(size_t i) const {
@@ -118,10 +129,11 @@ struct Q5_0Blk {
 
 struct Q5_1Blk {
   static constexpr int kBlock = 32;
+  static constexpr size_t kBytes = sizeof(BlockQ5_1);
   const BlockQ5_1* b;
   float d;
   uint32_t qh;
-  explicit Q5_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_1*>(p)), d(f16_to_f32(b->d)) {
+  explicit Q5_1Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_1*>(p)), d(hf(b->d)) {
     std::memcpy(&qh, b->qh, 4);
   }
   HWY_INLINE V16 chunk(size_t i) const {
@@ -130,15 +142,16 @@ struct Q5_1Blk {
     return as_i16(hn::Or(lo, q5_high(qh, i)));
   }
   float correction(const Args& A, int64_t m, int64_t blk, float) const {
-    return f16_to_f32(b->m) * A.a_s[m * (A.K / 32) + blk];
+    return hf(b->m) * A.a_s[m * (A.K / 32) + blk];
   }
 };
 
 struct Q8_0Blk {
   static constexpr int kBlock = 32;
+  static constexpr size_t kBytes = sizeof(BlockQ8_0);
   const BlockQ8_0* b;
   float d;
-  explicit Q8_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ8_0*>(p)), d(f16_to_f32(b->d)) {}
+  explicit Q8_0Blk(const uint8_t* p) : b(reinterpret_cast<const BlockQ8_0*>(p)), d(hf(b->d)) {}
   HWY_INLINE V16 chunk(size_t i) const { return hn::PromoteTo(D16(), hn::LoadU(DI8(), b->qs + i)); }
   float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
 };
@@ -158,23 +171,25 @@ HWY_INLINE float min_dot_16(const uint8_t* mins16, const int16_t* bsums) {  // Q
 
 struct Q2_KBlk {
   static constexpr int kBlock = 256;
+  static constexpr size_t kBytes = sizeof(BlockQ2_K);
   const BlockQ2_K* b;
   float d;
-  explicit Q2_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ2_K*>(p)), d(f16_to_f32(b->d)) {}
+  explicit Q2_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ2_K*>(p)), d(hf(b->d)) {}
   HWY_INLINE V16 chunk(size_t i) const {
     return hn::Mul(as_i16(two_bits(b->qs, i)), hn::Set(D16(), static_cast<int16_t>(b->scales[i / 16] & 0xF)));
   }
   float correction(const Args& A, int64_t m, int64_t blk, float da) const {
-    return -f16_to_f32(b->dmin) * da * min_dot_16(b->scales, A.a_bsums + (m * (A.K / 16) + blk * 16));
+    return -hf(b->dmin) * da * min_dot_16(b->scales, A.a_bsums + (m * (A.K / 16) + blk * 16));
   }
 };
 
 struct Q3_KBlk {
   static constexpr int kBlock = 256;
+  static constexpr size_t kBytes = sizeof(BlockQ3_K);
   const BlockQ3_K* b;
   float d;
   int8_t sc[16];
-  explicit Q3_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ3_K*>(p)), d(f16_to_f32(b->d)) {
+  explicit Q3_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ3_K*>(p)), d(hf(b->d)) {
     for (int j = 0; j < 16; ++j) {  // 4 low bits from scales[0..7], 2 high bits from scales[8..11]
       const int lo = j < 8 ? (b->scales[j] & 0xF) : (b->scales[j - 8] >> 4);
       const int hi = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
@@ -221,24 +236,26 @@ HWY_INLINE VU16 nibble_k(const uint8_t* qs, size_t i) {
 
 struct Q4_KBlk {
   static constexpr int kBlock = 256;
+  static constexpr size_t kBytes = sizeof(BlockQ4_K);
   const BlockQ4_K* b;
   float d;
   K4Scales s;
-  explicit Q4_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_K*>(p)), d(f16_to_f32(b->d)), s(b->scales) {}
+  explicit Q4_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ4_K*>(p)), d(hf(b->d)), s(b->scales) {}
   HWY_INLINE V16 chunk(size_t i) const {
     return hn::Mul(as_i16(nibble_k(b->qs, i)), hn::Set(D16(), static_cast<int16_t>(s.sc[i / 32])));
   }
   float correction(const Args& A, int64_t m, int64_t blk, float da) const {
-    return -f16_to_f32(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
+    return -hf(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
   }
 };
 
 struct Q5_KBlk {
   static constexpr int kBlock = 256;
+  static constexpr size_t kBytes = sizeof(BlockQ5_K);
   const BlockQ5_K* b;
   float d;
   K4Scales s;
-  explicit Q5_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_K*>(p)), d(f16_to_f32(b->d)), s(b->scales) {}
+  explicit Q5_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ5_K*>(p)), d(hf(b->d)), s(b->scales) {}
   HWY_INLINE V16 chunk(size_t i) const {
     // 5th bit: bit 2*(e/64) + (e%64 >= 32) of qh[e%32]
     const VU16 h = load_u8(b->qh + (i % 32));
@@ -247,15 +264,16 @@ struct Q5_KBlk {
     return hn::Mul(as_i16(hn::Or(nibble_k(b->qs, i), hb)), hn::Set(D16(), static_cast<int16_t>(s.sc[i / 32])));
   }
   float correction(const Args& A, int64_t m, int64_t blk, float da) const {
-    return -f16_to_f32(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
+    return -hf(b->dmin) * da * s.min_dot(A.a_bsums + (m * (A.K / 16) + blk * 16));
   }
 };
 
 struct Q6_KBlk {
   static constexpr int kBlock = 256;
+  static constexpr size_t kBytes = sizeof(BlockQ6_K);
   const BlockQ6_K* b;
   float d;
-  explicit Q6_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ6_K*>(p)), d(f16_to_f32(b->d)) {}
+  explicit Q6_KBlk(const uint8_t* p) : b(reinterpret_cast<const BlockQ6_K*>(p)), d(hf(b->d)) {}
   HWY_INLINE V16 chunk(size_t i) const {
     // e: half n = e/128, quarter q = (e%128)/32, l = e%32. Low 4 bits: ql[64n + l + 32*(q&1)],
     // low nibble for q < 2; high 2 bits: bits 2q of qh[32n + l]; level - 32.
@@ -270,41 +288,57 @@ struct Q6_KBlk {
   float correction(const Args&, int64_t, int64_t, float) const { return 0.0f; }
 };
 
-// y[m0 .. m0+R-1, n] for one weight row n: the decoded chunk is shared by the R activation rows.
+// One weight block against R activation rows: int32 block sums, scaled by d_w * d_x into acc[r].
 template <class Blk, int R>
-HWY_INLINE void row_dot(const Args& A, int64_t n, int64_t m0) {
+HWY_INLINE void block_step(const Args& A, const uint8_t* wb, int64_t blk, int64_t m0, hn::Vec<DF>* acc, float* corr) {
   const D16 d16;
   const D32 d32;
   const DF df;
   const size_t lanes = hn::Lanes(d16);
   const int64_t nb = A.K / Blk::kBlock;
+  const Blk w(wb);
+  hn::Vec<D32> s0[R], s1[R];
+  const int16_t* ap[R];
+  for (int r = 0; r < R; ++r) {
+    s0[r] = hn::Zero(d32);
+    s1[r] = hn::Zero(d32);
+    ap[r] = A.a + (m0 + r) * A.K + blk * Blk::kBlock;
+  }
+  for (size_t i = 0; i < static_cast<size_t>(Blk::kBlock); i += lanes) {
+    const V16 wv = w.chunk(i);
+    for (int r = 0; r < R; ++r) s0[r] = hn::ReorderWidenMulAccumulate(d32, wv, hn::LoadU(d16, ap[r] + i), s0[r], s1[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const float da = A.a_d[(m0 + r) * nb + blk];
+    acc[r] = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0[r], s1[r])), hn::Set(df, w.d * da), acc[r]);
+    corr[r] += w.correction(A, m0 + r, blk, da);
+  }
+}
+
+// y[m0 .. m0+R-1, n] for one weight row n: the decoded chunk is shared by the R activation rows.
+// Even and odd blocks go to separate float accumulators: with one, the FMA latency chain (4-5
+// cycles per block) bounded the R = 1 decode loop.
+template <class Blk, int R>
+HWY_INLINE void row_dot(const Args& A, int64_t n, int64_t m0) {
+  const DF df;
+  const int64_t nb = A.K / Blk::kBlock;
   const uint8_t* wb = A.w + static_cast<size_t>(n) * A.w_row_bytes;
-  hn::Vec<DF> acc[R];
+  hn::Vec<DF> acc0[R], acc1[R];
   float corr[R];
   for (int r = 0; r < R; ++r) {
-    acc[r] = hn::Zero(df);
+    acc0[r] = hn::Zero(df);
+    acc1[r] = hn::Zero(df);
     corr[r] = 0.0f;
   }
-  for (int64_t blk = 0; blk < nb; ++blk, wb += sizeof(*Blk(wb).b)) {
-    const Blk w(wb);
-    hn::Vec<D32> s0[R], s1[R];
-    const int16_t* ap[R];
-    for (int r = 0; r < R; ++r) {
-      s0[r] = hn::Zero(d32);
-      s1[r] = hn::Zero(d32);
-      ap[r] = A.a + (m0 + r) * A.K + blk * Blk::kBlock;
-    }
-    for (size_t i = 0; i < static_cast<size_t>(Blk::kBlock); i += lanes) {
-      const V16 wv = w.chunk(i);
-      for (int r = 0; r < R; ++r) s0[r] = hn::ReorderWidenMulAccumulate(d32, wv, hn::LoadU(d16, ap[r] + i), s0[r], s1[r]);
-    }
-    for (int r = 0; r < R; ++r) {
-      const float da = A.a_d[(m0 + r) * nb + blk];
-      acc[r] = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0[r], s1[r])), hn::Set(df, w.d * da), acc[r]);
-      corr[r] += w.correction(A, m0 + r, blk, da);
-    }
+  int64_t blk = 0;
+  for (; blk + 2 <= nb; blk += 2, wb += 2 * Blk::kBytes) {
+    block_step<Blk, R>(A, wb, blk, m0, acc0, corr);
+    block_step<Blk, R>(A, wb + Blk::kBytes, blk + 1, m0, acc1, corr);
   }
-  for (int r = 0; r < R; ++r) A.y[(m0 + r) * A.N + n] = hn::GetLane(hn::SumOfLanes(df, acc[r])) + corr[r];
+  if (blk < nb) block_step<Blk, R>(A, wb, blk, m0, acc0, corr);
+  for (int r = 0; r < R; ++r) {
+    A.y[(m0 + r) * A.N + n] = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0[r], acc1[r]))) + corr[r];
+  }
 }
 
 template <class Blk>
