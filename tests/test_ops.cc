@@ -349,6 +349,19 @@ TEST(OpErrors, ShapeAndDtypeMistakesAreTypedErrors) {
   expect_error([&] { ops::topk(x, 9); }, "topk: k = 9");
   expect_error([&] { ops::split(x, {3, 3}, 1); }, "sizes sum to 6");
   expect_error([&] { ops::matmul(Tensor::zeros({2, 8}, DType::kI32), rand_tensor({4, 8}, 3)); }, "must be f32");
+  Tensor wq = harness::convert(rand_tensor({4, 32}, 3), DType::kQ8_0), dw;
+  expect_error([&] { ops::matmul_backward(rand_tensor({2, 4}, 1), rand_tensor({2, 32}, 2), wq, nullptr, &dw); },
+               "freeze it");
+}
+
+TEST(OpHarness, WeightGradientOfHalfWeightsIsF32) {
+  // dw depends only on dy and x: a BF16 weight gets the same f32 gradient as its f32 master copy.
+  Tensor x = rand_tensor({3, 8}, 1), dy = rand_tensor({3, 4}, 2), w = rand_tensor({4, 8}, 3);
+  Tensor dw32, dw16;
+  ops::matmul_backward(dy, x, w, nullptr, &dw32);
+  ops::matmul_backward(dy, x, harness::convert(w, DType::kBF16), nullptr, &dw16);
+  ASSERT_EQ(dw16.dtype(), DType::kF32);
+  for (int64_t i = 0; i < dw32.numel(); ++i) EXPECT_EQ(dw32.data<float>()[i], dw16.data<float>()[i]);
 }
 
 }  // namespace

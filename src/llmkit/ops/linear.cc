@@ -53,8 +53,10 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
     ref::matmul_backward_x(dy.data<float>(), w.raw(), w.dtype(), g, M, N, K);
   }
   if (dw) {
-    LLMKIT_CHECK(w.dtype() == DType::kF32, kUnsupported, "matmul_backward: dw needs an f32 weight, got ",
-                 w.str(), "; freeze quantized/half weights (train adapters or f32 master weights instead)");
+    // dw depends only on dy and x, so F16/BF16 weights get an f32 gradient (for f32 master weights);
+    // a quantized weight has no meaningful gradient.
+    LLMKIT_CHECK(is_float(w.dtype()), kUnsupported, "matmul_backward: dw of quantized weight ", w.str(),
+                 " is not defined; freeze it (requires_grad = false) and train an adapter (LoRA/QLoRA) instead");
     Tensor x = f32_in(x_, "matmul_backward", "x");
     LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
                  " does not match dy ", dy.shape().str(), " and w ", w.shape().str());

@@ -46,7 +46,7 @@ class ScopedBackend {
 // ---- linear algebra and element-wise (linear.cc) ---------------------------------------------------
 // y[..., N] = x[..., K] . w[N, K]^T ; w: F32, F16, BF16 or a quantized dtype.
 Tensor matmul(const Tensor& x, const Tensor& w);
-// dx[..., K] from dy[..., N] and w[N, K] (any dtype); dw[N, K] from dy and x (w must be F32).
+// dx[..., K] from dy[..., N] and w[N, K] (any dtype); dw[N, K] (f32) from dy and x (w F32/F16/BF16).
 void matmul_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw);
 // y[M, N] = x[M, K] . w[N, K]^T with BF16 x and w, F32 result.
 Tensor matmul_bf16(const Tensor& x, const Tensor& w);
