@@ -2,6 +2,7 @@
 // padding), forward and backward. Validation here is what lets the reference kernels trust their inputs.
 #include <cmath>
 
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 
@@ -83,6 +84,29 @@ ref::AttentionParams params(const Tensor& q, const Tensor& k, const AttentionOpt
   return p;
 }
 
+// Backend::kCpu runs the reference attention on the global thread pool, one work item per (sequence,
+// kv head): each item owns its query heads' outputs and its kv head's dk/dv, so no two threads write the
+// same memory and the result is bitwise the reference's. Backend::kRef stays single-threaded.
+template <typename F>
+void for_each_seq_kv_head(const ref::AttentionParams& p, F fn) {
+  const int64_t items = p.n_seqs * p.n_kv_heads, group = p.n_heads / p.n_kv_heads;
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t s = it / p.n_kv_heads, g = it % p.n_kv_heads;
+      ref::AttentionParams ps = p;
+      ps.n_seqs = 1;
+      ps.kv_len = p.kv_len ? p.kv_len + s : nullptr;
+      ps.head_begin = g * group;
+      ps.head_end = (g + 1) * group;
+      fn(ps, s);
+    }
+  };
+  if (current_backend() == Backend::kRef || items == 1)
+    body(0, items);
+  else
+    ThreadPool::global().parallel_for(items, 1, body);
+}
+
 }  // namespace
 
 Tensor rope(const Tensor& x_, const Tensor& pos_, const RopeConfig& cfg) {
@@ -121,8 +145,12 @@ AttentionOutput attention(const Tensor& q_, const Tensor& k_, const Tensor& v_, 
   AttentionOutput out;
   out.out = Tensor::empty(q.shape(), DType::kF32);
   out.lse = Tensor::empty({p.n_seqs, p.n_heads, p.n_q}, DType::kF32);
-  if (q.numel())
-    ref::attention(p, q.data<float>(), k.data<float>(), v.data<float>(), out.out.data<float>(), out.lse.data<float>());
+  if (!q.numel()) return out;
+  const int64_t qs = p.n_q * p.n_heads * p.head_dim, ks = p.n_kv * p.n_kv_heads * p.head_dim, ls = p.n_heads * p.n_q;
+  for_each_seq_kv_head(p, [&](const ref::AttentionParams& ps, int64_t s) {
+    ref::attention(ps, q.data<float>() + s * qs, k.data<float>() + s * ks, v.data<float>() + s * ks,
+                   out.out.data<float>() + s * qs, out.lse.data<float>() + s * ls);
+  });
   return out;
 }
 
@@ -145,9 +173,14 @@ void attention_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, co
   float* gq = grad_out(dq, q.shape(), op, "dq");
   float* gk = grad_out(dk, k.shape(), op, "dk");
   float* gv = grad_out(dv, v.shape(), op, "dv");
-  if (q.numel())
-    ref::attention_backward(p, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
-                            lse.defined() ? lse.data<float>() : nullptr, dout.data<float>(), gq, gk, gv);
+  if (!q.numel()) return;
+  const int64_t qs = p.n_q * p.n_heads * p.head_dim, ks = p.n_kv * p.n_kv_heads * p.head_dim, ls = p.n_heads * p.n_q;
+  auto at = [](float* base, int64_t off) { return base ? base + off : nullptr; };
+  for_each_seq_kv_head(p, [&](const ref::AttentionParams& ps, int64_t s) {
+    ref::attention_backward(ps, q.data<float>() + s * qs, k.data<float>() + s * ks, v.data<float>() + s * ks,
+                            o.data<float>() + s * qs, lse.defined() ? lse.data<float>() + s * ls : nullptr,
+                            dout.data<float>() + s * qs, at(gq, s * qs), at(gk, s * ks), at(gv, s * ks));
+  });
 }
 
 }  // namespace llmkit::ops

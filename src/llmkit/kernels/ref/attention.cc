@@ -91,7 +91,7 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
   ensure_scratch(p.head_dim);
   float* acc = t_acc.data();
   for (int64_t s = 0; s < p.n_seqs; ++s) {
-    for (int64_t h = 0; h < p.n_heads; ++h) {
+    for (int64_t h = p.head_begin; h < (p.head_end ? p.head_end : p.n_heads); ++h) {
       for (int64_t i = 0; i < p.n_q; ++i) {
         const RowView r = row_view(p, q, k, v, s, h, i);
         float m, l;
@@ -112,7 +112,7 @@ void attention_backward(const AttentionParams& p, const float* q, const float* k
   ensure_scratch(p.head_dim);
   const int64_t group = p.n_heads / p.n_kv_heads;
   for (int64_t s = 0; s < p.n_seqs; ++s) {
-    for (int64_t h = 0; h < p.n_heads; ++h) {
+    for (int64_t h = p.head_begin; h < (p.head_end ? p.head_end : p.n_heads); ++h) {
       const int64_t kv_off = (s * p.n_kv * p.n_kv_heads + h / group) * p.head_dim;
       for (int64_t i = 0; i < p.n_q; ++i) {
         const RowView r = row_view(p, q, k, v, s, h, i);

@@ -128,6 +128,9 @@ struct AttentionParams {
   int64_t window = 0;                   // sliding window (Mistral): also require pos_q - j < window; 0 = off
   const float* alibi = nullptr;         // [n_heads] ALiBi slopes: score += slope * (j - pos_q); null = off
   const int32_t* kv_len = nullptr;      // [n_seqs] valid keys per sequence (padding mask); null = all
+  // Only query heads [head_begin, head_end) are computed (head_end 0 = n_heads): lets the ops layer
+  // split the work over threads by kv-head group, where no two threads write the same dk/dv.
+  int64_t head_begin = 0, head_end = 0;
 };
 // o[n_seqs, n_q, n_heads, head_dim] = softmax(scale q k^T + bias + mask) v, with
 // q[n_seqs, n_q, n_heads, head_dim], k and v [n_seqs, n_kv, n_kv_heads, head_dim].
