@@ -1,0 +1,69 @@
+// The decoder-only transformer over a GGUF file, running on the ops layer (so on every backend the
+// ops support). This first version covers the LLaMA family as llama.cpp writes it to GGUF (LLaMA
+// 1/2/3, SmolLM, Mistral without sliding window): RMSNorm, RoPE, GQA attention, SwiGLU MLP, tied
+// or separate output head. It is the seed of the one configurable decoder: other families become
+// flags of the same forward as ModelConfig grows.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llmkit/io/gguf.h"
+#include "llmkit/ops/ops.h"
+
+namespace llmkit::models {
+
+struct DecoderHParams {
+  std::string arch;          // general.architecture
+  int64_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_ff = 0, n_vocab = 0, n_ctx = 0;
+  float norm_eps = 1e-5f;
+  ops::RopeConfig rope;
+};
+
+// A contiguous KV cache: per layer k and v [n_ctx, n_kv_heads, head_dim] (F32). n_past counts the
+// positions already filled. (The serving work replaces it with a paged cache behind the same use.)
+struct KVCache {
+  std::vector<Tensor> k, v;  // [n_layers] x [n_ctx, n_kv_heads, head_dim]
+  int64_t n_ctx = 0;
+  int64_t n_past = 0;
+};
+
+class Transformer {
+ public:
+  // Loads a GGUF model (weights stay memory-mapped). Throws Error(kUnsupported) for architectures
+  // not built yet, Error(kInvalidFile) naming the missing or mis-shaped tensor.
+  static std::unique_ptr<Transformer> load_gguf(const std::string& path);
+
+  const DecoderHParams& hparams() const { return hp_; }
+  const io::GgufFile& file() const { return *file_; }
+
+  KVCache new_cache(int64_t n_ctx) const;
+  // Runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends their K/V to
+  // the cache, and returns logits [n_out, n_vocab] for the last n_out positions (1 for decoding).
+  Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;
+
+  // Activation observer: called with every named intermediate ("blk.3.attn_out", "blk.3.ffn_out",
+  // "blk.3.x", "output_norm", ...) during forward; for calibration, parity debugging, dumps.
+  using Observer = std::function<void(const std::string& name, const Tensor& value)>;
+  void set_observer(Observer obs) { observer_ = std::move(obs); }
+
+ private:
+  struct Layer {
+    Tensor attn_norm;              // [d_model]
+    Tensor wq, wk, wv, wo;         // [n_heads*head_dim, d_model], [n_kv_heads*head_dim, d_model] x2, [d_model, n_heads*head_dim]
+    Tensor ffn_norm;               // [d_model]
+    Tensor w_gate, w_up, w_down;   // [d_ff, d_model] x2, [d_model, d_ff]
+  };
+  std::shared_ptr<io::GgufFile> file_;
+  DecoderHParams hp_;
+  Tensor tok_embd;     // [n_vocab, d_model]
+  Tensor output_norm;  // [d_model]
+  Tensor output;       // [n_vocab, d_model] (tok_embd when tied)
+  std::vector<Layer> layers_;
+  Observer observer_;
+};
+
+}  // namespace llmkit::models
