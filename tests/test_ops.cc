@@ -72,6 +72,15 @@ std::vector<OpCase> cases() {
     add("geglu", d, 1e-10, [a, b] { return std::vector<Tensor>{ops::geglu(a, b, true)}; });
   }
   {
+    // Non-contiguous views are accepted (copied to contiguous first).
+    Tensor xt = rand_tensor({64, 5}, seed++).transpose(0, 1), w = rand_tensor({9, 64}, seed++);
+    add("matmul", "x transposed view [5,64]", 1e-7, [xt, w] { return std::vector<Tensor>{ops::matmul(xt, w)}; });
+    Tensor a = rand_tensor({6, 4}, seed++).slice(0, 1, 5);
+    add("rmsnorm", "sliced view", 1e-10, [a] {
+      return std::vector<Tensor>{ops::rmsnorm(a, Tensor::from_floats({1, 2, 3, 4}, {4}), 1e-6f)};
+    });
+  }
+  {
     Tensor x = rand_tensor({5, 3, 24}, seed++), b = rand_tensor({24}, seed++);
     add("add_bias", "[5,3,24]+[24]", 1e-12, [x, b] { return std::vector<Tensor>{ops::add_bias(x, b)}; });
   }
@@ -249,6 +258,8 @@ std::vector<GradCase> grad_cases() {
         {"neox rot=4", {.rot_dims = 4}},
         {"gptj", {.style = RopeStyle::kGptJ}},
         {"yarn", {.scaling = RopeScaling::kYarn, .factor = 4, .original_ctx = 64}},
+        {"llama3", {.scaling = RopeScaling::kLlama3, .factor = 8, .original_ctx = 16}},
+        {"ntk", {.scaling = RopeScaling::kNtk, .factor = 2}},
     };
     for (const auto& [name, cfg] : cfgs)
       out.push_back({"rope", name, {rand_tensor({4, 2, 6}, seed++)}, {0},
@@ -261,6 +272,7 @@ std::vector<GradCase> grad_cases() {
       {2, 3, 3, 2, 2, 2, {.causal = false, .kv_len = {3, 2}}, "full + padding"},
       {1, 2, 5, 2, 2, 3, {.window = 2}, "decode window 2"},
       {1, 4, 4, 3, 3, 2, {.alibi = true}, "alibi 3 heads"},
+      {2, 2, 4, 4, 1, 2, {.scale = 0.7f}, "mqa decode causal, scale"},
   };
   for (const Att& a : atts) {
     ops::AttentionOptions o = a.o;
