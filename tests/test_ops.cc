@@ -2,9 +2,6 @@
 // kCpu for every SIMD target of this CPU and must match the reference by NMSE within the dtype's bound
 // (tests/op_harness.h). LLMKIT_HARNESS_PERF=1 prints per-op per-target timings. Also: every
 // KernelTable entry of ref_table() is filled, and bad arguments surface as llmkit::Error naming the op.
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "op_harness.h"
 
 namespace llmkit {
@@ -13,24 +10,6 @@ using harness::OpCase;
 using harness::rand_tensor;
 using ops::RopeScaling;
 using ops::RopeStyle;
-
-// The quantization reference is implemented by another work stream and asserts (aborts) until it lands,
-// so probe it in a child process before building quantized cases.
-bool quant_available(DType t) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    float x[256];
-    for (int i = 0; i < 256; ++i) x[i] = static_cast<float>(i % 17) - 8.0f;
-    alignas(64) unsigned char q[512];
-    float y[256];
-    ref::quantize_row(t, x, q, 256);
-    ref::dequantize_row(t, q, y, 256);
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 std::vector<OpCase> cases() {
   std::vector<OpCase> out;
@@ -43,7 +22,7 @@ std::vector<OpCase> cases() {
   std::vector<DType> wtypes = {DType::kF32, DType::kF16, DType::kBF16};
   for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
                   DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kNF4})
-    if (quant_available(t)) wtypes.push_back(t);
+    wtypes.push_back(t);
   for (DType wt : wtypes) {
     for (const auto& s : mm) {
       if (s[2] % block_size(wt)) continue;
