@@ -32,6 +32,19 @@ std::vector<OpCase> cases() {
           [x, w] { return std::vector<Tensor>{ops::matmul(x, w)}; });
     }
   }
+  // matmul backward (dx for float and quantized weights, dw): reference-only today; the cases are here
+  // for the SIMD backward kernel when it lands.
+  for (DType wt : {DType::kF32, DType::kBF16, DType::kQ8_0}) {
+    for (const auto& s : mm) {
+      Tensor x = rand_tensor({s[0], s[2]}, seed++), dy = rand_tensor({s[0], s[1]}, seed++);
+      Tensor w = harness::convert(rand_tensor({s[1], s[2]}, seed++), wt);
+      add("matmul_bwd", str_cat("M=", s[0], " N=", s[1], " K=", s[2], " w=", dtype_name(wt)), 1e-7, [x, w, dy] {
+        Tensor dx = Tensor::zeros(x.shape(), DType::kF32), dw;  // dx accumulates onto zeros
+        ops::matmul_backward(dy, x, w, &dx, is_quantized(w.dtype()) ? nullptr : &dw);
+        return dw.defined() ? std::vector<Tensor>{dx, dw} : std::vector<Tensor>{dx};
+      });
+    }
+  }
   for (const auto& s : mm) {
     Tensor x = harness::convert(rand_tensor({s[0], s[2]}, seed++), DType::kBF16);
     Tensor w = harness::convert(rand_tensor({s[1], s[2]}, seed++), DType::kBF16);
