@@ -133,12 +133,12 @@ void gemm_args_dtype(benchmark::internal::Benchmark* b) {
 }
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt : {0, 1, 2}) {
-    for (int th : {1, 2}) b->Args({1, 4096, 4096, th, dt})->Args({4, 4096, 4096, th, dt});
+    for (int th : {1, 2}) b->Args({1, 4096, 4096, th, dt})->Args({4, 4096, 4096, th, dt})->Args({16, 4096, 4096, th, dt});
   }
   b->ArgNames({"M", "N", "K", "threads", "wtype"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 void gemv_args_blas(benchmark::internal::Benchmark* b) {
-  for (int th : {1, 2}) b->Args({1, 4096, 4096, th})->Args({4, 4096, 4096, th});
+  for (int th : {1, 2}) b->Args({1, 4096, 4096, th})->Args({4, 4096, 4096, th})->Args({16, 4096, 4096, th});
   b->ArgNames({"M", "N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 

@@ -34,15 +34,19 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 
-// Tuning (AMD EPYC Zen3, AVX2, 512 KiB L2/core; bench_gemm F32 512^3, 1 thread, 2026-11-27):
-// kKC=256 keeps one packed panel (256 x 16 floats = 16 KiB) in L1 and must stay a multiple of 256
-// so quantized row slices start on block boundaries; kNC=256 makes the packed block 256 KiB, half
-// of L2. kKC 128/512 and kNC 128/512 measured within a few percent, 256/256 best.
+// Tuning (AMD EPYC Zen3 VM, AVX2, 2 vCPUs, 512 KiB L2/core; bench_gemm F32, 1 thread,
+// 2026-11-27). kKC=256 keeps one packed panel (256 x 16 floats = 16 KiB) in L1 and must stay a
+// multiple of 256 so quantized row slices start on block boundaries; kNC=256 makes the packed
+// block 256 KiB, half of L2. The machine was shared with two concurrent builds while tuning
+// (load average 4-8 on 2 cores, run-to-run spread +-30%): kKC 128/256/512 x kNC 128/256/512 all
+// reached 65-75 GFLOPS on 512^3 and 1024^3 in their best run, i.e. no variant stood out of the
+// noise, so 256/256 is kept for the cache arithmetic above. Re-tune on a quiet machine.
 constexpr int kMR = 6;
 constexpr int64_t kKC = 256;
 constexpr int64_t kNC = 256;
 // M up to this uses the GEMV path: packing costs one pass over w per call, which pays off only
-// once several rows of x reuse each packed panel (bench: M=4 GEMV 1.6x faster than packed GEMM).
+// once enough rows of x reuse each packed panel. Measured (N=K=4096, 1 thread, interleaved runs,
+// same noisy machine): M=4 GEMV 10-11 vs packed GEMM 5.5-6.5 GFLOPS; M=16 both 13-19 GFLOPS.
 constexpr int64_t kGemvMaxM = 4;
 
 // Thread-local float buffer grown on demand and kept: after the first call of a given size, no
@@ -88,22 +92,54 @@ const float* RowF32(const void* w, DType wt, int64_t K, int64_t n, int64_t k0, i
   return out;
 }
 
+// A kKC-long row of zeros: the source of the padding columns of a partial panel.
+alignas(64) const float kZeros[kKC] = {};
+
+// panel[k*NR + j] = rows[j][k] for k < kc, j < NR: the transposition at the heart of packing.
+void TransposeRows(const float* const* rows, int64_t NR, int64_t kc, float* HWY_RESTRICT panel) {
+  int64_t k0 = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  // 8x8 in-register transposes (AVX2 unpack/shuffle/permute; NR is a multiple of 8 on AVX2 and
+  // AVX3). Packing with the scalar loop below took ~15% of a 128x1536x576 GEMM (bench_gemm).
+  for (; k0 + 8 <= kc; k0 += 8) {
+    for (int64_t j0 = 0; j0 < NR; j0 += 8) {
+      __m256 r[8], t[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[j0 + i] + k0);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(panel + (k0 + i) * NR + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(panel + (k0 + i + 4) * NR + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+      }
+    }
+  }
+#endif
+  for (int64_t k = k0; k < kc; ++k) {
+    for (int64_t j = 0; j < NR; ++j) panel[k * NR + j] = rows[j][k];
+  }
+}
+
 // Packs columns [n0, n0+nn) x depth [k0, k0+kc) of w into ceil(nn/NR) panels, panel p at
 // pw + p*kc*NR laid out [k][NR]; columns past nn are zero so the micro-kernel needs no masks.
+// row_tmp holds NR * kKC floats (converted rows of non-F32 weights).
 void PackW(const void* w, DType wt, int64_t K, int64_t n0, int64_t nn, int64_t k0, int64_t kc, float* pw,
            float* row_tmp) {
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  const float* rows[2 * HWY_MAX_BYTES / sizeof(float)];
   for (int64_t p = 0; p * NR < nn; ++p) {
-    float* panel = pw + p * kc * NR;
     for (int64_t j = 0; j < NR; ++j) {
-      if (p * NR + j >= nn) {
-        for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = 0.0f;
-        continue;
-      }
-      const float* src = RowF32(w, wt, K, n0 + p * NR + j, k0, kc, row_tmp);
-      for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = src[k];
+      rows[j] = p * NR + j < nn ? RowF32(w, wt, K, n0 + p * NR + j, k0, kc, row_tmp + j * kKC) : kZeros;
     }
+    TransposeRows(rows, NR, kc, pw + p * kc * NR);
   }
 }
 
@@ -165,7 +201,7 @@ void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   float* pw = tl_pack.get(static_cast<size_t>(kNC * kKC));
-  float* row_tmp = tl_rows.get(static_cast<size_t>(kKC));
+  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
   for (int64_t nb = n0; nb < n1; nb += kNC) {
     const int64_t nn = std::min(kNC, n1 - nb);
     for (int64_t kb = 0; kb < K; kb += kKC) {
