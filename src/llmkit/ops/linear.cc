@@ -2,6 +2,7 @@
 // embedding lookups, forward and backward. Shapes: x [..., K] is treated as [M = rows, K].
 #include <cstring>
 
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 
@@ -48,13 +49,26 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
   Tensor dy = f32_in(dy_, "matmul_backward", "dy");
   detail::last_dim(dy, N, "matmul_backward", "dy", "N");
   const int64_t M = dy.rows();
-  // Both products run on the reference kernels. Rephrasing them as SIMD forward matmuls over transposed
-  // copies (dx = dy . (w^T)^T, dw = (dy^T) . (x^T)^T) was measured slower here: M=4 N=512 K=512 took
-  // ~9.7 ms vs 1.6 ms for the reference (2-core VM, AVX2), dominated by the strided transposes and the
-  // K=4 GEMM of dw. A SIMD backward kernel belongs in the KernelTable; the harness has cases for it.
+  // Both products run on the reference kernels; on kCpu, large ones are split over the global thread
+  // pool by output rows (dx by m, dw by n), which keeps each element's summation order, so the result is
+  // bitwise the reference's. Rephrasing them as SIMD forward matmuls over transposed copies
+  // (dx = dy . (w^T)^T, dw = (dy^T) . (x^T)^T) was tried and measured slower (M=4 N=512 K=512: ~9.7 ms
+  // vs 1.6 ms), but on a 2-core VM at load average ~11, where the pool's threads also slow this split
+  // down; both need re-measuring on a quiet machine. A SIMD backward kernel belongs in the KernelTable;
+  // the harness has cases for it. The threshold (~1M multiply-adds, ~1 ms scalar) keeps small products
+  // off the pool.
+  const bool threaded = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 20);
+  auto rows = [&](int64_t n_rows, auto fn) {
+    if (threaded)
+      ThreadPool::global().parallel_for(n_rows, 1, fn);
+    else
+      fn(int64_t{0}, n_rows);
+  };
   if (dx) {
     float* g = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx");
-    ref::matmul_backward_x(dy.data<float>(), w.raw(), w.dtype(), g, M, N, K);
+    rows(M, [&](int64_t m0, int64_t m1) {
+      ref::matmul_backward_x(dy.data<float>() + m0 * N, w.raw(), w.dtype(), g + m0 * K, m1 - m0, N, K);
+    });
   }
   if (dw) {
     // dw depends only on dy and x, so F16/BF16 weights get an f32 gradient (for f32 master weights);
@@ -65,7 +79,9 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
     LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
                  " does not match dy ", dy.shape().str(), " and w ", w.shape().str());
     float* g = grad_out(dw, w.shape(), "matmul_backward", "dw");
-    ref::matmul_backward_w(dy.data<float>(), x.data<float>(), g, M, N, K);
+    rows(N, [&](int64_t n0, int64_t n1) {
+      ref::matmul_backward_w(dy.data<float>(), x.data<float>(), g, M, N, K, n0, n1);
+    });
   }
 }
 

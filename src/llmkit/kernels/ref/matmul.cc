@@ -63,8 +63,9 @@ void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int6
 }
 
 // dL/dw[n,k] = sum_m dy[m,n] x[m,k].
-void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K) {
-  for (int64_t n = 0; n < N; ++n) {
+void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K,
+                       int64_t n_begin, int64_t n_end) {
+  for (int64_t n = n_begin; n < (n_end < 0 ? N : n_end); ++n) {
     float* dwr = dw + n * K;
     for (int64_t m = 0; m < M; ++m) {
       const float g = dy[m * N + n];

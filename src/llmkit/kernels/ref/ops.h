@@ -28,8 +28,10 @@ void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
 // dx[M,K] += dy[M,N] . w[N,K]      (any weight dtype: frozen quantized bases in QLoRA need this)
 void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int64_t M, int64_t N, int64_t K);
-// dw[N,K] += dy[M,N]^T . x[M,K]    (an f32 gradient, whatever the weight's float dtype)
-void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K);
+// dw[N,K] += dy[M,N]^T . x[M,K]    (an f32 gradient, whatever the weight's float dtype); only rows
+// n in [n_begin, n_end) of dw (n_end < 0: N), so that threads can own disjoint rows.
+void matmul_backward_w(const float* dy, const float* x, float* dw, int64_t M, int64_t N, int64_t K,
+                       int64_t n_begin = 0, int64_t n_end = -1);
 
 // ---- element-wise and activations (elementwise.cc) -----------------------------------------------
 void add(const float* a, const float* b, float* y, int64_t n);
