@@ -17,6 +17,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "llmkit/base/thread_pool.h"
@@ -28,14 +29,15 @@
 namespace llmkit::cpu::qmm {
 // Everything one call needs; activations already quantized and widened.
 struct Args {
+  const float* x;            // [M, K] float activations, quantized into a/a_d/a_s/a_bsums first
   const uint8_t* w;          // [N, row_bytes] weight rows of type wt
   size_t w_row_bytes;
   DType wt;
   int64_t M, N, K;
-  const int16_t* a;          // [M, K] activation levels
-  const float* a_d;          // [M, K / block] activation block scales
-  const float* a_s;          // [M, K / 32] legacy only: d * sum(levels) of each block
-  const int16_t* a_bsums;    // [M, K / 16] k-quants only: sums of 16 levels
+  int16_t* a;                // [M, K] activation levels
+  float* a_d;                // [M, K / block] activation block scales
+  float* a_s;                // [M, K / 32] legacy only: d * sum(levels) of each block
+  int16_t* a_bsums;          // [M, K / 16] k-quants only: sums of 16 levels
   float* y;                  // [M, N]
 };
 }  // namespace llmkit::cpu::qmm
@@ -355,9 +357,83 @@ void rows(const Args& A, int64_t n0, int64_t n1) {
   }
 }
 
+// ---- Activation quantization (once per call, on the calling thread). Same scales as ggml's
+// reference quantize_row_q8_0 (d stored as f16) and quantize_row_q8_K (d = max / -127, f32); the
+// rounding is the SIMD Round (ties to even; the reference q8_0 rounds ties away from zero), a
+// difference covered by the error bound and never seen by the weights.
+using DF8 = hn::CappedTag<float, 8>;
+using DI32_8 = hn::RebindToSigned<DF8>;
+using DI16_8 = hn::Rebind<int16_t, DF8>;
+
+HWY_INLINE float abs_max(const float* x, int64_t n) {
+  const DF8 df;
+  auto m = hn::Zero(df);
+  for (int64_t i = 0; i < n; i += static_cast<int64_t>(hn::Lanes(df))) m = hn::Max(m, hn::Abs(hn::LoadU(df, x + i)));
+  return hn::GetLane(hn::MaxOfLanes(df, m));
+}
+
+// q = round(x * scale) as int16 into a[0..n); returns sum(q) over every 16 values into sums16 when given.
+HWY_INLINE int32_t levels(const float* x, int64_t n, float scale, int32_t clamp_hi, int16_t* a, int16_t* sums16) {
+  const DF8 df;
+  const DI32_8 di;
+  const DI16_8 d16;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto vs = hn::Set(df, scale);
+  const auto hi = hn::Set(di, clamp_hi);
+  auto total = hn::Zero(di);
+  auto part = hn::Zero(di);
+  for (int64_t i = 0; i < n; i += lanes) {
+    const auto q = hn::Min(hn::NearestInt(hn::Mul(hn::LoadU(df, x + i), vs)), hi);
+    hn::StoreU(hn::DemoteTo(d16, q), d16, a + i);
+    part = hn::Add(part, q);
+    if (sums16 && (i + lanes) % 16 == 0) {
+      sums16[i / 16] = static_cast<int16_t>(hn::GetLane(hn::SumOfLanes(di, part)));
+      total = hn::Add(total, part);
+      part = hn::Zero(di);
+    }
+  }
+  total = hn::Add(total, part);
+  return hn::GetLane(hn::SumOfLanes(di, total));
+}
+
+void quantize_activations(const Args& A) {
+  const bool kq = A.a_bsums != nullptr;
+  const int64_t bs = kq ? kQK_K : kQK, nb = A.K / bs;
+  for (int64_t m = 0; m < A.M; ++m) {
+    const float* x = A.x + m * A.K;
+    int16_t* a = A.a + m * A.K;
+    for (int64_t b = 0; b < nb; ++b, x += bs, a += bs) {
+      const float amax = abs_max(x, bs);
+      if (kq) {
+        int16_t* bsums = A.a_bsums + m * (A.K / 16) + b * 16;
+        if (amax == 0.0f) {
+          std::memset(a, 0, bs * sizeof(int16_t));
+          std::memset(bsums, 0, 16 * sizeof(int16_t));
+          A.a_d[m * nb + b] = 0.0f;
+          continue;
+        }
+        float max = 0.0f;  // the first value of largest magnitude, with its sign
+        for (int64_t j = 0; j < bs; ++j) {
+          if (std::fabs(x[j]) == amax) { max = x[j]; break; }
+        }
+        const float iscale = -127.f / max;
+        levels(x, bs, iscale, 127, a, bsums);
+        A.a_d[m * nb + b] = 1 / iscale;
+      } else {
+        const float d = amax / 127;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float dq = f16_to_f32(f32_to_f16(d));
+        const int32_t sum = levels(x, bs, id, 127, a, nullptr);
+        A.a_d[m * nb + b] = dq;
+        A.a_s[m * nb + b] = dq * static_cast<float>(sum);
+      }
+    }
+  }
+}
+
 // Splits the N output rows over the global pool. Grain 16: 576 rows split 288/288 on 2 threads,
 // and a chunk (>= 16 rows x K) is long enough that dispatch overhead (< 1 us) stays negligible.
-void QuantMatmulRows(const Args& A) {
+void QuantMatmulRows(const Args& A) {  // NOLINT(readability-identifier-naming): Highway export
   void (*fn)(const Args&, int64_t, int64_t) = nullptr;
   switch (A.wt) {
     case DType::kQ4_0: fn = rows<Q4_0Blk>; break;
@@ -372,6 +448,7 @@ void QuantMatmulRows(const Args& A) {
     case DType::kQ6_K: fn = rows<Q6_KBlk>; break;
     default: return;
   }
+  quantize_activations(A);
   ThreadPool::global().parallel_for(A.N, 16, [&](int64_t b, int64_t e) { fn(A, b, e); });
 }
 
@@ -382,7 +459,6 @@ HWY_AFTER_NAMESPACE();
 #include <vector>
 
 #include "llmkit/base/check.h"
-#include "llmkit/kernels/ref/quant.h"
 
 namespace llmkit::cpu {
 namespace qmm {
@@ -391,46 +467,12 @@ HWY_EXPORT(QuantMatmulRows);
 // Thread-local activation buffers, grown on demand and then reused (no allocation per call once
 // warm).
 struct ActBuffers {
-  std::vector<uint8_t> blocks;  // one quantized row
   std::vector<int16_t> a, bsums;
   std::vector<float> d, s;
 };
 
 bool is_k_quant(DType t) {
   return t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
-}
-
-// x[M, K] -> widened Q8_0 (legacy) or Q8_K (k-quant) levels, scales and sums.
-void quantize_activations(const float* x, int64_t M, int64_t K, bool k_quant, ActBuffers& buf) {
-  const DType at = k_quant ? DType::kQ8_K : DType::kQ8_0;
-  const int64_t bs = block_size(at), nb = K / bs;
-  buf.blocks.resize(row_bytes(at, K));
-  buf.a.resize(static_cast<size_t>(M * K));
-  buf.d.resize(static_cast<size_t>(M * nb));
-  if (k_quant) buf.bsums.resize(static_cast<size_t>(M * (K / 16)));
-  else buf.s.resize(static_cast<size_t>(M * nb));
-  for (int64_t m = 0; m < M; ++m) {
-    ref::quantize_row(at, x + m * K, buf.blocks.data(), K);
-    int16_t* a = buf.a.data() + m * K;
-    for (int64_t b = 0; b < nb; ++b) {
-      if (k_quant) {
-        const auto* q = reinterpret_cast<const BlockQ8_K*>(buf.blocks.data()) + b;
-        buf.d[m * nb + b] = q->d;
-        for (int j = 0; j < kQK_K; ++j) a[b * kQK_K + j] = q->qs[j];
-        std::memcpy(buf.bsums.data() + m * (K / 16) + b * 16, q->bsums, sizeof(q->bsums));
-      } else {
-        const auto* q = reinterpret_cast<const BlockQ8_0*>(buf.blocks.data()) + b;
-        const float d = f16_to_f32(q->d);
-        int sum = 0;
-        for (int j = 0; j < kQK; ++j) {
-          a[b * kQK + j] = q->qs[j];
-          sum += q->qs[j];
-        }
-        buf.d[m * nb + b] = d;
-        buf.s[m * nb + b] = d * static_cast<float>(sum);
-      }
-    }
-  }
 }
 }  // namespace qmm
 
@@ -450,8 +492,12 @@ void quant_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, 
   if (M <= 0 || N <= 0) return;
   thread_local qmm::ActBuffers buf;
   const bool kq = qmm::is_k_quant(wt);
-  qmm::quantize_activations(x, M, K, kq, buf);
-  const qmm::Args args{.w = static_cast<const uint8_t*>(w), .w_row_bytes = row_bytes(wt, K), .wt = wt,
+  const int64_t nb = K / (kq ? kQK_K : kQK);
+  if (buf.a.size() < static_cast<size_t>(M * K)) buf.a.resize(static_cast<size_t>(M * K));
+  if (buf.d.size() < static_cast<size_t>(M * nb)) buf.d.resize(static_cast<size_t>(M * nb));
+  if (kq && buf.bsums.size() < static_cast<size_t>(M * K / 16)) buf.bsums.resize(static_cast<size_t>(M * K / 16));
+  if (!kq && buf.s.size() < static_cast<size_t>(M * nb)) buf.s.resize(static_cast<size_t>(M * nb));
+  const qmm::Args args{.x = x, .w = static_cast<const uint8_t*>(w), .w_row_bytes = row_bytes(wt, K), .wt = wt,
                        .M = M, .N = N, .K = K, .a = buf.a.data(), .a_d = buf.d.data(),
                        .a_s = kq ? nullptr : buf.s.data(), .a_bsums = kq ? buf.bsums.data() : nullptr, .y = y};
   HWY_DYNAMIC_DISPATCH(qmm::QuantMatmulRows)(args);
