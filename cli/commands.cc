@@ -6,8 +6,10 @@
 #include <cstdlib>
 
 namespace llmkit::cli {
-namespace {
 
+int run_convert(const std::string& in, const std::string& out, const std::string& type);  // cmd_convert.cc
+
+namespace {
 std::function<int()> not_built(const char* name, const char* lands_with) {
   return [name, lands_with] {
     std::fprintf(stderr,
@@ -18,14 +20,6 @@ std::function<int()> not_built(const char* name, const char* lands_with) {
   };
 }
 
-// Flags shared by the generating subcommands (run, chat, serve).
-struct Sampling {
-  std::string model, prompt, system;
-  int n_predict = 256, top_k = 40, threads = 0, ctx = 4096;
-  float temperature = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
-  long long seed = -1;
-  std::vector<std::string> stop;
-};
 
 void add_model_flag(CLI::App& app, std::string& model) {
   app.add_option("-m,--model", model, "GGUF file or Hugging Face folder (default: the installed SmolLM2-135M-Instruct)");
@@ -40,8 +34,9 @@ void add_sampling(CLI::App& app, Sampling& s) {
   app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability")->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--repeat-penalty", s.repeat_penalty, "Repetition penalty; 1 = off")->check(CLI::Range(0.0f, 10.0f));
   app.add_option("--seed", s.seed, "Random seed; -1 = random");
+  app.add_flag("--verbose", s.verbose, "Print timing (tokens/s) to stderr after each answer");
   app.add_option("--stop", s.stop, "Stop string (repeatable)");
-  app.add_option("-c,--ctx-size", s.ctx, "Context length in tokens")->check(CLI::Range(16, 1 << 22));
+  app.add_option("-c,--ctx-size", s.ctx, "Context length in tokens; 0 = the model's, at most 4096")->check(CLI::Range(0, 1 << 22));
   app.add_option("-t,--threads", s.threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
 }
 
@@ -50,8 +45,8 @@ const std::vector<Command> kCommands = {
      [](CLI::App& app) {
        auto s = std::make_shared<Sampling>();
        add_sampling(app, *s);
-       app.add_option("-p,--prompt", s->prompt, "The prompt");
-       return not_built("run", "the model-inference work (issue: run real models fast and right)");
+       app.add_option("-p,--prompt", s->prompt, "The prompt (use - to read it from standard input)")->required();
+       return std::function<int()>([s] { return run_generate(*s, false); });
      }},
     {"chat", "Interactive multi-turn chat with the model's chat template",
      [](CLI::App& app) {
@@ -59,7 +54,7 @@ const std::vector<Command> kCommands = {
        add_sampling(app, *s);
        app.add_option("-s,--system", s->system, "System prompt");
        app.add_option("-p,--prompt", s->prompt, "Answer this one message and exit");
-       return not_built("chat", "the model-inference work (issue: run real models fast and right)");
+       return std::function<int()>([s] { return run_generate(*s, true); });
      }},
     {"serve", "OpenAI-compatible HTTP server with continuous batching",
      [](CLI::App& app) {
@@ -125,16 +120,17 @@ const std::vector<Command> kCommands = {
     {"convert", "Convert between Hugging Face folders and GGUF, optionally quantizing",
      [](CLI::App& app) {
        static std::string in, out, type;
-       app.add_option("input", in, "HF folder or GGUF file");
-       app.add_option("output", out, "GGUF file or HF folder");
-       app.add_option("--type", type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k | q5_k | q6_k");
-       return not_built("convert", "the model-files work (issue: GGUF and Hugging Face folders)");
+       app.add_option("input", in, "HF folder (-> GGUF) or GGUF file (-> HF folder)")->required();
+       app.add_option("output", out, "GGUF file, or a new HF folder")->required();
+       app.add_option("--type", type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k | q5_k | q6_k (to a folder: f32 | f16 | bf16); "
+                                      "default: keep each tensor's type");
+       return std::function<int()>([] { return run_convert(in, out, type); });
      }},
     {"inspect", "Show a model's architecture, tensors, tokenizer and chat template",
      [](CLI::App& app) {
        static std::string path;
        static bool all = false;
-       app.add_option("path", path, "GGUF file (Hugging Face folders: not yet)")->required();
+       app.add_option("path", path, "GGUF file, Hugging Face folder or .safetensors file")->required();
        app.add_flag("--all", all, "List every tensor");
        return std::function<int()>([] { return run_inspect(path, all); });
      }},

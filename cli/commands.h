@@ -21,6 +21,16 @@ struct Command {
   std::function<std::function<int()>(CLI::App&)> setup;
 };
 
+// Flags shared by the generating subcommands (run, chat, serve).
+struct Sampling {
+  std::string model, prompt, system;
+  int n_predict = 256, top_k = 40, threads = 0, ctx = 0;
+  float temperature = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
+  long long seed = -1;
+  bool verbose = false;
+  std::vector<std::string> stop;
+};
+
 // Every subcommand, in the order `llmkit --help` lists them.
 const std::vector<Command>& commands();
 
@@ -29,5 +39,7 @@ std::string models_dir();
 std::string default_model_path();
 
 int run_inspect(const std::string& path, bool all_tensors);
+// run (chat = false) and chat (chat = true).
+int run_generate(const Sampling& s, bool chat);
 
 }  // namespace llmkit::cli

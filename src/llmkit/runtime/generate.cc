@@ -26,7 +26,7 @@ void Generator::reset() {
 }
 
 GenerateResult Generator::generate(const std::vector<int32_t>& prompt, const GenerateOptions& opts,
-                                   const std::function<std::string(int32_t)>& token_bytes, const GenerateHooks& hooks) {
+                                   const Detokenizer& detok, const GenerateHooks& hooks) {
   LLMKIT_CHECK(!prompt.empty(), kInvalidArgument, "the prompt is empty; give at least one token");
   LLMKIT_CHECK(opts.max_tokens >= 0, kInvalidArgument, "max_tokens ", opts.max_tokens, " must be >= 0");
   LLMKIT_CHECK(static_cast<int64_t>(prompt.size()) < cache_.n_ctx, kInvalidArgument, "the prompt has ", prompt.size(),
@@ -87,7 +87,7 @@ GenerateResult Generator::generate(const std::vector<int32_t>& prompt, const Gen
     res.tokens.push_back(tok);
     context.push_back(tok);
     step.assign(1, tok);
-    emit(stops.feed(utf8.feed(token_bytes(tok))));
+    emit(stops.feed(utf8.feed(detok.push(tok))));
     if (stops.stopped()) {
       res.finish = FinishReason::kStop;
       break;
@@ -97,7 +97,10 @@ GenerateResult Generator::generate(const std::vector<int32_t>& prompt, const Gen
       break;
     }
   }
-  if (!stops.stopped()) emit(stops.feed(utf8.flush()) + stops.flush());
+  if (!stops.stopped()) {
+    emit(stops.feed(utf8.feed(detok.flush ? detok.flush() : std::string())));
+    if (!stops.stopped()) emit(stops.feed(utf8.flush()) + stops.flush());
+  }
   res.decode_seconds = timer.seconds();
   return res;
 }

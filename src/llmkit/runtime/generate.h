@@ -1,7 +1,7 @@
 // The generation loop: prefill, then sample one token at a time, with hooks instead of flags —
 // streaming, stop conditions and logits processors plug in from outside (gemma.cpp's pattern).
-// Tokenizer-agnostic: the caller passes a function that maps a token id to its bytes, and the loop
-// streams only whole UTF-8 characters and never text past a stop string.
+// Tokenizer-agnostic: the caller passes a streaming detokenizer (push a token id, get the text that is
+// final), and the loop streams only whole UTF-8 characters and never text past a stop string.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,12 @@ struct GenerateOptions {
   SamplingParams sampling;
   std::vector<std::string> stop;        // stop strings (not included in the output)
   std::vector<int32_t> stop_tokens;     // e.g. EOS / end-of-turn ids (not included)
+};
+
+// Streaming detokenizer: push(id) returns the text that became final; flush() the held-back rest.
+struct Detokenizer {
+  std::function<std::string(int32_t)> push;
+  std::function<std::string()> flush;
 };
 
 struct GenerateHooks {
@@ -47,7 +53,7 @@ class Generator {
  public:
   Generator(const models::Transformer& model, int64_t n_ctx);
   GenerateResult generate(const std::vector<int32_t>& prompt, const GenerateOptions& opts,
-                          const std::function<std::string(int32_t)>& token_bytes, const GenerateHooks& hooks = {});
+                          const Detokenizer& detok, const GenerateHooks& hooks = {});
   void reset();  // forget the cached conversation
   int64_t n_ctx() const { return cache_.n_ctx; }
 
