@@ -44,7 +44,8 @@ class ScopedBackend {
 };
 
 // ---- linear algebra and element-wise (linear.cc) ---------------------------------------------------
-// y[..., N] = x[..., K] . w[N, K]^T ; w: F32, F16, BF16 or a quantized dtype.
+// y[..., N] = x[..., K] . w[N, K]^T ; w: F32, F16, BF16 or a quantized dtype. E.g. q [n_tokens, n_heads *
+// head_dim] = x [n_tokens, d_model] . wq [n_heads * head_dim, d_model]^T.
 Tensor matmul(const Tensor& x, const Tensor& w);
 // dx[..., K] from dy[..., N] and w[N, K] (any dtype); dw[N, K] (f32) from dy and x (w F32/F16/BF16).
 void matmul_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw);
@@ -58,9 +59,10 @@ void mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da
 // y[..., d] = x[..., d] + bias[d] ; backward: dbias[d] = sum of dy over rows (dx is dy itself).
 Tensor add_bias(const Tensor& x, const Tensor& bias);
 void add_bias_backward(const Tensor& dy, Tensor* dbias);
-// y[..., d] = table[ids[...]] ; table [n_vocab, d] of any dtype, ids I32 with values in [0, n_vocab).
+// y[n_tokens, d_model] = table[ids[n_tokens]] ; table [n_vocab, d_model] of any dtype, ids I32 in
+// [0, n_vocab) (any leading shape: ids [n_seqs, n_tokens] gives y [n_seqs, n_tokens, d_model]).
 Tensor embedding(const Tensor& table, const Tensor& ids);
-// dtable[n_vocab, d] += scatter of dy[..., d] by ids.
+// dtable[n_vocab, d_model] += scatter of dy[n_tokens, d_model] by ids[n_tokens].
 void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor* dtable, int64_t n_vocab);
 // Any float dtype (F32, F16, BF16, quantized) to a new F32 tensor of the same shape.
 Tensor to_f32(const Tensor& x);
@@ -75,7 +77,8 @@ inline Tensor gelu(const Tensor& x, bool tanh_approx = false) {
   return activation(tanh_approx ? Act::kGeluTanh : Act::kGeluErf, x);
 }
 inline Tensor relu(const Tensor& x) { return activation(Act::kRelu, x); }
-// Gated units y[..., d_ff] = act(gate) * up: SwiGLU (act = SiLU) and GeGLU (act = GELU erf or tanh).
+// Gated units y[n_tokens, d_ff] = act(gate[n_tokens, d_ff]) * up[n_tokens, d_ff]: SwiGLU (act = SiLU)
+// and GeGLU (act = GELU erf or tanh).
 Tensor glu(Act a, const Tensor& gate, const Tensor& up);
 void glu_backward(Act a, const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor* dgate, Tensor* dup);
 inline Tensor swiglu(const Tensor& gate, const Tensor& up) { return glu(Act::kSilu, gate, up); }
@@ -84,7 +87,7 @@ inline Tensor geglu(const Tensor& gate, const Tensor& up, bool tanh_approx = fal
 }
 
 // ---- normalisation and softmax (norm.cc) ------------------------------------------------------------
-// x [..., d_model], w [d_model]; w_offset = 1 for Gemma.
+// y, x [n_tokens, d_model] (any leading shape), w [d_model]; w_offset = 1 for Gemma.
 Tensor rmsnorm(const Tensor& x, const Tensor& w, float eps, float w_offset = 0.0f);
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, float w_offset, Tensor* dx,
                       Tensor* dw);
@@ -103,7 +106,8 @@ Tensor softmax(const Tensor& x, const SoftmaxOptions& opt = {});
 void softmax_backward(const Tensor& y, const Tensor& dy, Tensor* dx);
 
 // ---- positions and attention (attention.cc) ---------------------------------------------------------
-// x [..., n_heads, head_dim] holding n_tokens = numel / (n_heads head_dim) rows; pos I32 [n_tokens].
+// x [n_tokens, n_heads, head_dim] (or [n_seqs, n_tokens, n_heads, head_dim]: any leading shape holding
+// n_tokens = numel / (n_heads head_dim) rows); pos I32 [n_tokens], the absolute position of each row.
 Tensor rope(const Tensor& x, const Tensor& pos, const RopeConfig& cfg);
 void rope_backward(const Tensor& dy, const Tensor& pos, const RopeConfig& cfg, Tensor* dx);
 // slopes F32 [n_heads] (Press et al. 2022; BLOOM's rule for non-powers of two).
@@ -126,7 +130,8 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 
 // ---- loss and selection (loss.cc) -------------------------------------------------------------------
 constexpr int32_t kIgnoreIndex = -100;  // PyTorch / HF label convention
-// logits [..., n_vocab], targets I32 [...] in [0, n_vocab) or ignore_index. Mean over non-ignored rows.
+// logits [n_tokens, n_vocab], targets I32 [n_tokens] in [0, n_vocab) or ignore_index. Mean over the
+// non-ignored rows.
 float cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = kIgnoreIndex);
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, float dloss, Tensor* dlogits,
                             int32_t ignore_index = kIgnoreIndex);
