@@ -8,6 +8,8 @@
 //  - parameters in a ParamStore have their grad pre-bound to a view of the store's flat grad buffer, so
 //    the accumulation lands directly in the buffer an optimizer or all-reduce works on.
 // The tape is thread-local (Tape::current()); ScopedTape installs another one, NoGrad stops recording.
+// A forward that is never followed by backward() leaves its entries (and the activations they hold) on
+// the tape: run evaluation under NoGrad, or clear() the tape.
 #pragma once
 
 #include <functional>
