@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "llmkit/base/check.h"
 #include "llmkit/base/thread_pool.h"
@@ -239,46 +240,95 @@ void Gemm(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t 
   }
 }
 
-// out[r] = dot(x[0:K], rows[r][0:K]) for r < 4.
-HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const float* const* rows, int64_t K, float* out) {
+// One vector of row elements as floats: F32 loads, F16/BF16 load half a vector and widen.
+template <typename T>
+HWY_INLINE hn::Vec<DF> LoadF32(DF d, const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(d, p);
+  } else {
+    return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, DF>(), p));
+  }
+}
+template <typename T>
+HWY_INLINE float ScalarF32(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return *p;
+  } else if constexpr (std::is_same_v<T, hwy::float16_t>) {
+    return f16_to_f32(*reinterpret_cast<const uint16_t*>(p));
+  } else {
+    return bf16_to_f32(*reinterpret_cast<const uint16_t*>(p));
+  }
+}
+
+// out[r] = dot(x[0:K], rows[r][0:K]) for r < 4. F16/BF16 rows are widened in registers, so the
+// weights are read from memory once, at their stored size (decode is bound by those bytes).
+template <typename T>
+HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const T* const* rows, int64_t K, float* out) {
   const DF d;
   using V = hn::Vec<DF>;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
-  const float* r0 = rows[0];
-  const float* r1 = rows[1];
-  const float* r2 = rows[2];
-  const float* r3 = rows[3];
+  const T* r0 = rows[0];
+  const T* r1 = rows[1];
+  const T* r2 = rows[2];
+  const T* r3 = rows[3];
   V a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   V b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
   int64_t k = 0;
   // Two accumulators per row: FMA latency 4 x 2 ports needs 8 independent chains.
   for (; k + 2 * L <= K; k += 2 * L) {
     const V xa = hn::LoadU(d, x + k), xb = hn::LoadU(d, x + k + L);
-    a0 = hn::MulAdd(xa, hn::LoadU(d, r0 + k), a0);
-    a1 = hn::MulAdd(xa, hn::LoadU(d, r1 + k), a1);
-    a2 = hn::MulAdd(xa, hn::LoadU(d, r2 + k), a2);
-    a3 = hn::MulAdd(xa, hn::LoadU(d, r3 + k), a3);
-    b0 = hn::MulAdd(xb, hn::LoadU(d, r0 + k + L), b0);
-    b1 = hn::MulAdd(xb, hn::LoadU(d, r1 + k + L), b1);
-    b2 = hn::MulAdd(xb, hn::LoadU(d, r2 + k + L), b2);
-    b3 = hn::MulAdd(xb, hn::LoadU(d, r3 + k + L), b3);
+    a0 = hn::MulAdd(xa, LoadF32(d, r0 + k), a0);
+    a1 = hn::MulAdd(xa, LoadF32(d, r1 + k), a1);
+    a2 = hn::MulAdd(xa, LoadF32(d, r2 + k), a2);
+    a3 = hn::MulAdd(xa, LoadF32(d, r3 + k), a3);
+    b0 = hn::MulAdd(xb, LoadF32(d, r0 + k + L), b0);
+    b1 = hn::MulAdd(xb, LoadF32(d, r1 + k + L), b1);
+    b2 = hn::MulAdd(xb, LoadF32(d, r2 + k + L), b2);
+    b3 = hn::MulAdd(xb, LoadF32(d, r3 + k + L), b3);
   }
   for (; k + L <= K; k += L) {
     const V xa = hn::LoadU(d, x + k);
-    a0 = hn::MulAdd(xa, hn::LoadU(d, r0 + k), a0);
-    a1 = hn::MulAdd(xa, hn::LoadU(d, r1 + k), a1);
-    a2 = hn::MulAdd(xa, hn::LoadU(d, r2 + k), a2);
-    a3 = hn::MulAdd(xa, hn::LoadU(d, r3 + k), a3);
+    a0 = hn::MulAdd(xa, LoadF32(d, r0 + k), a0);
+    a1 = hn::MulAdd(xa, LoadF32(d, r1 + k), a1);
+    a2 = hn::MulAdd(xa, LoadF32(d, r2 + k), a2);
+    a3 = hn::MulAdd(xa, LoadF32(d, r3 + k), a3);
   }
   out[0] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, b0)));
   out[1] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a1, b1)));
   out[2] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a2, b2)));
   out[3] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a3, b3)));
   for (; k < K; ++k) {
-    out[0] += x[k] * r0[k];
-    out[1] += x[k] * r1[k];
-    out[2] += x[k] * r2[k];
-    out[3] += x[k] * r3[k];
+    out[0] += x[k] * ScalarF32(r0 + k);
+    out[1] += x[k] * ScalarF32(r1 + k);
+    out[2] += x[k] * ScalarF32(r2 + k);
+    out[3] += x[k] * ScalarF32(r3 + k);
+  }
+}
+
+// Rows of w in groups of 4, each group dotted with all M rows of x while it is in L1/L2.
+template <typename T>
+void GemvRange(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K, int64_t gb,
+               int64_t ge) {
+  // Quantized rows are dequantized into scratch first (T = float then).
+  float* tmp = is_quantized(wt) ? tl_rows.get(static_cast<size_t>(4 * K)) : nullptr;
+  for (int64_t g = gb; g < ge; ++g) {
+    const int64_t n = 4 * g;
+    const int nr = static_cast<int>(std::min<int64_t>(4, N - n));
+    const T* rows[4] = {};
+    for (int r = 0; r < 4; ++r) {
+      if (r >= nr) {
+        rows[r] = rows[0];
+      } else if (tmp != nullptr) {
+        rows[r] = reinterpret_cast<const T*>(RowF32(w, wt, K, n + r, 0, K, tmp + r * K));
+      } else {
+        rows[r] = static_cast<const T*>(w) + (n + r) * K;
+      }
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      float out[4];
+      Dot4(x + m * K, rows, K, out);
+      for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[r];
+    }
   }
 }
 
@@ -287,19 +337,12 @@ void Gemv(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t 
   // Each task covers at least ~32k weights so the wake-up (~1 us) stays small next to the work.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, 4 * K));
   ThreadPool::global().parallel_for(groups, grain, [&](int64_t gb, int64_t ge) {
-    float* tmp = wt == DType::kF32 ? nullptr : tl_rows.get(static_cast<size_t>(4 * K));
-    for (int64_t g = gb; g < ge; ++g) {
-      const int64_t n = 4 * g;
-      const int nr = static_cast<int>(std::min<int64_t>(4, N - n));
-      const float* rows[4];
-      for (int r = 0; r < 4; ++r) {
-        rows[r] = r < nr ? RowF32(w, wt, K, n + r, 0, K, tmp ? tmp + r * K : nullptr) : rows[0];
-      }
-      for (int64_t m = 0; m < M; ++m) {
-        float out[4];
-        Dot4(x + m * K, rows, K, out);
-        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[r];
-      }
+    if (wt == DType::kF16) {
+      GemvRange<hwy::float16_t>(x, w, wt, y, M, N, K, gb, ge);
+    } else if (wt == DType::kBF16) {
+      GemvRange<hwy::bfloat16_t>(x, w, wt, y, M, N, K, gb, ge);
+    } else {
+      GemvRange<float>(x, w, wt, y, M, N, K, gb, ge);
     }
   });
 }
