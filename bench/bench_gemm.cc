@@ -155,4 +155,15 @@ BENCHMARK(BM_openblas_sbgemm)->Apply(gemm_args);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Records the SIMD target and the OpenBLAS build in the output's context block.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("llmkit_cpu_target", llmkit::current_cpu_target());
+#if LLMKIT_BENCH_OPENBLAS
+  benchmark::AddCustomContext("openblas_config", openblas_get_config());
+#endif
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
