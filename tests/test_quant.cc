@@ -231,43 +231,51 @@ double matmul_bound(DType wt, const float* x, const float* w, int64_t K) {
 
 class QuantMatmulTest : public ::testing::TestWithParam<DType> {};
 
+// Shapes: M in {1, 3, 5, 8} (the kernel shares each weight block among up to 4 activation rows,
+// so 1, 3 and 5 hit every remainder), odd N (= 37, split unevenly across threads), K = 512 and 768
+// (an odd number of 256-blocks: the kernel alternates two accumulators over blocks) and, for the
+// legacy types, K = 288 (9 blocks of 32).
 TEST_P(QuantMatmulTest, MatchesFloatReferenceOnEveryTarget) {
   const DType wt = GetParam();
   ASSERT_TRUE(cpu::quant_matmul_supported(wt));
-  const int64_t N = 37, K = 512;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd;
-  std::vector<float> wf(N * K), wdq(N * K);
-  for (auto& v : wf) v = nd(rng) * 0.05f;
-  for (int64_t i = 0; i < K; i += 97) wf[i] = 1.5f;  // an outlier in the first rows
-  const size_t rb = row_bytes(wt, K);
-  std::vector<uint8_t> w(rb * N);
-  for (int64_t n = 0; n < N; ++n) {
-    ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
-    ref::dequantize_row(wt, w.data() + n * rb, wdq.data() + n * K, K);
-  }
+  std::vector<int64_t> ks = {512, 768};
+  if (block_size(wt) == kQK) ks.push_back(288);
   const auto targets = cpu_targets();
   ASSERT_FALSE(targets.empty());
-  for (const auto& target : targets) {
-    set_cpu_target(target);
-    for (int64_t M : {1, 3, 5, 8}) {
-      std::vector<float> x(M * K), y(M * N, NAN);
-      for (auto& v : x) v = nd(rng);
-      for (int64_t i = 0; i < K; i += 64) x[i] *= 8.0f;  // activation outliers
-      cpu::quant_matmul(x.data(), w.data(), wt, y.data(), M, N, K);
-      for (int64_t m = 0; m < M; ++m) {
-        for (int64_t n = 0; n < N; ++n) {
-          double want = 0;
-          for (int64_t k = 0; k < K; ++k) want += double(wdq[n * K + k]) * x[m * K + k];
-          const double bound = matmul_bound(wt, x.data() + m * K, wdq.data() + n * K, K);
-          ASSERT_LE(std::fabs(y[m * N + n] - want), bound)
-              << dtype_name(wt) << " target " << target << " M=" << M << " m=" << m << " n=" << n
-              << " got " << y[m * N + n] << " want " << want;
+  for (const int64_t K : ks) {
+    const int64_t N = 37;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd;
+    std::vector<float> wf(N * K), wdq(N * K);
+    for (auto& v : wf) v = nd(rng) * 0.05f;
+    for (int64_t i = 0; i < K; i += 97) wf[i] = 1.5f;  // an outlier in the first rows
+    const size_t rb = row_bytes(wt, K);
+    std::vector<uint8_t> w(rb * N);
+    for (int64_t n = 0; n < N; ++n) {
+      ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
+      ref::dequantize_row(wt, w.data() + n * rb, wdq.data() + n * K, K);
+    }
+    for (const auto& target : targets) {
+      set_cpu_target(target);
+      for (int64_t M : {1, 3, 5, 8}) {
+        std::vector<float> x(M * K), y(M * N, NAN);
+        for (auto& v : x) v = nd(rng);
+        for (int64_t i = 0; i < K; i += 64) x[i] *= 8.0f;  // activation outliers
+        cpu::quant_matmul(x.data(), w.data(), wt, y.data(), M, N, K);
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < N; ++n) {
+            double want = 0;
+            for (int64_t k = 0; k < K; ++k) want += double(wdq[n * K + k]) * x[m * K + k];
+            const double bound = matmul_bound(wt, x.data() + m * K, wdq.data() + n * K, K);
+            ASSERT_LE(std::fabs(y[m * N + n] - want), bound)
+                << dtype_name(wt) << " target " << target << " K=" << K << " M=" << M << " m=" << m
+                << " n=" << n << " got " << y[m * N + n] << " want " << want;
+          }
         }
       }
     }
+    reset_cpu_target();
   }
-  reset_cpu_target();
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantMatmulTest, ::testing::ValuesIn(kMatmulTypes),
