@@ -204,10 +204,11 @@ Tokenizer Tokenizer::load(const std::string& path) {
   LLMKIT_CHECK(fs::exists(path, ec), kNotFound, "tokenizer source ", path, " does not exist",
                "pass a .gguf file, a tokenizer.json, or a Hugging Face folder containing tokenizer.json");
   if (fs::is_directory(path, ec)) {
-    fs::path json = fs::path(path) / "tokenizer.json";
+    fs::path json = fs::path(path) / "tokenizer.json", cfg = fs::path(path) / "tokenizer_config.json";
     LLMKIT_CHECK(fs::exists(json, ec), kNotFound, "folder ", path, " has no tokenizer.json",
                  "llmkit reads the fast-tokenizer file (tokenizer.json) of Hugging Face folders");
-    return from_json(read_file(json.string()), json.string());
+    std::string cfg_text = fs::is_regular_file(cfg, ec) ? read_file(cfg.string()) : std::string();
+    return Tokenizer(tok::load_tokenizer_json(read_file(json.string()), json.string(), cfg_text));
   }
   char magic[4] = {};
   {
