@@ -224,6 +224,25 @@ TEST(ChatTemplateSandbox, NoHostObjects) {
   EXPECT_NE(render_error("{% set x = 'a' %}{% set x.attr = 1 %}").find("namespace"), std::string::npos);
 }
 
+TEST(ChatTemplateSandbox, CyclesAndDeepNestingAreFreedSafely) {
+  // A million-level nested list (built within the step cap) is freed without recursion.
+  EXPECT_EQ(render("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}ok"),
+            "ok");
+  EXPECT_NE(render_error("{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = [ns.l] %}{% endfor %}"
+                         "{{ ns.l }}")
+                .find("deeper"),
+            std::string::npos);
+  // Reference cycles (which leak with reference counting) are broken when render() returns;
+  // LeakSanitizer checks this in the sanitizer build.
+  EXPECT_EQ(render("{% set xs = [] %}{% set _ = xs.append(xs) %}{{ xs | length }}"), "1");
+  EXPECT_EQ(render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns.me.me is defined }}"), "True");
+  EXPECT_EQ(render("{% macro m() %}x{% endmacro %}{% set ns = namespace(f=m) %}{{ ns.f() }}"), "x");
+  EXPECT_NE(render_error("{% set ns = namespace() %}{% for i in [1] %}{% macro m() %}x{% endmacro %}{% set ns.f = m %}"
+                         "{% endfor %}{{ ns.f() }}")
+                .find("called after"),
+            std::string::npos);
+}
+
 TEST(ChatTemplateSandbox, TemplateSizeCap) {
   ChatTemplateOptions opts;
   opts.max_template_bytes = 100;

@@ -269,6 +269,7 @@ bool Interpreter::call_method(const Value& obj, const std::string& name, std::ve
   }
   if (obj.is_list()) {
     List& items = obj.items();
+    if (name == "append" || name == "extend") note_mutation(obj.shared_list());
     if (name == "append") {
       check_list_size(items.size() + 1, line);
       items.push_back(a.required(0, "object"));
@@ -397,7 +398,7 @@ Value Interpreter::call_builtin(const std::string& name, std::vector<Value>& arg
     return make_list(std::move(items), line);
   }
   if (name == "namespace" || name == "dict") {
-    auto d = std::make_shared<Dict>();
+    auto d = new_dict();
     for (const Value& v : args) {
       if (!v.is_mapping()) fail(line, str_cat(name, "(): positional argument must be a mapping"));
       for (const auto& [k, e] : v.dict_ref().entries()) d->set(k, e);

@@ -68,10 +68,28 @@ std::string Interpreter::render(const Program& prog, const std::map<std::string,
   auto scope = std::make_shared<Scope>();
   scope->parent = globals;
   for (const auto& [k, v] : context) scope->vars[k] = v;
+  struct BreakCycles {
+    Interpreter* in;
+    ~BreakCycles() {
+      // Move out first: clearing a container can drop the last reference to another one.
+      auto lists = std::move(in->mutated_lists_);
+      auto dicts = std::move(in->mutated_dicts_);
+      for (auto& l : lists) l->clear();
+      for (auto& d : dicts) d->clear();
+    }
+  } break_cycles{this};
   std::string out;
   Flow f = exec_list(prog.body, scope, &out);
   if (f != Flow::kNormal) fail(0, "{% break %} or {% continue %} outside a for loop");
   return out;
+}
+
+void Interpreter::note_mutation(const std::shared_ptr<List>& l) {
+  if (mutated_.insert(l.get()).second) mutated_lists_.push_back(l);
+}
+
+void Interpreter::note_mutation(const std::shared_ptr<Dict>& d) {
+  if (mutated_.insert(d.get()).second) mutated_dicts_.push_back(d);
 }
 
 Interpreter::Flow Interpreter::exec_list(const StmtList& body, const ScopePtr& scope, std::string* out) {
@@ -201,6 +219,7 @@ void Interpreter::exec_set(const Stmt& s, const ScopePtr& scope) {
                          "': only namespace() objects allow attribute assignment"));
   if (s.attr[0] == '_')  // transformers' TemplateNamespace refuses these
     fail(s.line, str_cat("cannot assign underscore-prefixed attribute '", s.attr, "' on a namespace"));
+  note_mutation(target.shared_dict());
   target.dict_ref().set(s.attr, std::move(v));
 }
 
@@ -221,7 +240,7 @@ Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope, st
   if (items.empty()) return exec_list(s.orelse, scope, out);
   auto info = std::make_shared<LoopInfo>();
   info->length = static_cast<int64_t>(items.size());
-  auto shared_items = std::make_shared<const List>(std::move(items));
+  std::shared_ptr<const List> shared_items = new_list(std::move(items));
   info->items = shared_items;
   for (size_t i = 0; i < shared_items->size(); ++i) {
     step();
@@ -260,7 +279,7 @@ Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {
       return Value::list(std::move(items));
     }
     case ExprKind::kDict: {
-      auto d = std::make_shared<Dict>();
+      auto d = new_dict();
       for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
         Value k = eval(*e.args[i], scope);
         d->set(k.to_str(), eval(*e.args[i + 1], scope));
@@ -493,7 +512,8 @@ Value Interpreter::call_macro(const Callable& c, std::vector<Value> args,
   DepthGuard guard(this, line);
   const Stmt& m = *c.stmt;
   auto scope = std::make_shared<Scope>();
-  scope->parent = c.scope;
+  scope->parent = c.scope.lock();
+  if (!scope->parent) fail(line, str_cat("'", c.name, "' is called after the block that defined it ended"));
   if (args.size() > m.params.size())
     fail(line, str_cat(c.name, "() takes ", m.params.size(), " arguments but ", args.size(), " were given"));
   std::vector<bool> bound(m.params.size(), false);

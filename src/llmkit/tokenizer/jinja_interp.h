@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "llmkit/tokenizer/jinja_ast.h"
@@ -98,6 +99,15 @@ class Interpreter {
   [[noreturn]] void fail(int line, const std::string& msg) const;
   Value make_string(std::string s, int line) const;
   Value make_list(List items, int line) const;
+
+  // Containers a template mutated (list.append, namespace attributes): the only way to build a
+  // reference cycle (`xs.append(xs)`, `set ns.me = ns`). render() clears them when it returns,
+  // which breaks any cycle so nothing leaks across renders.
+  void note_mutation(const std::shared_ptr<List>& l);
+  void note_mutation(const std::shared_ptr<Dict>& d);
+  std::vector<std::shared_ptr<List>> mutated_lists_;
+  std::vector<std::shared_ptr<Dict>> mutated_dicts_;
+  std::unordered_set<const void*> mutated_;
 
   RenderOptions opts_;
   uint64_t steps_ = 0;

@@ -38,6 +38,51 @@ void Dict::set(const std::string& key, Value v) {
   entries_.emplace_back(key, std::move(v));
 }
 
+// ---- iterative destruction ----------------------------------------------------------------
+
+namespace {
+
+// Containers whose last reference is gone, waiting to be destroyed by the outermost deleter.
+struct Graveyard {
+  std::vector<List*> lists;
+  std::vector<Dict*> dicts;
+  bool reaping = false;
+};
+thread_local Graveyard graveyard;
+
+void reap() {
+  if (graveyard.reaping) return;  // an outer deleter is already draining the graveyard
+  graveyard.reaping = true;
+  while (!graveyard.lists.empty() || !graveyard.dicts.empty()) {
+    if (!graveyard.lists.empty()) {
+      List* l = graveyard.lists.back();
+      graveyard.lists.pop_back();
+      delete l;  // nested containers it held land in the graveyard instead of recursing
+    } else {
+      Dict* d = graveyard.dicts.back();
+      graveyard.dicts.pop_back();
+      delete d;
+    }
+  }
+  graveyard.reaping = false;
+}
+
+}  // namespace
+
+std::shared_ptr<List> new_list(List items) {
+  return std::shared_ptr<List>(new List(std::move(items)), [](List* l) {
+    graveyard.lists.push_back(l);
+    reap();
+  });
+}
+
+std::shared_ptr<Dict> new_dict() {
+  return std::shared_ptr<Dict>(new Dict(), [](Dict* d) {
+    graveyard.dicts.push_back(d);
+    reap();
+  });
+}
+
 // ---- construction ----------------------------------------------------------------------------
 
 Value Value::undefined(std::string name) {
@@ -75,7 +120,7 @@ Value Value::string(std::shared_ptr<const std::string> s) {
   v.s_ = std::move(s);
   return v;
 }
-Value Value::list(List items) { return list(std::make_shared<List>(std::move(items))); }
+Value Value::list(List items) { return list(new_list(std::move(items))); }
 Value Value::list(std::shared_ptr<List> items) {
   Value v;
   v.kind_ = Kind::kList;
@@ -85,7 +130,7 @@ Value Value::list(std::shared_ptr<List> items) {
 Value Value::dict(std::shared_ptr<Dict> d) {
   Value v;
   v.kind_ = Kind::kDict;
-  v.dict_ = d ? std::move(d) : std::make_shared<Dict>();
+  v.dict_ = d ? std::move(d) : new_dict();
   return v;
 }
 Value Value::ns(std::shared_ptr<Dict> d) {
@@ -127,7 +172,7 @@ Value Value::from_json(const nlohmann::ordered_json& j, int depth) {
       return list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
-      auto d = std::make_shared<Dict>();
+      auto d = new_dict();
       for (const auto& [k, e] : j.items()) d->set(k, from_json(e, depth + 1));
       return dict(std::move(d));
     }

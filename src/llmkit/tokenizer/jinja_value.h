@@ -27,20 +27,13 @@ struct Scope;
 
 using List = std::vector<Value>;
 
-// An insertion-ordered dict with string keys (Python dicts keep insertion order; JSON objects and
-// chat-template dicts only ever use string keys, and non-string keys are stringified).
-class Dict {
- public:
-  const Value* find(const std::string& key) const;
-  Value* find(const std::string& key);
-  void set(const std::string& key, Value v);
-  size_t size() const { return entries_.size(); }
-  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+class Dict;
 
- private:
-  std::vector<std::pair<std::string, Value>> entries_;
-  std::map<std::string, size_t, std::less<>> index_;
-};
+// New lists and dicts. Their deleter frees nested containers iteratively, so dropping a value
+// nested a million levels deep (which a template can build in a loop within the step cap) cannot
+// overflow the stack. Always create containers through these.
+std::shared_ptr<List> new_list(List items = {});
+std::shared_ptr<Dict> new_dict();
 
 // State of one `for` loop, read through the `loop` variable (loop.index, loop.last, ...).
 struct LoopInfo {
@@ -54,7 +47,9 @@ struct LoopInfo {
 struct Callable {
   enum class Kind { kMacro, kCaller, kBuiltin } kind = Kind::kBuiltin;
   const Stmt* stmt = nullptr;     // kMacro: the {% macro %}; kCaller: the {% call %} statement
-  std::shared_ptr<Scope> scope;   // where it was defined (closure)
+  // Where it was defined (the closure). Weak, so that a scope holding its own macros is not a
+  // reference cycle; calling a macro whose defining block has ended is an error.
+  std::weak_ptr<Scope> scope;
   std::string name;               // for messages, and the builtin's name
 };
 
@@ -123,6 +118,25 @@ class Value {
   std::shared_ptr<LoopInfo> loop_;
   std::shared_ptr<Callable> fn_;
   std::string undefined_name_;
+};
+
+// An insertion-ordered dict with string keys (Python dicts keep insertion order; JSON objects and
+// chat-template dicts only ever use string keys, and non-string keys are stringified).
+class Dict {
+ public:
+  const Value* find(const std::string& key) const;
+  Value* find(const std::string& key);
+  void set(const std::string& key, Value v);
+  size_t size() const { return entries_.size(); }
+  void clear() {
+    entries_.clear();
+    index_.clear();
+  }
+  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::pair<std::string, Value>> entries_;
+  std::map<std::string, size_t, std::less<>> index_;
 };
 
 // Python == between two values (1 == 1.0 == True; lists and dicts compare by content).
