@@ -18,7 +18,7 @@ enum TokenType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4
 
 const io::GgufValue& array_of(const io::GgufFile& f, const std::string& key, io::GgufType elem, bool numeric) {
   const io::GgufValue* v = f.find(key);
-  LLMKIT_CHECK(v, kInvalidFile, f.name(), ": missing ", key, "", "the GGUF file has no tokenizer");
+  LLMKIT_CHECK(v, kInvalidFile, f.name(), ": missing ", key, "; the GGUF file has no tokenizer");
   bool ok = v->type == io::GgufType::kArray && (numeric ? v->elem_type != io::GgufType::kString && v->elem_type != io::GgufType::kArray
                                                         : v->elem_type == elem);
   LLMKIT_CHECK(ok, kInvalidFile, f.name(), ": ", key, " must be an array of ", numeric ? "numbers" : "strings");
@@ -51,7 +51,7 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
   io::GgufFile f = io::GgufFile::open(path);
   const std::string& file = f.name();
   auto model = f.get_string("tokenizer.ggml.model");
-  LLMKIT_CHECK(model, kInvalidFile, file, ": no tokenizer.ggml.model", "this GGUF file carries no tokenizer");
+  LLMKIT_CHECK(model, kInvalidFile, file, ": no tokenizer.ggml.model", "; this GGUF file carries no tokenizer");
   const io::GgufValue& tv = array_of(f, "tokenizer.ggml.tokens", io::GgufType::kString, false);
   const size_t n = tv.arr.size();
   LLMKIT_CHECK(n > 0 && static_cast<int64_t>(n) <= kMaxVocab, kInvalidFile, file, ": tokenizer.ggml.tokens has ", n, " entries");
@@ -80,11 +80,11 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
     LLMKIT_CHECK(!text.empty(), kInvalidFile, file, ": token ", i, " is empty");
     if (types[i] == kByte)
       LLMKIT_CHECK(text.size() == 6 && text.compare(0, 3, "<0x") == 0, kInvalidFile, file, ": byte token ", i, " \"",
-                   text, "\" is not <0xHH>", "the vocabulary is corrupt");
+                   text, "\" is not <0xHH>", "; the vocabulary is corrupt");
     auto [it, fresh] = t->vocab.emplace(text, static_cast<int32_t>(i));
     // Unused and control entries may repeat (padding vocabularies do); others must be unique.
     LLMKIT_CHECK(fresh || types[i] == kUnused || types[i] == kControl, kInvalidFile, file, ": token \"", text,
-                 "\" appears twice (ids ", it->second, " and ", i, ")", "the vocabulary is corrupt");
+                 "\" appears twice (ids ", it->second, " and ", i, ")", "; the vocabulary is corrupt");
     t->pieces[i] = text;
     if (types[i] == kControl || types[i] == kUserDefined) {
       AddedToken a;
@@ -104,7 +104,8 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
   for (int ty : types) has_bytes |= ty == kByte;
 
   if (*model == "gpt2") {
-    t->pre = PreTokenizer::from_gguf_pre(f.get_string("tokenizer.ggml.pre").value_or("default"));
+    const std::string pre = f.get_string("tokenizer.ggml.pre").value_or("default");
+    t->pre = PreTokenizer::from_gguf_pre(pre);
     const auto& mv = array_of(f, "tokenizer.ggml.merges", io::GgufType::kString, false);
     std::vector<std::pair<std::string, std::string>> merges;
     merges.reserve(mv.arr.size());
@@ -116,6 +117,8 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
     }
     Bpe::Options o;
     o.byte_level = true;
+    // Llama-3's tokenizer.json sets ignore_merges (llama.cpp does the same for these pre types).
+    o.ignore_merges = pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "pixtral";
     t->bpe = std::make_unique<Bpe>(model_vocab, merges, o);
     t->decoder = Decoder::byte_level();
     t->kind = "byte-level BPE";

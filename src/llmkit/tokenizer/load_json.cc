@@ -14,11 +14,11 @@ using json = nlohmann::json;
 
 void check_token_text(const std::string& text, int64_t id, const std::string& file) {
   LLMKIT_CHECK(text.size() <= kMaxTokenBytes, kInvalidFile, file, ": token ", id, " is ", text.size(),
-               " bytes long (limit ", kMaxTokenBytes, ")", "the vocabulary is corrupt");
+               " bytes long (limit ", kMaxTokenBytes, ")", "; the vocabulary is corrupt");
   if (text.size() >= 4 && text.size() <= 8 && text.compare(0, 3, "<0x") == 0 && text.back() == '>') {
     auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f'); };
     LLMKIT_CHECK(text.size() == 6 && hex(text[3]) && hex(text[4]), kInvalidFile, file, ": token ", id, " \"", text,
-                 "\" looks like a byte token but is not <0xHH> with two hex digits", "the vocabulary is corrupt");
+                 "\" looks like a byte token but is not <0xHH> with two hex digits", "; the vocabulary is corrupt");
   }
 }
 
@@ -188,8 +188,8 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, const 
                                                    std::string_view config_text) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   LLMKIT_CHECK(!j.is_discarded() && j.is_object(), kInvalidFile, file, " is not a JSON object",
-               "pass a Hugging Face tokenizer.json (fast tokenizer) file");
-  LLMKIT_CHECK(j.contains("model"), kInvalidFile, file, " has no \"model\"", "this does not look like a tokenizer.json");
+               "; pass a Hugging Face tokenizer.json (fast tokenizer) file");
+  LLMKIT_CHECK(j.contains("model"), kInvalidFile, file, " has no \"model\"", "; this does not look like a tokenizer.json");
   auto t = std::make_shared<TokenizerImpl>();
   t->name = file;
   t->normalizer = Normalizer::from_json(j.value("normalizer", json()));

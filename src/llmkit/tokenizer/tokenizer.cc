@@ -89,7 +89,7 @@ void TokenizerImpl::finalize() {
   LLMKIT_CHECK(static_cast<int64_t>(n) <= kMaxVocab, kInvalidFile, name, ": ", n, " tokens exceed the limit ", kMaxVocab);
   for (size_t id = 0; id < n; ++id)
     LLMKIT_CHECK(!pieces[id].empty(), kInvalidFile, name, ": id ", id, " has no token (n_vocab ", n,
-                 "); ids must run from 0 to n_vocab - 1", "the vocabulary is corrupt or has a duplicate token");
+                 "); ids must run from 0 to n_vocab - 1", "; the vocabulary is corrupt or has a duplicate token");
   auto check_id = [&](int64_t id, const char* what) {
     LLMKIT_CHECK(id >= 0 && static_cast<size_t>(id) < n, kInvalidFile, name, ": ", what, " id ", id,
                  " is outside the vocabulary (n_vocab ", n, ")");
@@ -202,11 +202,11 @@ Tokenizer Tokenizer::load(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   LLMKIT_CHECK(fs::exists(path, ec), kNotFound, "tokenizer source ", path, " does not exist",
-               "pass a .gguf file, a tokenizer.json, or a Hugging Face folder containing tokenizer.json");
+               "; pass a .gguf file, a tokenizer.json, or a Hugging Face folder containing tokenizer.json");
   if (fs::is_directory(path, ec)) {
     fs::path json = fs::path(path) / "tokenizer.json", cfg = fs::path(path) / "tokenizer_config.json";
     LLMKIT_CHECK(fs::exists(json, ec), kNotFound, "folder ", path, " has no tokenizer.json",
-                 "llmkit reads the fast-tokenizer file (tokenizer.json) of Hugging Face folders");
+                 "; llmkit reads the fast-tokenizer file (tokenizer.json) of Hugging Face folders");
     std::string cfg_text = fs::is_regular_file(cfg, ec) ? read_file(cfg.string()) : std::string();
     return Tokenizer(tok::load_tokenizer_json(read_file(json.string()), json.string(), cfg_text));
   }
