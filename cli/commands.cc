@@ -7,6 +7,9 @@
 
 namespace llmkit::cli {
 
+// cli/cmd_tokenize.cc
+int run_tokenize(const std::string& model, const std::string& text, bool decode_ids, bool no_special);
+
 int run_convert(const std::string& in, const std::string& out, const std::string& type);  // cmd_convert.cc
 
 namespace {
@@ -137,11 +140,13 @@ const std::vector<Command> kCommands = {
     {"tokenize", "Tokenize text (or decode ids) with a model's tokenizer",
      [](CLI::App& app) {
        static std::string model, text;
-       static bool ids = false;
+       static bool ids = false, no_special = false;
        add_model_flag(app, model);
-       app.add_option("text", text, "Text to tokenize");
+       app.add_option("text", text, "Text to tokenize (\"-\" or nothing: read stdin)");
        app.add_flag("--ids", ids, "Treat the input as token ids and decode them");
-       return not_built("tokenize", "the tokenizer work (issue: GGUF and Hugging Face folders)");
+       app.add_flag("--no-special", no_special,
+                    "Encode without the model's BOS/EOS tokens; with --ids, drop special tokens from the text");
+       return std::function<int()>([] { return run_tokenize(model, text, ids, no_special); });
      }},
     {"logits", "Write a model's logits for given input ids (parity tool)",
      [](CLI::App& app) {
