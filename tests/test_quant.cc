@@ -113,8 +113,11 @@ const DType kAllTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_
                            DType::kQ3_K, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,    DType::kQ8_K,
                            DType::kNF4,  DType::kF8_E4M3, DType::kF8_E5M2};
 
-// Bound on RMS(round-trip error) / RMS(x) for N(0,1) data, measured with ~1.5x headroom: a
-// regression that breaks a quantizer's search or its packing lands far above these.
+// Bound on RMS(round-trip error) / RMS(x) for these 4096 N(0,1) values (seed 7). Measured at
+// commit time: q4_0 .084, q4_1 .077, q5_0 .042, q5_1 .037, q8_0/q8_1 .0052, q2_k .29, q3_k .15,
+// q4_k .071, q5_k .036, q6_k .018, q8_k .0067, nf4 .092, e4m3 .027, e5m2 .053, f16 2.1e-4,
+// bf16 1.6e-3; the bounds leave 1.3-2x headroom (more for f16/bf16), so a quantizer whose
+// search or packing breaks lands well above them.
 double rel_rms_bound(DType t) {
   switch (t) {
     case DType::kF32: return 0.0;
