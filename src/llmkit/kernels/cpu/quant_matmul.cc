@@ -1,8 +1,9 @@
 // SIMD matmul with block-quantized weights (Highway, runtime dispatch; see quant_matmul.h).
 //
-// Scheme (as in ggml): each activation row x[m, K] is quantized once to Q8_0 (legacy weight types)
-// or Q8_K (k-quants) with the reference quantizer, then widened to int16 into a thread-local
-// buffer, so the inner loop is: decode a chunk of weight levels to int16 (sub-block scale folded
+// Scheme (as in ggml): each activation row x[m, K] is quantized once, in SIMD on the calling
+// thread, to Q8_0 (legacy weight types) or Q8_K (k-quants) levels, stored widened to int16 in a
+// thread-local buffer (scales as ggml's reference quantizers; see quantize_activations), so the
+// inner loop is: decode a chunk of weight levels to int16 (sub-block scale folded
 // in for k-quants), then one int16 x int16 -> int32 pairwise multiply-add (ReorderWidenMulAccumulate,
 // vpmaddwd on AVX2) per chunk and activation row. Each block's int32 sum is scaled once by
 // d_w * d_x in float; weight minimums (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) are folded in with the
