@@ -174,6 +174,17 @@ const std::vector<Command> kCommands = {
        app.add_option("-t,--threads", t, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
        return not_built("bench", "the model-inference work");
      }},
+    {"perplexity", "Perplexity of a text file (llama.cpp's chunking, comparable numbers)",
+     [](CLI::App& app) {
+       static std::string model, file;
+       static int ctx = 512, chunks = 0, threads = 0;
+       add_model_flag(app, model);
+       app.add_option("-f,--file", file, "Text file to score")->required();
+       app.add_option("-c,--ctx-size", ctx, "Tokens per chunk")->check(CLI::Range(16, 1 << 20));
+       app.add_option("--chunks", chunks, "Score at most this many chunks; 0 = all")->check(CLI::Range(0, 1 << 30));
+       app.add_option("-t,--threads", threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
+       return std::function<int()>([] { return run_perplexity(model, file, ctx, chunks, threads); });
+     }},
     {"plan", "Estimate memory for inference or training before running it",
      [](CLI::App& app) {
        static std::string model;
