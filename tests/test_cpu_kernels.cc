@@ -3,8 +3,9 @@
 // scalar reference in double precision below (the reference kernels land separately). Sizes are
 // deliberately odd (not multiples of the 6 x 2-vector GEMM tile, the 256 K-block or the 256-column
 // N-block; K=1, N=1, M=1) and cover the GEMV path (M <= 4), the N-split and the M-split GEMM paths.
-// Error bounds are per dtype and derived next to each check. Quantized weights are not covered
-// here: their fallback needs ref::dequantize_row, and cpu::quant_matmul is tested by its owner.
+// Error bounds are per dtype and derived next to each check. Quantized weights: the types that
+// cpu::quant_matmul handles are tested by its owner (test_quant); the rest go through this file's
+// dequantizing fallback and are checked here.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -18,6 +19,8 @@
 
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/error.h"
+#include "llmkit/kernels/cpu/quant_matmul.h"
+#include "llmkit/kernels/ref/quant.h"
 #include "llmkit/kernels/kernel_table.h"
 #include "llmkit/tensor/half.h"
 
@@ -187,6 +190,43 @@ TEST_P(CpuKernels, MatmulNoAllocationAfterWarmup) {
       cpu_table().matmul_bf16(wh.data(), wh.data(), y.data(), s.M < s.N ? s.M : s.N, s.N, s.K);
       if (rep == 1) {
         EXPECT_EQ(g_allocs.load(), before) << "M=" << s.M;
+      }
+    }
+  }
+}
+
+// Quantized types without a cpu::quant_matmul kernel: matmul dequantizes kKC=256-wide slices of
+// each row with ref::dequantize_row (K = 768 crosses two slice boundaries) and runs the F32 GEMM or
+// GEMV. Dequantization is exact and shared with the reference, so the F32 accumulation bound
+// applies to the dequantized weights.
+TEST_P(CpuKernels, MatmulQuantizedFallback) {
+  const DType types[] = {DType::kQ8_1, DType::kQ8_K, DType::kNF4, DType::kF8_E4M3, DType::kF8_E5M2};
+  for (DType wt : types) {
+    if (cpu::quant_matmul_supported(wt)) continue;  // covered by test_quant
+    for (const Shape& s : {Shape{1, 5, 256}, Shape{3, 33, 768}, Shape{13, 33, 768}}) {
+      auto x = rand_vec(s.M * s.K, 14), wf = rand_vec(s.N * s.K, 15);
+      const size_t rb = row_bytes(wt, s.K);
+      std::vector<uint8_t> wq(rb * static_cast<size_t>(s.N));
+      std::vector<float> wd(wf.size());
+      for (int64_t n = 0; n < s.N; ++n) {
+        ref::quantize_row(wt, wf.data() + n * s.K, wq.data() + rb * n, s.K);
+        ref::dequantize_row(wt, wq.data() + rb * n, wd.data() + n * s.K, s.K);
+      }
+      std::vector<float> y(static_cast<size_t>(s.M * s.N));
+      cpu_table().matmul(x.data(), wq.data(), wt, y.data(), s.M, s.N, s.K);
+      std::vector<float> ref(y.size());
+      if (ref_table().matmul) {
+        ref_table().matmul(x.data(), wq.data(), wt, ref.data(), s.M, s.N, s.K);
+      } else {
+        local_matmul(x.data(), wd.data(), DType::kF32, ref.data(), s.M, s.N, s.K);
+      }
+      for (int64_t m = 0; m < s.M; ++m) {
+        for (int64_t n = 0; n < s.N; ++n) {
+          double absdot = 0;
+          for (int64_t k = 0; k < s.K; ++k) absdot += std::fabs(static_cast<double>(x[m * s.K + k]) * wd[n * s.K + k]);
+          ASSERT_NEAR(y[m * s.N + n], ref[m * s.N + n], 2.0 * (s.K + 2) * kU * absdot + 1e-30)
+              << dtype_name(wt) << " M=" << s.M << " N=" << s.N << " K=" << s.K;
+        }
       }
     }
   }
