@@ -45,7 +45,9 @@ void check_stream(const Tokenizer& tok, const std::string& text, bool expect_hol
   }
   joined += dec.flush();
   EXPECT_EQ(joined, tok.decode(ids)) << tok.kind();
-  if (expect_hold) EXPECT_TRUE(held) << "no token ever split a character in: " << text;
+  if (expect_hold) {
+    EXPECT_TRUE(held) << "no token ever split a character in: " << text;
+  }
 }
 
 TEST(TokenizerStream, HoldsBackPartialUtf8ByteLevel) {

@@ -105,7 +105,9 @@ size_t count_identical(const Tokenizer& tok, const std::string& fixture, bool as
     auto want = expected[fixture]["ids"][i].get<std::vector<int32_t>>();
     bool eq = tok.encode(lines[i], true) == want;
     same += eq;
-    if (assert_each) EXPECT_TRUE(eq) << fixture << " line " << i << ": " << lines[i].substr(0, 60);
+    if (assert_each) {
+      EXPECT_TRUE(eq) << fixture << " line " << i << ": " << lines[i].substr(0, 60);
+    }
   }
   std::printf("[gguf parity] %-18s %zu/%zu lines identical\n", fixture.c_str(), same, lines.size());
   return same;
