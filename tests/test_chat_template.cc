@@ -96,6 +96,24 @@ TEST(ChatTemplate, SmolLM2DefaultModelTemplate) {
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n");
 }
 
+TEST(ChatTemplate, LongConversationFitsTheDefaultCaps) {
+  // 4000 turns with tool calls through Qwen2.5's template: far beyond real prompts, well within
+  // the default step / output caps.
+  std::ifstream f(std::filesystem::path(LLMKIT_TESTDATA_DIR) / "templates" / "qwen2_5.json");
+  json fx = json::parse(f);
+  json msgs = json::array();
+  for (int i = 0; i < 1000; ++i) {
+    msgs.push_back({{"role", "user"}, {"content", "question " + std::to_string(i)}});
+    msgs.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", json::array({{{"type", "function"},
+        {"function", {{"name", "f"}, {"arguments", {{"i", i}}}}}}})}});
+    msgs.push_back({{"role", "tool"}, {"content", "result"}});
+    msgs.push_back({{"role", "assistant"}, {"content", "answer " + std::to_string(i)}});
+  }
+  ChatTemplate t(fx["template"].get<std::string>(), "", "<|im_end|>");
+  std::string out = t.render(msgs, true, json{{"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})}});
+  EXPECT_NE(out.find("answer 999<|im_end|>\n<|im_start|>assistant\n"), std::string::npos);
+}
+
 // ---- language details not covered by the fixtures ---------------------------------------------
 
 TEST(ChatTemplate, UndefinedBehavesLikeJinja2Default) {

@@ -81,6 +81,26 @@ WEATHER_TOOL = {
         },
     },
 }
+COMPLEX_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "description": "  Search documents  ",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "What to find"},
+                "limit": {"type": "integer"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "filters": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+                "score": {"type": "number", "description": "min score"},
+                "exact": {"type": "boolean"},
+            },
+            "required": ["query"],
+        },
+        "return": {"type": "array", "description": "matching ids"},
+    },
+}
 TOOL_CALL_DICT = {"role": "assistant", "content": "", "tool_calls": [
     {"id": "call12345", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}}]}
 TOOL_RESULT = {"role": "tool", "tool_call_id": "call12345", "content": "{\"temperature\": 22, \"sky\": \"clear\"}"}
@@ -135,13 +155,24 @@ TEMPLATES = {
         ("tools", [U1, TOOL_CALL_STR, {"role": "tool", "content": "22C"}, {"role": "tool", "content": "clear"},
                    {"role": "assistant", "content": "Nice weather."}], {}),
     ]),
+    "whitespace_edge": ("<s>", "</s>", []),
+    "scoping": ("<s>", "</s>", []),
+    "hermes_tools": ("<|begin_of_text|>", "<|im_end|>", [
+        ("tools", [SYSTEM, {"role": "user", "content": "Weather in Paris?"}, TOOL_CALL_DICT, TOOL_RESULT, TOOL_RESULT,
+                   {"role": "assistant", "content": "22C."}], {"tools": [WEATHER_TOOL, COMPLEX_TOOL]}),
+        # The real Hermes template recurses forever on a "null" type (it iterates the string's
+        # characters); jinja2 raises RecursionError, llmkit its recursion depth cap.
+        ("null_type_recursion", [{"role": "user", "content": "x"}],
+         {"tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+             "type": "object", "properties": {"a": {"type": ["string", "null"]}}}}}]}),
+    ]),
     "kitchen_sink": ("<s>", "</s>", [
         ("content_parts", PARTS, {}),
         ("empty", [], {}),
     ]),
 }
 
-KEEP_TRAILING_NEWLINE = {"kitchen_sink"}  # its source ends with a newline, which jinja2 drops
+KEEP_TRAILING_NEWLINE = {"kitchen_sink", "whitespace_edge"}  # its source ends with a newline, which jinja2 drops
 
 
 def render(template, bos, eos, messages, agp, extra):

@@ -29,12 +29,6 @@ using List = std::vector<Value>;
 
 class Dict;
 
-// New lists and dicts. Their deleter frees nested containers iteratively, so dropping a value
-// nested a million levels deep (which a template can build in a loop within the step cap) cannot
-// overflow the stack. Always create containers through these.
-std::shared_ptr<List> new_list(List items = {});
-std::shared_ptr<Dict> new_dict();
-
 // State of one `for` loop, read through the `loop` variable (loop.index, loop.last, ...).
 struct LoopInfo {
   int64_t index0 = 0;
@@ -138,6 +132,12 @@ class Dict {
   std::vector<std::pair<std::string, Value>> entries_;
   std::map<std::string, size_t, std::less<>> index_;
 };
+
+// New lists and dicts. Their deleter frees nested containers iteratively, so dropping a value
+// nested a million levels deep (which a template can build in a loop within the step cap) cannot
+// overflow the stack. Always create containers through these.
+std::shared_ptr<List> new_list(List items = {});
+std::shared_ptr<Dict> new_dict();
 
 // Python == between two values (1 == 1.0 == True; lists and dicts compare by content).
 bool values_equal(const Value& a, const Value& b, int depth = 0);
