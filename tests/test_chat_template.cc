@@ -49,6 +49,7 @@ TEST(ChatTemplate, ParityWithTransformersFixtures) {
     if (entry.path().extension() != ".json") continue;
     std::ifstream f(entry.path());
     json fx = json::parse(f);
+    if (!fx.contains("cases")) continue;  // snippets.json has its own test
     ++n_templates;
     ChatTemplateOptions opts;
     opts.now = fx["now"].get<std::time_t>();
@@ -78,8 +79,34 @@ TEST(ChatTemplate, ParityWithTransformersFixtures) {
       }
     }
   }
-  EXPECT_GE(n_templates, 14);
+  EXPECT_GE(n_templates, 17);
   EXPECT_GE(n_cases, 150);
+}
+
+TEST(ChatTemplate, ParityWithTransformersOnSnippets) {
+  // One-line templates for operators, filters, tests, methods and printing rules.
+  std::ifstream f(std::filesystem::path(LLMKIT_TESTDATA_DIR) / "templates" / "snippets.json");
+  json fx = json::parse(f);
+  ChatTemplateOptions opts;
+  opts.now = fx["now"].get<std::time_t>();
+  int n = 0;
+  for (const json& c : fx["snippets"]) {
+    ++n;
+    const std::string tpl = c["template"].get<std::string>();
+    try {
+      ChatTemplate t(tpl, fx["bos_token"].get<std::string>(), fx["eos_token"].get<std::string>(), opts);
+      std::string got = t.render(fx["messages"], false);
+      if (c.contains("expected")) EXPECT_EQ(got, c["expected"].get<std::string>()) << tpl;
+      else ADD_FAILURE() << tpl << ": expected an error like transformers' " << c["error"];
+    } catch (const Error& e) {
+      if (c.contains("expected")) {
+        ADD_FAILURE() << tpl << ": unexpected error: " << e.what();
+      } else if (c["error_type"] == "TemplateError") {
+        EXPECT_EQ(std::string(e.what()), c["error"].get<std::string>()) << tpl;
+      }
+    }
+  }
+  EXPECT_GE(n, 50);
 }
 
 TEST(ChatTemplate, SmolLM2DefaultModelTemplate) {

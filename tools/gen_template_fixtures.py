@@ -184,6 +184,66 @@ def render(template, bos, eos, messages, agp, extra):
     return rendered[0]
 
 
+# One-line templates for semantics the model templates above do not reach; rendered with
+# messages=[U1] and stored in snippets.json (expected output, or the error jinja2 raises).
+SNIPPETS = [
+    "{{ 'a' ~ 1 ~ 2.0 ~ none ~ true }}", "{{ 7 / 7 }} {{ 2 ** 62 }} {{ -3 // 2 }} {{ -3 % -2 }} {{ 3.5 // 2 }} {{ -7.5 % 2 }}",
+    "{{ 1 / 0 }}", "{{ 'x' + 1 }}", "{{ [1] + [2, 3] }} {{ [0] * 3 }} {{ 'ab' * 2 }} {{ 2 * 'c' }}",
+    "{{ 1 < 'a' }}", "{{ none == none }} {{ none == false }} {{ 0 == false }} {{ 1 == true }} {{ '1' == 1 }}",
+    "{{ [1, 2] < [1, 3] }} {{ 'B' < 'a' }} {{ 2 > 1.5 }}", "{{ {'a': 1} == {'a': 1} }} {{ [1, [2]] == [1, [2]] }}",
+    "{{ 'é' | length }} {{ '日本語'[1:] }} {{ '日本語'[-1] }} {{ 'abc'[10] }}|{{ [1, 2][5] }}|",
+    "{{ 'a b'.split(' ') }} {{ ' x '.strip() }}{{ 'xxhixx'.strip('x') }} {{ 'a'.upper() }}", "{{ 'Hello World'.replace('o', '0') }}",
+    "{{ '{0}-{1}-{0}'.format('a', 'b') }} {{ '{x}!'.format(x=5) }} {{ '{{}}'.format() }}",
+    "{{ 'abc'.startswith('a') }} {{ 'abc'.endswith('bc') }} {{ 'abc'.startswith(('x', 'a')) }}",
+    "{{ [3, 1, 2] | sort }} {{ [3, 1, 2] | sort(reverse=true) }} {{ ['b', 'A', 'c'] | sort }} {{ ['b', 'A'] | sort(case_sensitive=true) }}",
+    "{{ ['a', 'A', 'b'] | unique | list }} {{ [{'n': 2}, {'n': 1}] | sort(attribute='n') | map(attribute='n') | list }}",
+    "{{ 'hello world' | title }} {{ 'x' | center if false else 'no-center' }}", "{{ [1, 2, 3] | join('-') }} {{ [1, 2] | first }}{{ [1, 2] | last }}",
+    "{{ none | default('d') }} {{ '' | default('d') }} {{ false | default('d', true) }} {{ undefined_var | d }}",
+    "{{ 3.0 | int }} {{ '0x1f' | int(0, 16) }} {{ '12abc' | int }} {{ ' 7 ' | int }} {{ '1e3' | float }} {{ 'nan' | float }}",
+    "{{ 1.0 }} {{ 1.5e300 * 1e10 }} {{ 100000000000000000.0 }} {{ 0.0001 }} {{ 123456789.123 }} {{ -0.0 }}",
+    "{{ 2.675 | round(2) }} {{ 0.5 | round }} {{ 1.5 | round }} {{ -2.5 | round }} {{ 7 | round }} {{ 2.4 | round(0, 'ceil') }}",
+    "{{ {'a': [1, 2], 'b': 'é\n\t\u0001'} | tojson }} {{ [] | tojson(indent=2) }} {{ 1.0 | tojson }} {{ 'x' | tojson(indent=2) }}",
+    "{{ {'a': {'b': [1, {}]}} | tojson(indent=2) }}", "{{ {'a': 1, 'b': 2} | tojson(separators=(',', ':')) }}",
+    "{{ x is defined }} {{ x is not defined }} {{ messages is sequence }} {{ messages[0] is mapping }} {{ 'a' is iterable }} {{ 5 is iterable }}",
+    "{{ 1.0 is integer }} {{ true is number }} {{ none is string }} {{ 'Ab' is upper }} {{ 'AB' is upper }}",
+    "{% set d = {'k': 'v'} %}{{ d.k }} {{ d['k'] }} {{ d.items() | list | length }} {{ d.missing }}|{{ d['missing'] }}|",
+    "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %} {% for c in 'hé' %}[{{ c }}]{% endfor %} {% for k in {'x': 1, 'y': 2} %}{{ k }}{% endfor %}",
+    "{% for i in range(3) %}{{ loop.index }}{{ loop.revindex }}{{ loop.first }}{{ loop.last }}{% endfor %}",
+    "{% for i in [] %}x{% else %}empty{% endfor %} {% for i in none %}{% endfor %}",
+    "{% set x %}  captured {{ 1 }}  {% endset %}[{{ x }}] {% set y | upper %}up{% endset %}{{ y }}",
+    "{% macro m(a, b=2) %}{{ a }}{{ b }}{{ c }}{% endmacro %}{{ m(1) }}{{ m(1, 3) }}{{ m(b=4, a=5) }}",
+    "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{% macro list_it(xs) %}{% for x in xs %}<{{ caller(x) }}>{% endfor %}{% endmacro %}{% call(v) list_it([1, 2]) %}v={{ v }}{% endcall %}",
+    "{{ 'yes' if 1 else 'no' }} {{ 'yes' if 0 }}|{{ (1 if true else 2) + 1 }}", "{{ not 1 == 2 }} {{ not (1 and 0) }} {{ 1 and 2 }} {{ 0 or '' or 'z' }}",
+    "{{ 'ab' in 'cabd' }} {{ 1 in [1.0] }} {{ 'a' not in {'a': 1} }} {{ none in [none] }}", "{{ 1 in 'abc' }}",
+    "{{ raise_exception('custom ' ~ 42) }}", "{{ messages[0].content.upper() }} {{ messages[0]['role'] | upper }}",
+    "{{ messages | selectattr('role', 'equalto', 'user') | list | length }} {{ messages | map(attribute='role') | join }}",
+    "{{ [1, 2, 3, 4] | select('even') | list }} {{ [1, 2, 3] | reject('odd') | list }} {{ [1, 2, 3] | select('gt', 1) | list }}",
+    "{{ 'a\nb\n' | indent(2) }}|{{ 'a\n\nb' | indent(2, true, true) }}", "{{ 'x,y' | replace(',', '') | list }} {{ 'hi' | list | reverse | join }}",
+    "{{ dict(a=1, b=2) | tojson }} {{ namespace(a=1).a }}", "{% set ns = namespace(a=1) %}{% set ns.b = ns.a + 1 %}{{ ns.a }}{{ ns.b }}",
+    "{{ range(2, 8, 2) | list }} {{ range(0) | list }} {{ range(3, 0, -1) | list }}", "{{ range(100001) | length }}",
+    "{{ 1 if x is none else 2 }} {{ 'a' 'b' }} {{ \"double\" }} {{ 'it\\'s' }}",
+    "{{ [1, 2, 3][1:] }} {{ [1, 2, 3][:-1] }} {{ [1, 2, 3][::2] }} {{ 'abcdef'[-3:] }} {{ 'abcdef'[::-2] }} {{ [1, 2][5:] }}",
+    "{{ messages[0].content[:5] ~ '…' }}", "{{ 5 | abs }} {{ -5.5 | abs }} {{ [1, 2, 3] | sum }} {{ [3, 9] | max }} {{ 'abc' | length }}",
+    "{{ 'a  b' | wordcount }} {{ 'Hello' | lower }} {{ 'hELLo wORLD' | capitalize }} {{ ' x ' | trim }}|",
+    "{{ [1, 2, 3, 4, 5] | batch(2) | list }} {{ {'b': 1, 'a': 2} | items | list | length }}",
+    "{{ strftime_now('%Y-%m-%d %A %B %j') }}", "{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}",
+    "{{ '%s' }} {{ '{' }} {{ '}}' }}", "{#- comment -#}  {{- 'x' -}}  {#- c2 #}  y",
+]
+
+
+def render_snippets(bos, eos):
+    out = []
+    for tpl in SNIPPETS:
+        case = {"template": tpl}
+        try:
+            case["expected"] = render(tpl, bos, eos, [U1], False, {})
+        except Exception as e:
+            case["error"] = str(e)
+            case["error_type"] = type(e).__name__
+        out.append(case)
+    return out
+
+
 def main():
     print(f"transformers {transformers.__version__}, jinja2 {jinja2.__version__}")
     for name, (bos, eos, extra_cases) in TEMPLATES.items():
@@ -212,6 +272,11 @@ def main():
         for c in cases:
             if "error" in c:
                 print(f"   {c['name']}: {c['error_type']}: {c['error'][:100]}")
+    snippets = {"now": NOW_EPOCH, "bos_token": "<s>", "eos_token": "</s>", "messages": [U1],
+                "generator": f"transformers {transformers.__version__} render_jinja_template, jinja2 {jinja2.__version__}",
+                "snippets": render_snippets("<s>", "</s>")}
+    (OUT / "snippets.json").write_text(json.dumps(snippets, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"snippets: {len(SNIPPETS)} ({sum('error' in c for c in snippets['snippets'])} raise)")
     return 0
 
 
