@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "llmkit/error.h"
 #include "llmkit/tokenizer.h"
@@ -125,6 +126,24 @@ TEST(TokenizerInput, SpecialTokensAndBos) {
   EXPECT_EQ(b.front(), 101);
   EXPECT_EQ(b.back(), 102);
   EXPECT_EQ(bert.piece(101), "[CLS]");
+}
+
+TEST(TokenizerInput, ConcurrentEncodesAgree) {
+  // One Tokenizer shared by several threads (the BPE word cache is taken with try_lock).
+  const Tokenizer& tok = load("smollm2");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back("line " + std::to_string(i * 7919) + " 大模型 tokens 😀 word" + std::to_string(i % 13));
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& t : texts) want.push_back(tok.encode(t, true));
+  std::vector<std::thread> pool;
+  std::vector<int> bad(4, 0);
+  for (int k = 0; k < 4; ++k)
+    pool.emplace_back([&, k] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < texts.size(); ++i) bad[k] += tok.encode(texts[i], true) != want[i];
+    });
+  for (auto& th : pool) th.join();
+  for (int b : bad) EXPECT_EQ(b, 0);
 }
 
 // ---- malformed tokenizer.json ----
