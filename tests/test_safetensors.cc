@@ -20,11 +20,12 @@ namespace fs = std::filesystem;
 
 // header JSON text + data bytes -> a safetensors byte string (header length taken as given).
 std::vector<uint8_t> make_file(const std::string& header, const std::vector<uint8_t>& data, std::optional<uint64_t> n = {}) {
-  std::vector<uint8_t> b(8);
-  uint64_t len = n ? *n : header.size();
+  // One resize and three memcpy (vector::insert here trips a GCC 12 -Warray-bounds false positive).
+  std::vector<uint8_t> b(8 + header.size() + data.size());
+  const uint64_t len = n ? *n : header.size();
   std::memcpy(b.data(), &len, 8);
-  b.insert(b.end(), header.begin(), header.end());
-  b.insert(b.end(), data.begin(), data.end());
+  if (!header.empty()) std::memcpy(b.data() + 8, header.data(), header.size());
+  if (!data.empty()) std::memcpy(b.data() + 8 + header.size(), data.data(), data.size());
   return b;
 }
 

@@ -2,6 +2,7 @@
 // llama_token_type: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
 #include "llmkit/models/hf_tokenizer_gguf.h"
 
+#include <algorithm>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -95,7 +96,8 @@ void hf_tokenizer_to_gguf(const std::string& tokenizer_json, const std::string& 
       for (const auto& e : vocab) {
         if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number())
           throw Error(ErrorCode::kInvalidFile, "tokenizer.json Unigram vocab entry is not [piece, score]");
-        put(id++, e[0].get<std::string>(), e[1].get<float>(), kNormal);
+        const double score = e[1].get<double>();  // clamped: a cast of an out-of-range double to float is UB
+        put(id++, e[0].get<std::string>(), static_cast<float>(std::clamp(score, -1e30, 1e30)), kNormal);
       }
       if (model.contains("unk_id") && model["unk_id"].is_number_integer()) {
         int64_t u = model["unk_id"].get<int64_t>();

@@ -3,6 +3,7 @@
 // does not state come from the family's defaults (family_defaults); what llama.cpp has no key for
 // (llama3 / NTK rope scaling parameters, the OPT position offset) is written under "llmkit.*".
 #include <cmath>
+#include <limits>
 
 #include "llmkit/base/check.h"
 #include "llmkit/models/arch_table.h"
@@ -10,6 +11,14 @@
 
 namespace llmkit::models {
 namespace {
+
+// double -> float without undefined behaviour: out-of-range values become +-inf, which validate()
+// then rejects with the field's name (a plain cast of 1e300 to float is UB).
+float narrow(double d) {
+  if (d > 3.4028234663852886e38) return std::numeric_limits<float>::infinity();
+  if (d < -3.4028234663852886e38) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(d);
+}
 
 using io::GgufFile;
 using io::GgufValue;
@@ -76,8 +85,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   else if (const auto* emb = f.find_tensor("token_embd.weight"); emb && emb->shape.rank() == 2)
     c.n_vocab = emb->shape[0];
   const std::string eps_key = c.norm == NormKind::kRmsNorm ? "attention.layer_norm_rms_epsilon" : "attention.layer_norm_epsilon";
-  c.norm_eps = static_cast<float>(get_f(f, p + eps_key, c.norm_eps));
-  c.rope_theta = static_cast<float>(get_f(f, p + "rope.freq_base", c.rope_theta));
+  c.norm_eps = narrow(get_f(f, p + eps_key, c.norm_eps));
+  c.rope_theta = narrow(get_f(f, p + "rope.freq_base", c.rope_theta));
   if (c.position == PositionKind::kRopeNeox || c.position == PositionKind::kRopeGptj) {
     int64_t dims = get_i(f, p + "rope.dimension_count", static_cast<int64_t>(std::lround(c.head_dim * c.partial_rotary)));
     if (c.head_dim > 0) c.partial_rotary = static_cast<float>(dims) / static_cast<float>(c.head_dim);
@@ -92,12 +101,12 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     else if (*t == "dynamic") c.rope_scaling.kind = RopeScalingKind::kNtk;
   }
   if (c.rope_scaling.kind != RopeScalingKind::kNone) {
-    c.rope_scaling.factor = static_cast<float>(get_f(f, p + "rope.scaling.factor", 1.0));
+    c.rope_scaling.factor = narrow(get_f(f, p + "rope.scaling.factor", 1.0));
     c.rope_scaling.original_n_ctx = get_i(f, p + "rope.scaling.original_context_length", 0);
-    c.rope_scaling.low_freq_factor = static_cast<float>(get_f(f, "llmkit.rope.scaling.low_freq_factor", 1.0));
-    c.rope_scaling.high_freq_factor = static_cast<float>(get_f(f, "llmkit.rope.scaling.high_freq_factor", 4.0));
-    c.rope_scaling.beta_fast = static_cast<float>(get_f(f, p + "rope.scaling.yarn_beta_fast", 32.0));
-    c.rope_scaling.beta_slow = static_cast<float>(get_f(f, p + "rope.scaling.yarn_beta_slow", 1.0));
+    c.rope_scaling.low_freq_factor = narrow(get_f(f, "llmkit.rope.scaling.low_freq_factor", 1.0));
+    c.rope_scaling.high_freq_factor = narrow(get_f(f, "llmkit.rope.scaling.high_freq_factor", 4.0));
+    c.rope_scaling.beta_fast = narrow(get_f(f, p + "rope.scaling.yarn_beta_fast", 32.0));
+    c.rope_scaling.beta_slow = narrow(get_f(f, p + "rope.scaling.yarn_beta_slow", 1.0));
   }
   c.sliding_window = get_i(f, p + "attention.sliding_window", 0);
   c.n_experts = get_i(f, p + "expert_count", 0);

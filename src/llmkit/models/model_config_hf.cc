@@ -2,6 +2,7 @@
 // transformers configuration classes (LlamaConfig, GPT2Config, ...): a key that is absent takes
 // the transformers default, a key of the wrong JSON type is an error naming the key.
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 
@@ -13,6 +14,14 @@
 
 namespace llmkit::models {
 namespace {
+
+// double -> float without undefined behaviour: out-of-range values become +-inf, which validate()
+// then rejects with the field's name (a plain cast of 1e300 to float is UB).
+float narrow(double d) {
+  if (d > 3.4028234663852886e38) return std::numeric_limits<float>::infinity();
+  if (d < -3.4028234663852886e38) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(d);
+}
 
 using Json = nlohmann::json;
 
@@ -95,8 +104,8 @@ void read_rope(const Json& j, ModelConfig& c) {
     r = &j["rope_parameters"];
     if (!r->is_object()) bad_key("rope_parameters", "must be an object or null");
     Cfg rp{*r};
-    c.rope_theta = static_cast<float>(rp.f("rope_theta", c.rope_theta));
-    c.partial_rotary = static_cast<float>(rp.f("partial_rotary_factor", c.partial_rotary));
+    c.rope_theta = narrow(rp.f("rope_theta", c.rope_theta));
+    c.partial_rotary = narrow(rp.f("partial_rotary_factor", c.partial_rotary));
   } else if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     r = &j["rope_scaling"];
     if (!r->is_object()) bad_key("rope_scaling", "must be an object or null");
@@ -112,12 +121,12 @@ void read_rope(const Json& j, ModelConfig& c) {
   else
     throw Error(ErrorCode::kUnsupported, str_cat("config.json rope_scaling type \"", type, "\" is not supported"),
                 "supported: linear, dynamic (NTK), yarn, llama3");
-  c.rope_scaling.factor = static_cast<float>(rc.f("factor", 1.0));
+  c.rope_scaling.factor = narrow(rc.f("factor", 1.0));
   c.rope_scaling.original_n_ctx = rc.i("original_max_position_embeddings", 0);
-  c.rope_scaling.low_freq_factor = static_cast<float>(rc.f("low_freq_factor", 1.0));
-  c.rope_scaling.high_freq_factor = static_cast<float>(rc.f("high_freq_factor", 4.0));
-  c.rope_scaling.beta_fast = static_cast<float>(rc.f("beta_fast", 32.0));
-  c.rope_scaling.beta_slow = static_cast<float>(rc.f("beta_slow", 1.0));
+  c.rope_scaling.low_freq_factor = narrow(rc.f("low_freq_factor", 1.0));
+  c.rope_scaling.high_freq_factor = narrow(rc.f("high_freq_factor", 4.0));
+  c.rope_scaling.beta_fast = narrow(rc.f("beta_fast", 32.0));
+  c.rope_scaling.beta_slow = narrow(rc.f("beta_slow", 1.0));
 }
 
 // LLaMA, Mistral, Mixtral, Qwen2, Gemma, Phi-3: the LlamaConfig family of keys.
@@ -130,9 +139,9 @@ void read_llama_like(const Cfg& g, ModelConfig& c) {
   c.d_ff = g.i("intermediate_size");
   c.n_vocab = g.i("vocab_size");
   c.n_ctx = g.i("max_position_embeddings", 2048);
-  c.norm_eps = static_cast<float>(g.f("rms_norm_eps", c.norm_eps));
-  c.rope_theta = static_cast<float>(g.f("rope_theta", 10000.0));
-  c.partial_rotary = static_cast<float>(g.f("partial_rotary_factor", 1.0));
+  c.norm_eps = narrow(g.f("rms_norm_eps", c.norm_eps));
+  c.rope_theta = narrow(g.f("rope_theta", 10000.0));
+  c.partial_rotary = narrow(g.f("partial_rotary_factor", 1.0));
   c.tied_embeddings = g.b("tie_word_embeddings", c.tied_embeddings);
   if (c.family == ArchFamily::kGemma)
     c.act = activation_from("hidden_activation", g.s("hidden_activation", g.s("hidden_act", "gelu_pytorch_tanh")));
@@ -189,7 +198,7 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
       c.d_ff = g.i("n_inner", 4 * c.d_model);
       c.n_vocab = g.i("vocab_size");
       c.n_ctx = g.i("n_positions", 1024);
-      c.norm_eps = static_cast<float>(g.f("layer_norm_epsilon", 1e-5));
+      c.norm_eps = narrow(g.f("layer_norm_epsilon", 1e-5));
       c.act = activation_from("activation_function", g.s("activation_function", "gelu_new"));
       c.tied_embeddings = g.b("tie_word_embeddings", true);
       break;
@@ -214,7 +223,7 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
       c.d_ff = 4 * c.d_model;
       c.n_vocab = g.i("vocab_size");
       c.n_ctx = g.i("seq_length", 2048);
-      c.norm_eps = static_cast<float>(g.f("layer_norm_epsilon", 1e-5));
+      c.norm_eps = narrow(g.f("layer_norm_epsilon", 1e-5));
       c.tied_embeddings = g.b("tie_word_embeddings", true);
       break;
     case ArchFamily::kGptNeoX:
@@ -224,9 +233,9 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
       c.d_ff = g.i("intermediate_size");
       c.n_vocab = g.i("vocab_size");
       c.n_ctx = g.i("max_position_embeddings", 2048);
-      c.norm_eps = static_cast<float>(g.f("layer_norm_eps", 1e-5));
-      c.partial_rotary = static_cast<float>(g.f("rotary_pct", 0.25));
-      c.rope_theta = static_cast<float>(g.f("rotary_emb_base", 10000.0));
+      c.norm_eps = narrow(g.f("layer_norm_eps", 1e-5));
+      c.partial_rotary = narrow(g.f("rotary_pct", 0.25));
+      c.rope_theta = narrow(g.f("rotary_emb_base", 10000.0));
       c.parallel_residual = g.b("use_parallel_residual", true);
       c.act = activation_from("hidden_act", g.s("hidden_act", "gelu"));
       c.qkv_bias = c.o_bias = g.b("attention_bias", true);
@@ -240,7 +249,7 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
       c.d_ff = g.i("intermediate_size");
       c.n_vocab = g.i("vocab_size");
       c.n_ctx = g.i("max_position_embeddings", 512);
-      c.norm_eps = static_cast<float>(g.f("layer_norm_eps", 1e-12));
+      c.norm_eps = narrow(g.f("layer_norm_eps", 1e-12));
       c.act = activation_from("hidden_act", g.s("hidden_act", "gelu"));
       c.n_token_types = g.i("type_vocab_size", 2);
       c.tied_embeddings = false;
@@ -254,7 +263,7 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
       c.d_ff = g.i("d_ff");
       c.n_vocab = g.i("vocab_size");
       c.n_ctx = g.i("n_positions", 512);
-      c.norm_eps = static_cast<float>(g.f("layer_norm_epsilon", 1e-6));
+      c.norm_eps = narrow(g.f("layer_norm_epsilon", 1e-6));
       c.n_rel_buckets = g.i("relative_attention_num_buckets", 32);
       c.rel_max_distance = g.i("relative_attention_max_distance", 128);
       std::string ff = g.s("feed_forward_proj", "relu");
