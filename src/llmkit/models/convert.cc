@@ -38,16 +38,20 @@ uint32_t file_type_of(std::optional<DType> t) {
   }
 }
 
+// Checked before any work, so a bad output path fails at once; the folder is created at the end.
 void check_no_clobber_dir(const std::string& out_dir) {
   std::error_code ec;
   if (fs::exists(out_dir, ec)) {
     LLMKIT_CHECK(fs::is_directory(out_dir, ec), kInvalidArgument, "output '", out_dir, "' exists and is not a folder");
     LLMKIT_CHECK(fs::is_empty(out_dir, ec), kInvalidArgument, "output folder '", out_dir,
                  "' is not empty; choose a new folder so no existing model is overwritten");
-  } else {
-    fs::create_directories(out_dir, ec);
-    LLMKIT_CHECK(!ec, kIo, "cannot create folder '", out_dir, "': ", ec.message());
   }
+}
+
+void make_dir(const std::string& out_dir) {
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  LLMKIT_CHECK(!ec, kIo, "cannot create folder '", out_dir, "': ", ec.message());
 }
 
 }  // namespace
@@ -143,6 +147,7 @@ ConvertReport convert_hf_to_gguf(const std::string& in_dir, const std::string& o
 ConvertReport convert_gguf_to_hf(const std::string& in_path, const std::string& out_dir, const ConvertOptions& opt) {
   LLMKIT_CHECK(!opt.type || valid_hf_output_type(*opt.type), kInvalidArgument, "--type ", dtype_name(*opt.type),
                " is not a Hugging Face output type: safetensors holds f32, f16 or bf16");
+  check_no_clobber_dir(out_dir);
   io::GgufFile f = io::GgufFile::open(in_path);
   ModelConfig cfg = ModelConfig::from_gguf(f);
   const ArchInfo& arch = arch_info(cfg.family);
@@ -174,6 +179,7 @@ ConvertReport convert_gguf_to_hf(const std::string& in_path, const std::string& 
     if (opt.progress) opt.progress(done, total);
   }
   check_no_clobber_dir(out_dir);
+  make_dir(out_dir);
   rep.files = sw.write_sharded(out_dir, opt.max_shard_bytes);
   const fs::path d(out_dir);
   auto config = f.get_string("llmkit.hf.config_json");
