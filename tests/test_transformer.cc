@@ -80,6 +80,11 @@ TEST_F(SmolLM2, DecodingTokenByTokenMatchesPrefill) {
   for (int64_t v = 0; v < V; ++v) max_diff = std::max<double>(max_diff, std::fabs(batched.data<float>()[v] - step.data<float>()[v]));
   EXPECT_LT(max_diff, 1e-2);
   EXPECT_EQ(a.n_past, b.n_past);
+  // Buffer planning: after warm-up, a decode step takes no new memory from the system for its
+  // activations (they come from the model's arena).
+  size_t warm = model->scratch().system_allocations();
+  for (int i = 0; i < 5; ++i) model->forward({static_cast<int32_t>(100 + i)}, b, 1);
+  EXPECT_EQ(model->scratch().system_allocations(), warm);
   EXPECT_THROW(model->forward(std::vector<int32_t>(60, 1), a, 1), Error);  // context full
   EXPECT_THROW(model->forward({static_cast<int32_t>(V)}, b, 1), Error);     // id out of range
 }

@@ -88,6 +88,16 @@ KVCache Transformer::new_cache(int64_t n_ctx) const {
 }
 
 Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
+  arena_.reset();
+  Tensor logits;
+  {
+    ArenaScope scope(arena_);
+    logits = forward_pass(tokens, cache, n_out);
+  }
+  return logits.clone();  // outside the scope: the result outlives the arena's next reset
+}
+
+Tensor Transformer::forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token");
   LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
@@ -136,7 +146,8 @@ Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, 
   }
   cache.n_past = total;
   Tensor last = x.slice(0, n - n_out, n);
-  return ops::matmul(ops::rmsnorm(last, output_norm, hp_.norm_eps), output);  // [n_out, n_vocab]
+  Tensor logits = ops::matmul(ops::rmsnorm(last, output_norm, hp_.norm_eps), output);  // [n_out, n_vocab]
+  return logits;
 }
 
 }  // namespace llmkit::models

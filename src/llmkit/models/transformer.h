@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "llmkit/base/arena.h"
 #include "llmkit/io/gguf.h"
 #include "llmkit/ops/ops.h"
 
@@ -45,12 +46,20 @@ class Transformer {
   // the cache, and returns logits [n_out, n_vocab] for the last n_out positions (1 for decoding).
   Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;
 
-  // Activation observer: called with every named intermediate ("blk.3.attn_out", "blk.3.ffn_out",
+  // Activation observer (values live in the pass's arena: clone() what you keep): called with every named intermediate ("blk.3.attn_out", "blk.3.ffn_out",
   // "blk.3.x", "output_norm", ...) during forward; for calibration, parity debugging, dumps.
   using Observer = std::function<void(const std::string& name, const Tensor& value)>;
   void set_observer(Observer obs) { observer_ = std::move(obs); }
 
+  // Scratch of the last forward pass. Every intermediate tensor of a pass comes from this arena
+  // (ArenaScope), which keeps its memory across passes: after the first tokens, decoding asks the
+  // system allocator only for the small tensor headers, not for activation buffers. One pass at a
+  // time per Transformer (the serving work gives each worker its own arena).
+  const Arena& scratch() const { return arena_; }
+
  private:
+  Tensor forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const;
+
   struct Layer {
     Tensor attn_norm;              // [d_model]
     Tensor wq, wk, wv, wo;         // [n_heads*head_dim, d_model], [n_kv_heads*head_dim, d_model] x2, [d_model, n_heads*head_dim]
@@ -64,6 +73,7 @@ class Transformer {
   Tensor output;       // [n_vocab, d_model] (tok_embd when tied)
   std::vector<Layer> layers_;
   Observer observer_;
+  mutable Arena arena_;
 };
 
 }  // namespace llmkit::models
