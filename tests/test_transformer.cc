@@ -41,7 +41,7 @@ TEST_F(SmolLM2, LogitsMatchLlamaCpp) {
   KVCache cache = model->new_cache(64);
   const int64_t n = static_cast<int64_t>(tokens.size());
   Tensor logits = model->forward(tokens, cache, n);  // [n, n_vocab]
-  const int64_t V = model->hparams().n_vocab;
+  const int64_t V = model->config().n_vocab;
   ASSERT_EQ(logits.shape(), Shape({n, V}));
   auto argmax = ref_["argmax"].get<std::vector<int64_t>>();
   for (int64_t t = 0; t < n; ++t) {
@@ -75,7 +75,7 @@ TEST_F(SmolLM2, DecodingTokenByTokenMatchesPrefill) {
   Tensor batched = model->forward(tokens, a, 1);
   Tensor step;
   for (int32_t t : tokens) step = model->forward({t}, b, 1);
-  const int64_t V = model->hparams().n_vocab;
+  const int64_t V = model->config().n_vocab;
   double max_diff = 0;
   for (int64_t v = 0; v < V; ++v) max_diff = std::max<double>(max_diff, std::fabs(batched.data<float>()[v] - step.data<float>()[v]));
   EXPECT_LT(max_diff, 1e-2);

@@ -58,8 +58,8 @@ std::unique_ptr<LLM> LLM::load(const std::string& path, int64_t n_ctx) {
   auto impl = std::make_unique<Impl>();
   impl->model = models::Transformer::load_gguf(path);
   impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(path));
-  LLMKIT_CHECK(impl->tokenizer->n_vocab() <= impl->model->hparams().n_vocab, kInvalidFile, "the tokenizer of '", path,
-               "' has ", impl->tokenizer->n_vocab(), " tokens but the model only ", impl->model->hparams().n_vocab);
+  LLMKIT_CHECK(impl->tokenizer->n_vocab() <= impl->model->config().n_vocab, kInvalidFile, "the tokenizer of '", path,
+               "' has ", impl->tokenizer->n_vocab(), " tokens but the model only ", impl->model->config().n_vocab);
   const io::GgufFile& f = impl->model->file();
   impl->chat_template = f.get_string("tokenizer.chat_template").value_or("");
   if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
@@ -75,9 +75,9 @@ std::unique_ptr<LLM> LLM::load(const std::string& path, int64_t n_ctx) {
         impl->stop_tokens.push_back(*id);
     }
   }
-  if (n_ctx <= 0) n_ctx = std::min<int64_t>(impl->model->hparams().n_ctx, 4096);
-  LLMKIT_CHECK(n_ctx <= impl->model->hparams().n_ctx, kInvalidArgument, "context size ", n_ctx, " exceeds the ",
-               impl->model->hparams().n_ctx, " positions the model was trained for");
+  if (n_ctx <= 0) n_ctx = std::min<int64_t>(impl->model->config().n_ctx, 4096);
+  LLMKIT_CHECK(n_ctx <= impl->model->config().n_ctx, kInvalidArgument, "context size ", n_ctx, " exceeds the ",
+               impl->model->config().n_ctx, " positions the model was trained for");
   impl->generator = std::make_unique<runtime::Generator>(*impl->model, n_ctx);
   return std::unique_ptr<LLM>(new LLM(std::move(impl)));
 }
@@ -102,10 +102,10 @@ void LLM::reset() { impl_->generator->reset(); }
 int64_t LLM::n_ctx() const { return impl_->generator->n_ctx(); }
 
 std::string LLM::describe() const {
-  const auto& hp = impl_->model->hparams();
+  const auto& hp = impl_->model->config();
   uint64_t params = 0;
   for (const auto& t : impl_->model->file().tensors()) params += static_cast<uint64_t>(t.shape.numel());
-  return str_cat(hp.arch, " ", params / 1e6, "M params, ", hp.n_layers, " layers, ctx ", n_ctx(), ", ",
+  return str_cat(models::family_name(hp.family), " (", hp.hf_model_type, "), ", params / 1e6, "M params, ", hp.n_layers, " layers, ctx ", n_ctx(), ", ",
                  impl_->tokenizer->kind(), " tokenizer (", impl_->tokenizer->n_vocab(), " tokens)");
 }
 

@@ -15,8 +15,8 @@ PerplexityResult perplexity(const std::string& model_path, const std::string& te
   LLMKIT_CHECK(opt.max_chunks >= 0, kInvalidArgument, "max_chunks ", opt.max_chunks, " must be >= 0");
   auto model = models::Transformer::load_gguf(model_path);
   Tokenizer tok = Tokenizer::load(model_path);
-  LLMKIT_CHECK(opt.n_ctx <= model->hparams().n_ctx, kInvalidArgument, "context ", opt.n_ctx, " exceeds the model's ",
-               model->hparams().n_ctx);
+  LLMKIT_CHECK(opt.n_ctx <= model->config().n_ctx, kInvalidArgument, "context ", opt.n_ctx, " exceeds the model's ",
+               model->config().n_ctx);
   const std::vector<int32_t> probe = tok.encode("", true);
   const bool add_bos = tok.bos_id() && !probe.empty() && probe.front() == *tok.bos_id();
   const std::vector<int32_t> tokens = tok.encode(text, true);

@@ -13,16 +13,11 @@
 
 #include "llmkit/base/arena.h"
 #include "llmkit/io/gguf.h"
+#include "llmkit/models/model_config.h"
 #include "llmkit/ops/ops.h"
 
 namespace llmkit::models {
 
-struct DecoderHParams {
-  std::string arch;          // general.architecture
-  int64_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_ff = 0, n_vocab = 0, n_ctx = 0;
-  float norm_eps = 1e-5f;
-  ops::RopeConfig rope;
-};
 
 // A contiguous KV cache: per layer k and v [n_ctx, n_kv_heads, head_dim] (F32). n_past counts the
 // positions already filled. (The serving work replaces it with a paged cache behind the same use.)
@@ -38,7 +33,8 @@ class Transformer {
   // not built yet, Error(kInvalidFile) naming the missing or mis-shaped tensor.
   static std::unique_ptr<Transformer> load_gguf(const std::string& path);
 
-  const DecoderHParams& hparams() const { return hp_; }
+  // The model's hyper-parameters (from ModelConfig::from_gguf, validated against the tensors).
+  const ModelConfig& config() const { return cfg_; }
   const io::GgufFile& file() const { return *file_; }
 
   KVCache new_cache(int64_t n_ctx) const;
@@ -67,7 +63,8 @@ class Transformer {
     Tensor w_gate, w_up, w_down;   // [d_ff, d_model] x2, [d_model, d_ff]
   };
   std::shared_ptr<io::GgufFile> file_;
-  DecoderHParams hp_;
+  ModelConfig cfg_;
+  ops::RopeConfig rope_;
   Tensor tok_embd;     // [n_vocab, d_model]
   Tensor output_norm;  // [d_model]
   Tensor output;       // [n_vocab, d_model] (tok_embd when tied)
