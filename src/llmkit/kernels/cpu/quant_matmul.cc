@@ -495,6 +495,10 @@ struct ActBuffers {
 bool is_k_quant(DType t) {
   return t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
+
+// Dispatch from inside namespace qmm: when only one target is compiled (an Arm build with NEON
+// alone), HWY_DYNAMIC_DISPATCH becomes static dispatch, which names N_NEON relative to here.
+void run_rows(const Args& args) { HWY_DYNAMIC_DISPATCH(QuantMatmulRows)(args); }
 }  // namespace qmm
 
 bool quant_matmul_supported(DType wt) {
@@ -521,7 +525,7 @@ void quant_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, 
   const qmm::Args args{.x = x, .w = static_cast<const uint8_t*>(w), .w_row_bytes = row_bytes(wt, K), .wt = wt,
                        .M = M, .N = N, .K = K, .a = buf.a.data(), .a_d = buf.d.data(),
                        .a_s = kq ? nullptr : buf.s.data(), .a_bsums = kq ? buf.bsums.data() : nullptr, .y = y};
-  HWY_DYNAMIC_DISPATCH(qmm::QuantMatmulRows)(args);
+  qmm::run_rows(args);
 }
 
 }  // namespace llmkit::cpu
