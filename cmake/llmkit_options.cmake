@@ -1,7 +1,8 @@
 # Compiler flags shared by every llmkit target.
 add_library(llmkit_flags INTERFACE)
 target_compile_options(llmkit_flags INTERFACE
-  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow=local -Wno-missing-field-initializers>)
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-missing-field-initializers>
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-Wshadow=local>)  # GCC-only flag
 if(LLMKIT_WERROR)
   target_compile_options(llmkit_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
