@@ -163,7 +163,8 @@ void read_llama_like(const Cfg& g, ModelConfig& c) {
 
 }  // namespace
 
-ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
+namespace {
+ModelConfig from_hf_config_json_unguarded(const std::string& text) {
   Json j;
   try {
     j = Json::parse(text);
@@ -280,6 +281,16 @@ ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
   c.pad_token_id = g.i("pad_token_id", -1);
   c.validate();
   return c;
+}
+}  // namespace
+
+ModelConfig ModelConfig::from_hf_config_json(const std::string& text) {
+  try {
+    return from_hf_config_json_unguarded(text);
+  } catch (const Json::exception& e) {  // a field of an unexpected JSON type deep in the file
+    throw Error(ErrorCode::kInvalidFile, str_cat("config.json has a field of the wrong type: ", e.what()),
+                "pass the config.json that came with the model");
+  }
 }
 
 std::string ModelConfig::to_hf_config_json(const std::string& torch_dtype) const {

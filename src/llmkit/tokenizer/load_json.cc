@@ -184,8 +184,10 @@ std::optional<int32_t> config_token(const TokenizerImpl& t, const json& cfg, con
 }
 }  // namespace
 
-std::shared_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, const std::string& file,
-                                                   std::string_view config_text) {
+namespace {
+
+std::shared_ptr<TokenizerImpl> load_tokenizer_json_unguarded(std::string_view text, const std::string& file,
+                                                             std::string_view config_text) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   LLMKIT_CHECK(!j.is_discarded() && j.is_object(), kInvalidFile, file, " is not a JSON object",
                "; pass a Hugging Face tokenizer.json (fast tokenizer) file");
@@ -226,6 +228,21 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, const 
   }
   t->finalize();
   return t;
+}
+
+}  // namespace
+
+std::shared_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, const std::string& file,
+                                                   std::string_view config_text) {
+  // Every field access above checks its type, but a malformed file can still reach a json accessor
+  // that throws (a missing key in a nested object, a number where a string belongs): such a file is
+  // the user's error, reported as one, never an escaped library exception.
+  try {
+    return load_tokenizer_json_unguarded(text, file, config_text);
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::kInvalidFile, str_cat(file, " is not a valid tokenizer.json: ", e.what()),
+                "pass the tokenizer.json that came with the model (Hugging Face fast-tokenizer format)");
+  }
 }
 
 }  // namespace llmkit::tok
