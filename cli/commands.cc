@@ -151,10 +151,13 @@ const std::vector<Command> kCommands = {
     {"logits", "Write a model's logits for given input ids (parity tool)",
      [](CLI::App& app) {
        static std::string model, in, out;
+       static int threads = 0;
        add_model_flag(app, model);
-       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]");
-       app.add_option("--out", out, "safetensors to write float32 logits [B,T,V]");
-       return not_built("logits", "the model-inference work");
+       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]")->required();
+       app.add_option("--out", out, "safetensors to write float32 logits [B,T,V] (encoders: last_hidden_state [B,T,D])")
+           ->required();
+       app.add_option("-t,--threads", threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
+       return std::function<int()>([] { return run_logits(model, in, out, threads); });
      }},
     {"grads", "Write every parameter's gradient of the LM loss (parity tool)",
      [](CLI::App& app) {

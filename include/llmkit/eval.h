@@ -31,4 +31,18 @@ struct PerplexityResult {
 // so every scored token has at least n_ctx/2 tokens of context. PPL = exp(mean NLL).
 PerplexityResult perplexity(const std::string& model_path, const std::string& text, const PerplexityOptions& opt);
 
+// `llmkit logits`: a parity tool against any framework. Reads int64 (or int32) `input_ids` [B, T]
+// from a safetensors file, runs each row through the model (GGUF file or Hugging Face folder) from
+// an empty context, and writes a safetensors file with float32 `logits` [B, T, n_vocab] for
+// language models or `last_hidden_state` [B, T, d_model] for encoders (BERT). Rows are independent
+// (no padding, no attention mask). Encoder-decoder models (T5, `decoder_input_ids`) are refused
+// with Error(kUnsupported) until they are built.
+struct LogitsFileResult {
+  std::string output_name;  // "logits" or "last_hidden_state"
+  int64_t batch = 0, tokens = 0, width = 0;
+  double seconds = 0;
+};
+LogitsFileResult logits_file(const std::string& model_path, const std::string& input_path, const std::string& output_path,
+                             const std::function<void(int64_t rows_done, int64_t rows_total)>& progress = {});
+
 }  // namespace llmkit

@@ -2,9 +2,13 @@
 #include "llmkit/llm.h"
 
 #include <algorithm>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "llmkit/base/check.h"
 #include "llmkit/base/thread_pool.h"
+#include "llmkit/io/hf_folder.h"
 #include "llmkit/models/transformer.h"
 #include "llmkit/runtime/generate.h"
 #include "llmkit/tokenizer.h"
@@ -12,6 +16,32 @@
 namespace llmkit {
 
 void set_threads(int n_threads) { ThreadPool::set_global_threads(n_threads); }
+
+namespace {
+
+// The chat template of a model: GGUF tokenizer.chat_template, or a Hugging Face folder's
+// chat_template.jinja / tokenizer_config.json "chat_template" (a string, or a list of named
+// templates of which "default" is used). Empty when the model has none.
+std::string chat_template_of(const models::Weights& w) {
+  if (const io::GgufFile* f = w.gguf()) return f->get_string("tokenizer.chat_template").value_or("");
+  namespace fs = std::filesystem;
+  const fs::path dir(w.path());
+  std::error_code ec;
+  if (fs::exists(dir / "chat_template.jinja", ec))
+    return io::read_text_file(io::confine_to_folder(w.path(), "chat_template.jinja"), 4u << 20);
+  if (!fs::exists(dir / "tokenizer_config.json", ec)) return "";
+  auto tc = nlohmann::json::parse(io::read_text_file((dir / "tokenizer_config.json").string()), nullptr, false);
+  if (!tc.is_object() || !tc.contains("chat_template")) return "";
+  const auto& t = tc["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return "";
+}
+
+}  // namespace
 
 struct LLM::Impl {
   std::unique_ptr<models::Transformer> model;
@@ -56,12 +86,14 @@ LLM::~LLM() = default;
 
 std::unique_ptr<LLM> LLM::load(const std::string& path, int64_t n_ctx) {
   auto impl = std::make_unique<Impl>();
-  impl->model = models::Transformer::load_gguf(path);
+  impl->model = models::Transformer::load(path);
+  LLMKIT_CHECK(!impl->model->is_encoder(), kUnsupported, "model '", path, "' is an encoder (",
+               models::family_name(impl->model->config().family), "): it embeds text but does not generate it",
+               "; pass a decoder model (LLaMA, Qwen2, Gemma, ...)");
   impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(path));
   LLMKIT_CHECK(impl->tokenizer->n_vocab() <= impl->model->config().n_vocab, kInvalidFile, "the tokenizer of '", path,
                "' has ", impl->tokenizer->n_vocab(), " tokens but the model only ", impl->model->config().n_vocab);
-  const io::GgufFile& f = impl->model->file();
-  impl->chat_template = f.get_string("tokenizer.chat_template").value_or("");
+  impl->chat_template = chat_template_of(impl->model->weights());
   if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
   if (auto e = impl->tokenizer->eos_id()) {
     impl->eos = impl->tokenizer->piece(*e);
@@ -103,8 +135,7 @@ int64_t LLM::n_ctx() const { return impl_->generator->n_ctx(); }
 
 std::string LLM::describe() const {
   const auto& hp = impl_->model->config();
-  uint64_t params = 0;
-  for (const auto& t : impl_->model->file().tensors()) params += static_cast<uint64_t>(t.shape.numel());
+  const uint64_t params = impl_->model->weights().n_params();
   return str_cat(models::family_name(hp.family), " (", hp.hf_model_type, "), ", params / 1e6, "M params, ", hp.n_layers, " layers, ctx ", n_ctx(), ", ",
                  impl_->tokenizer->kind(), " tokenizer (", impl_->tokenizer->n_vocab(), " tokens)");
 }

@@ -13,7 +13,7 @@ PerplexityResult perplexity(const std::string& model_path, const std::string& te
   LLMKIT_CHECK(opt.n_ctx >= 16 && opt.n_ctx <= (1 << 20), kInvalidArgument, "perplexity context ", opt.n_ctx,
                " is out of range; use 16 .. 1048576");
   LLMKIT_CHECK(opt.max_chunks >= 0, kInvalidArgument, "max_chunks ", opt.max_chunks, " must be >= 0");
-  auto model = models::Transformer::load_gguf(model_path);
+  auto model = models::Transformer::load(model_path);
   Tokenizer tok = Tokenizer::load(model_path);
   LLMKIT_CHECK(opt.n_ctx <= model->config().n_ctx, kInvalidArgument, "context ", opt.n_ctx, " exceeds the model's ",
                model->config().n_ctx);

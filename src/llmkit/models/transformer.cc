@@ -1,6 +1,7 @@
-// The LLaMA-family decoder forward; see transformer.h.
+// The configurable transformer's forward; see transformer.h.
 #include "llmkit/models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "llmkit/base/check.h"
@@ -8,55 +9,140 @@
 namespace llmkit::models {
 namespace {
 
-Tensor require_tensor(const io::GgufFile& f, const std::string& name, const Shape& shape) {
-  const io::GgufTensorInfo* ti = f.find_tensor(name);
-  LLMKIT_CHECK(ti != nullptr, kInvalidFile, "model '", f.name(), "' lacks tensor '", name, "'");
-  LLMKIT_CHECK(ti->shape == shape, kInvalidFile, "model '", f.name(), "': tensor '", name, "' has shape ",
-               ti->shape.str(), " but the hyper-parameters need ", shape.str());
-  return f.tensor(name);
+ops::Act to_act(Activation a) {
+  switch (a) {
+    case Activation::kSilu: return ops::Act::kSilu;
+    case Activation::kGelu: return ops::Act::kGeluErf;
+    case Activation::kGeluTanh: return ops::Act::kGeluTanh;
+    case Activation::kRelu: return ops::Act::kRelu;
+  }
+  return ops::Act::kSilu;
+}
+
+ops::RopeScaling to_rope_scaling(RopeScalingKind k) {
+  switch (k) {
+    case RopeScalingKind::kNone: return ops::RopeScaling::kNone;
+    case RopeScalingKind::kLinear: return ops::RopeScaling::kLinear;
+    case RopeScalingKind::kNtk: return ops::RopeScaling::kNtk;
+    case RopeScalingKind::kYarn: return ops::RopeScaling::kYarn;
+    case RopeScalingKind::kLlama3: return ops::RopeScaling::kLlama3;
+  }
+  return ops::RopeScaling::kNone;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  Tensor y = ops::matmul(x, w);
+  return b.defined() ? ops::add_bias(y, b) : y;
+}
+
+Tensor opt_tensor(const Weights& w, const std::string& name, const Shape& shape) {
+  auto t = w.optional(name, shape);
+  return t ? *t : Tensor();
 }
 
 }  // namespace
 
-std::unique_ptr<Transformer> Transformer::load_gguf(const std::string& path) {
-  auto m = std::unique_ptr<Transformer>(new Transformer());
-  m->file_ = std::make_shared<io::GgufFile>(io::GgufFile::open(path));
-  const io::GgufFile& f = *m->file_;
-  ModelConfig& hp = m->cfg_;
-  hp = ModelConfig::from_gguf(f);
-  hp.check_tensor_shapes([&f](const std::string& name) -> std::optional<Shape> {
-    const io::GgufTensorInfo* ti = f.find_tensor(name);
-    return ti ? std::optional<Shape>(ti->shape) : std::nullopt;
-  });
-  LLMKIT_CHECK(hp.family == ArchFamily::kLlama && hp.n_experts == 0 && hp.rope_scaling.kind == RopeScalingKind::kNone,
-               kUnsupported, "model '", path, "' (", family_name(hp.family), hp.n_experts ? ", MoE" : "",
-               hp.rope_scaling.kind != RopeScalingKind::kNone ? ", scaled RoPE" : "",
-               ") is not supported by this build's decoder yet; it runs the LLaMA family (LLaMA, SmolLM, Mistral)");
-  // llama.cpp's converter permutes the q/k rows of LLaMA so that rotating adjacent pairs (GPT-J
-  // style, ggml rope mode 0) on the file's weights equals HF's rotate_half on the original ones.
-  m->rope_.style = ops::RopeStyle::kGptJ;
-  m->rope_.rot_dims = static_cast<int64_t>(std::lround(hp.head_dim * hp.partial_rotary));
-  m->rope_.theta = hp.rope_theta;
+std::unique_ptr<Transformer> Transformer::load(const std::string& path) { return from_weights(Weights::open(path)); }
 
-  const int64_t d = hp.d_model, q_dim = hp.n_heads * hp.head_dim, kv_dim = hp.n_kv_heads * hp.head_dim;
-  m->tok_embd = require_tensor(f, "token_embd.weight", {hp.n_vocab, d});
-  m->output_norm = require_tensor(f, "output_norm.weight", {d});
-  m->output = f.find_tensor("output.weight") ? require_tensor(f, "output.weight", {hp.n_vocab, d}) : m->tok_embd;
-  for (int64_t l = 0; l < hp.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    Layer L;
-    L.attn_norm = require_tensor(f, p + "attn_norm.weight", {d});
-    L.wq = require_tensor(f, p + "attn_q.weight", {q_dim, d});
-    L.wk = require_tensor(f, p + "attn_k.weight", {kv_dim, d});
-    L.wv = require_tensor(f, p + "attn_v.weight", {kv_dim, d});
-    L.wo = require_tensor(f, p + "attn_output.weight", {d, q_dim});
-    L.ffn_norm = require_tensor(f, p + "ffn_norm.weight", {d});
-    L.w_gate = require_tensor(f, p + "ffn_gate.weight", {hp.d_ff, d});
-    L.w_up = require_tensor(f, p + "ffn_up.weight", {hp.d_ff, d});
-    L.w_down = require_tensor(f, p + "ffn_down.weight", {d, hp.d_ff});
-    m->layers_.push_back(std::move(L));
-  }
+std::unique_ptr<Transformer> Transformer::from_weights(Weights weights) {
+  const ModelConfig& c = weights.config();
+  LLMKIT_CHECK(c.family != ArchFamily::kT5, kUnsupported, "model '", weights.path(),
+               "' is T5 (encoder-decoder); this build's transformer runs decoder-only models and the BERT encoder");
+  auto m = std::unique_ptr<Transformer>(new Transformer(std::move(weights)));
+  m->load_tensors();
   return m;
+}
+
+void Transformer::load_tensors() {
+  const ModelConfig& hp = cfg_;
+  const Weights& w = w_;
+  act_ = to_act(hp.act);
+  use_rope_ = hp.position == PositionKind::kRopeNeox || hp.position == PositionKind::kRopeGptj;
+  if (use_rope_) {
+    // llama.cpp's converter (and weights.h for HF folders) permutes the q/k rows of the LLaMA family
+    // so that rotating adjacent pairs (GPT-J style) equals HF's rotate_half on the original rows.
+    const bool permuted = hp.family == ArchFamily::kLlama;
+    rope_.style = permuted || hp.position == PositionKind::kRopeGptj ? ops::RopeStyle::kGptJ : ops::RopeStyle::kNeoX;
+    rope_.rot_dims = static_cast<int64_t>(std::lround(hp.head_dim * hp.partial_rotary));
+    rope_.theta = hp.rope_theta;
+    rope_.scaling = to_rope_scaling(hp.rope_scaling.kind);
+    rope_.factor = hp.rope_scaling.factor;
+    rope_.original_ctx = hp.rope_scaling.original_n_ctx;
+    rope_.beta_fast = hp.rope_scaling.beta_fast;
+    rope_.beta_slow = hp.rope_scaling.beta_slow;
+    rope_.low_freq_factor = hp.rope_scaling.low_freq_factor;
+    rope_.high_freq_factor = hp.rope_scaling.high_freq_factor;
+  }
+  const bool ln = hp.norm == NormKind::kLayerNorm;
+  const int64_t d = hp.d_model, q_dim = hp.n_heads * hp.head_dim, kv_dim = hp.n_kv_heads * hp.head_dim;
+  auto norm_of = [&](const std::string& base) {
+    Norm n;
+    n.w = w.require(base + ".weight", {d});
+    if (ln) n.b = w.require(base + ".bias", {d});
+    return n;
+  };
+  tok_embd = w.require("token_embd.weight", {hp.n_vocab, d});
+  if (hp.position == PositionKind::kLearned) {
+    const Tensor* p = w.find("position_embd.weight");
+    LLMKIT_CHECK(p && p->rank() == 2 && p->dim(1) == d && p->dim(0) >= hp.position_offset + 1, kInvalidFile, "model '",
+                 w.path(), "' lacks a position embedding 'position_embd.weight' [n_positions, ", d, "]");
+    pos_embd = *p;
+  }
+  if (hp.n_token_types > 0 && w.find("token_types.weight"))
+    type_embd = w.require("token_types.weight", {w.find("token_types.weight")->dim(0), d});
+  if (hp.embedding_norm) embd_norm = norm_of("token_embd_norm");
+  if (hp.decoder) {
+    output_norm = norm_of("output_norm");
+    output = w.find("output.weight") ? w.require("output.weight", {hp.n_vocab, d}) : tok_embd;
+  }
+  for (int64_t l = 0; l < hp.n_layers; ++l) {
+    const std::string p = str_cat("blk.", l, ".");
+    Layer L;
+    L.attn_norm = norm_of(p + (hp.post_norm ? "attn_output_norm" : "attn_norm"));
+    L.ffn_norm = norm_of(p + (hp.post_norm ? "layer_output_norm" : "ffn_norm"));
+    if (w.find(p + "attn_qkv.weight")) {
+      L.wqkv = w.require(p + "attn_qkv.weight", {q_dim + 2 * kv_dim, d});
+      L.bqkv = opt_tensor(w, p + "attn_qkv.bias", {q_dim + 2 * kv_dim});
+    } else {
+      L.wq = w.require(p + "attn_q.weight", {q_dim, d});
+      L.wk = w.require(p + "attn_k.weight", {kv_dim, d});
+      L.wv = w.require(p + "attn_v.weight", {kv_dim, d});
+      L.bq = opt_tensor(w, p + "attn_q.bias", {q_dim});
+      L.bk = opt_tensor(w, p + "attn_k.bias", {kv_dim});
+      L.bv = opt_tensor(w, p + "attn_v.bias", {kv_dim});
+    }
+    L.wo = w.require(p + "attn_output.weight", {d, q_dim});
+    L.bo = opt_tensor(w, p + "attn_output.bias", {d});
+    if (hp.n_experts > 0) {
+      L.router = w.require(p + "ffn_gate_inp.weight", {hp.n_experts, d});
+      const Tensor* merged = w.find(p + "ffn_gate_exps.weight");
+      for (int64_t e = 0; e < hp.n_experts; ++e) {
+        Expert E;
+        if (merged) {  // llama.cpp's current layout: one [n_experts, d_ff, d_model] tensor per matrix
+          auto slice = [&](const char* what, const Shape& one) {
+            Tensor all = w.require(p + what, {hp.n_experts, one[0], one[1]});
+            return all.slice(0, e, e + 1).view(one);
+          };
+          E.gate = slice("ffn_gate_exps.weight", {hp.d_ff, d});
+          E.up = slice("ffn_up_exps.weight", {hp.d_ff, d});
+          E.down = slice("ffn_down_exps.weight", {d, hp.d_ff});
+        } else {
+          E.gate = w.require(str_cat(p, "ffn_gate.", e, ".weight"), {hp.d_ff, d});
+          E.up = w.require(str_cat(p, "ffn_up.", e, ".weight"), {hp.d_ff, d});
+          E.down = w.require(str_cat(p, "ffn_down.", e, ".weight"), {d, hp.d_ff});
+        }
+        L.experts.push_back(std::move(E));
+      }
+    } else {
+      const bool fused_gate_up = hp.gated_mlp && !w.find(p + "ffn_gate.weight");  // Phi-3
+      L.w_up = w.require(p + "ffn_up.weight", {fused_gate_up ? 2 * hp.d_ff : hp.d_ff, d});
+      if (hp.gated_mlp && !fused_gate_up) L.w_gate = w.require(p + "ffn_gate.weight", {hp.d_ff, d});
+      L.w_down = w.require(p + "ffn_down.weight", {d, hp.d_ff});
+      L.b_up = opt_tensor(w, p + "ffn_up.bias", {hp.d_ff});
+      L.b_down = opt_tensor(w, p + "ffn_down.bias", {d});
+    }
+    layers_.push_back(std::move(L));
+  }
 }
 
 KVCache Transformer::new_cache(int64_t n_ctx) const {
@@ -72,6 +158,8 @@ KVCache Transformer::new_cache(int64_t n_ctx) const {
 }
 
 Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
+  LLMKIT_CHECK(cfg_.decoder, kUnsupported, "model '", w_.path(), "' is an encoder (", family_name(cfg_.family),
+               "): it has no next-token logits; use it for embeddings (last hidden state)");
   arena_.reset();
   Tensor logits;
   {
@@ -81,58 +169,215 @@ Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, 
   return logits.clone();  // outside the scope: the result outlives the arena's next reset
 }
 
+Tensor Transformer::encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
+  LLMKIT_CHECK(is_encoder(), kUnsupported, "model '", w_.path(), "' is a decoder; encode() is for encoder models (BERT)");
+  arena_.reset();
+  Tensor h;
+  {
+    ArenaScope scope(arena_);
+    h = encode_pass(tokens, token_types);
+  }
+  return h.clone();
+}
+
+Tensor Transformer::norm(const Tensor& x, const Norm& n) const {
+  // Weights are in GGUF layout, where Gemma's (1 + w) is already folded into the stored weight.
+  return n.b.defined() ? ops::layernorm(x, n.w, n.b, cfg_.norm_eps) : ops::rmsnorm(x, n.w, cfg_.norm_eps);
+}
+
+Tensor Transformer::embed(const std::vector<int32_t>& tokens, const Tensor& pos,
+                          const std::vector<int32_t>& token_types) const {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  Tensor ids = Tensor::empty({n}, DType::kI32);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = tokens[static_cast<size_t>(i)];
+    LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
+                 " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+    ids.data<int32_t>()[i] = id;
+  }
+  Tensor x = ops::embedding(tok_embd, ids);  // [n, d_model]
+  if (cfg_.embedding_scale != 1.0f) x = ops::scale(x, cfg_.embedding_scale);
+  if (pos_embd.defined()) {
+    Tensor pids = Tensor::empty({n}, DType::kI32);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = pos.data<int32_t>()[i] + cfg_.position_offset;
+      LLMKIT_CHECK(p < pos_embd.dim(0), kInvalidArgument, "position ", p - cfg_.position_offset, " is beyond the ",
+                   pos_embd.dim(0) - cfg_.position_offset, " positions this model has embeddings for");
+      pids.data<int32_t>()[i] = static_cast<int32_t>(p);
+    }
+    x = ops::add(x, ops::embedding(pos_embd, pids));
+  }
+  if (type_embd.defined()) {
+    Tensor tids = Tensor::zeros({n}, DType::kI32);
+    for (size_t i = 0; i < token_types.size() && i < tokens.size(); ++i) {
+      LLMKIT_CHECK(token_types[i] >= 0 && token_types[i] < type_embd.dim(0), kInvalidArgument, "token type ",
+                   token_types[i], " is outside [0, ", type_embd.dim(0), ")");
+      tids.data<int32_t>()[i] = token_types[i];
+    }
+    x = ops::add(x, ops::embedding(type_embd, tids));
+  }
+  if (embd_norm.w.defined()) x = norm(x, embd_norm);
+  return x;
+}
+
+void Transformer::qkv(const Layer& L, const Tensor& h, const Tensor& pos, Tensor* q, Tensor* k, Tensor* v) const {
+  const int64_t n = h.dim(0), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  if (L.wqkv.defined()) {
+    std::vector<Tensor> parts = ops::split(linear(h, L.wqkv, L.bqkv), {H * hd, Hkv * hd, Hkv * hd}, 1);
+    *q = parts[0], *k = parts[1], *v = parts[2];
+  } else {
+    *q = linear(h, L.wq, L.bq);
+    *k = linear(h, L.wk, L.bk);
+    *v = linear(h, L.wv, L.bv);
+  }
+  *q = q->view({n, H, hd});
+  *k = k->view({n, Hkv, hd});
+  *v = v->view({n, Hkv, hd});
+  if (use_rope_) {
+    *q = ops::rope(*q, pos, rope_);
+    *k = ops::rope(*k, pos, rope_);
+  }
+}
+
+Tensor Transformer::mlp(const Layer& L, const Tensor& h) const {
+  if (!L.experts.empty()) return moe(L, h);
+  if (!cfg_.gated_mlp) return linear(ops::activation(act_, linear(h, L.w_up, L.b_up)), L.w_down, L.b_down);
+  Tensor g;
+  if (L.w_gate.defined()) {
+    g = ops::glu(act_, ops::matmul(h, L.w_gate), linear(h, L.w_up, L.b_up));
+  } else {  // Phi-3: one matmul gives [gate | up]
+    std::vector<Tensor> gu = ops::split(ops::matmul(h, L.w_up), {cfg_.d_ff, cfg_.d_ff}, 1);
+    g = ops::glu(act_, gu[0], gu[1]);
+  }
+  return linear(g, L.w_down, L.b_down);
+}
+
+// Mixtral routing: softmax over all experts' router logits, keep the top k, renormalise their
+// weights to sum to 1, and add the weighted outputs of those experts. Tokens are grouped by expert
+// so each expert runs one matmul over all of its tokens.
+Tensor Transformer::moe(const Layer& L, const Tensor& h) const {
+  const int64_t n = h.dim(0), d = h.dim(1), E = cfg_.n_experts;
+  const int64_t k = std::clamp<int64_t>(cfg_.n_experts_used, 1, E);
+  Tensor probs = ops::softmax(ops::matmul(h, L.router));  // [n, E]
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* p = probs.data<float>() + i * E;
+    for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [p](int64_t a, int64_t b) {
+      return p[a] > p[b] || (p[a] == p[b] && a < b);
+    });
+    float sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += p[order[static_cast<size_t>(j)]];
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = order[static_cast<size_t>(j)];
+      routed[static_cast<size_t>(e)].emplace_back(i, p[e] / sum);
+    }
+  }
+  Tensor out = Tensor::zeros({n, d}, DType::kF32);
+  Tensor hc = h.is_contiguous() ? h : ops::copy(h);
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& r = routed[static_cast<size_t>(e)];
+    if (r.empty()) continue;
+    const int64_t m = static_cast<int64_t>(r.size());
+    Tensor xe = Tensor::empty({m, d}, DType::kF32);
+    for (int64_t j = 0; j < m; ++j)
+      std::copy_n(hc.data<float>() + r[static_cast<size_t>(j)].first * d, d, xe.data<float>() + j * d);
+    const Expert& X = L.experts[static_cast<size_t>(e)];
+    Tensor ye = ops::matmul(ops::glu(act_, ops::matmul(xe, X.gate), ops::matmul(xe, X.up)), X.down);  // [m, d]
+    for (int64_t j = 0; j < m; ++j) {
+      const auto [tok, wgt] = r[static_cast<size_t>(j)];
+      float* o = out.data<float>() + tok * d;
+      const float* y = ye.data<float>() + j * d;
+      for (int64_t c = 0; c < d; ++c) o[c] += wgt * y[c];
+    }
+  }
+  return out;
+}
+
 Tensor Transformer::forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token");
   LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
                " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
   LLMKIT_CHECK(n_out >= 1 && n_out <= n, kInvalidArgument, "n_out ", n_out, " must be in [1, ", n, "]");
+  LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument,
+               "the KV cache was made for another model (", cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, past = cache.n_past, total = past + n;
 
-  Tensor ids = Tensor::empty({n}, DType::kI32);
   Tensor pos = Tensor::empty({n}, DType::kI32);
-  for (int64_t i = 0; i < n; ++i) {
-    ids.data<int32_t>()[i] = tokens[static_cast<size_t>(i)];
-    pos.data<int32_t>()[i] = static_cast<int32_t>(past + i);
-  }
-  auto observe = [&](const std::string& name, const Tensor& t) {
-    if (observer_) observer_(name, t);
-  };
-  Tensor x = ops::embedding(tok_embd, ids);  // [n, d_model]
+  for (int64_t i = 0; i < n; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(past + i);
+  Tensor x = embed(tokens, pos, {});
   observe("token_embd", x);
   ops::AttentionOptions attn_opt;
   attn_opt.causal = true;
   attn_opt.window = cfg_.sliding_window;  // Mistral; 0 = full attention
+  attn_opt.alibi = cfg_.position == PositionKind::kAlibi;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    Tensor h = ops::rmsnorm(x, L.attn_norm, cfg_.norm_eps);
-    Tensor q = ops::rope(ops::matmul(h, L.wq).view({n, H, hd}), pos, rope_);
-    Tensor k = ops::rope(ops::matmul(h, L.wk).view({n, Hkv, hd}), pos, rope_);
-    Tensor v = ops::matmul(h, L.wv).view({n, Hkv, hd});
+    const std::string p = str_cat("blk.", l, ".");
+    Tensor h = norm(x, L.attn_norm);
+    observe(p + "attn_norm", h);
+    Tensor q, k, v;
+    qkv(L, h, pos, &q, &k, &v);
     copy_into(cache.k[l].slice(0, past, total), k);
     copy_into(cache.v[l].slice(0, past, total), v);
     Tensor kc = cache.k[l].slice(0, 0, total).view({1, total, Hkv, hd});
     Tensor vc = cache.v[l].slice(0, 0, total).view({1, total, Hkv, hd});
     Tensor att = ops::attention(q.view({1, n, H, hd}), kc, vc, attn_opt).out;  // [1, n, H, hd]
-    const std::string p = "blk." + std::to_string(l) + ".";
-    observe(p + "attn_norm", h);
     observe(p + "attn", att);
-    Tensor attn_out = ops::matmul(att.view({n, H * hd}), L.wo);
+    Tensor attn_out = linear(att.view({n, H * hd}), L.wo, L.bo);
     observe(p + "attn_out", attn_out);
-    x = ops::add(x, attn_out);
-    h = ops::rmsnorm(x, L.ffn_norm, cfg_.norm_eps);
-    observe(p + "ffn_norm", h);
-    Tensor g = ops::swiglu(ops::matmul(h, L.w_gate), ops::matmul(h, L.w_up));
-    observe(p + "ffn_act", g);
-    Tensor ffn_out = ops::matmul(g, L.w_down);
-    observe(p + "ffn_out", ffn_out);
-    x = ops::add(x, ffn_out);
+    if (cfg_.parallel_residual) {  // GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x))
+      h = norm(x, L.ffn_norm);
+      observe(p + "ffn_norm", h);
+      Tensor ffn_out = mlp(L, h);
+      observe(p + "ffn_out", ffn_out);
+      x = ops::add(ops::add(x, attn_out), ffn_out);
+    } else {
+      x = ops::add(x, attn_out);
+      h = norm(x, L.ffn_norm);
+      observe(p + "ffn_norm", h);
+      Tensor ffn_out = mlp(L, h);
+      observe(p + "ffn_out", ffn_out);
+      x = ops::add(x, ffn_out);
+    }
     observe(p + "x", x);
   }
   cache.n_past = total;
   Tensor last = x.slice(0, n - n_out, n);
-  Tensor logits = ops::matmul(ops::rmsnorm(last, output_norm, cfg_.norm_eps), output);  // [n_out, n_vocab]
-  return logits;
+  Tensor h = norm(last, output_norm);
+  observe("output_norm", h);
+  return ops::matmul(h, output);  // [n_out, n_vocab]
+}
+
+// BERT: post-norm, bidirectional attention, no cache.
+Tensor Transformer::encode_pass(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  LLMKIT_CHECK(n > 0, kInvalidArgument, "encode needs at least one token");
+  LLMKIT_CHECK(n <= cfg_.n_ctx, kInvalidArgument, n, " tokens exceed the ", cfg_.n_ctx, " positions of this model");
+  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  Tensor pos = Tensor::empty({n}, DType::kI32);
+  for (int64_t i = 0; i < n; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+  Tensor x = embed(tokens, pos, token_types);
+  observe("token_embd", x);
+  ops::AttentionOptions attn_opt;
+  attn_opt.causal = false;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    const std::string p = str_cat("blk.", l, ".");
+    Tensor q, k, v;
+    qkv(L, x, pos, &q, &k, &v);
+    Tensor att = ops::attention(q.view({1, n, H, hd}), k.view({1, n, Hkv, hd}), v.view({1, n, Hkv, hd}), attn_opt).out;
+    Tensor attn_out = linear(att.view({n, H * hd}), L.wo, L.bo);
+    observe(p + "attn_out", attn_out);
+    x = norm(ops::add(x, attn_out), L.attn_norm);
+    Tensor ffn_out = mlp(L, x);
+    observe(p + "ffn_out", ffn_out);
+    x = norm(ops::add(x, ffn_out), L.ffn_norm);
+    observe(p + "x", x);
+  }
+  return x;
 }
 
 }  // namespace llmkit::models

@@ -1,8 +1,21 @@
-// The decoder-only transformer over a GGUF file, running on the ops layer (so on every backend the
-// ops support). This first version covers the LLaMA family as llama.cpp writes it to GGUF (LLaMA
-// 1/2/3, SmolLM, Mistral without sliding window): RMSNorm, RoPE, GQA attention, SwiGLU MLP, tied
-// or separate output head. It is the seed of the one configurable decoder: other families become
-// flags of the same forward as ModelConfig grows.
+// The one configurable transformer: every decoder family of ModelConfig (LLaMA 1/2/3, SmolLM,
+// Mistral, Mixtral, Qwen2, Gemma, Phi-3, GPT-2, OPT, BLOOM, GPT-NeoX) and the BERT encoder run this
+// forward, steered by ModelConfig's flags (norm kind, biases, fused projections, position scheme,
+// parallel residual, gated or plain MLP, mixture of experts) rather than by per-family classes.
+// It runs on the ops layer, so on every backend the ops support.
+//
+// Weights are in llama.cpp's GGUF layout (weights.h), whether they came from a GGUF file or a
+// Hugging Face folder, so one code path serves both and they give the same numbers.
+//
+// Per layer (pre-norm; BERT is post-norm):
+//   h = norm(x)                                  RMSNorm or LayerNorm (with bias)
+//   q, k, v = h Wq, h Wk, h Wv (+ bias)          or one fused Wqkv split into [q; k; v]
+//   q, k = rope(q, k)                            GPT-J pairs on LLaMA's permuted rows, NeoX halves
+//                                                otherwise; partial rotary; none for learned/ALiBi
+//   a = attention(q, K, V) Wo (+ bias)           causal, GQA, sliding window, ALiBi
+//   x = x + a;  x = x + mlp(norm(x))             or x + a + mlp(norm2(x)) (parallel residual)
+//   mlp(h) = act(h Wg) * (h Wu) Wd               gated (SwiGLU, GeGLU; Phi-3's fused [g; u]), or
+//            act(h Wu + bu) Wd + bd              plain, or a top-k routed mixture of gated experts
 #pragma once
 
 #include <cstdint>
@@ -12,12 +25,11 @@
 #include <vector>
 
 #include "llmkit/base/arena.h"
-#include "llmkit/io/gguf.h"
 #include "llmkit/models/model_config.h"
+#include "llmkit/models/weights.h"
 #include "llmkit/ops/ops.h"
 
 namespace llmkit::models {
-
 
 // A contiguous KV cache: per layer k and v [n_ctx, n_kv_heads, head_dim] (F32). n_past counts the
 // positions already filled. (The serving work replaces it with a paged cache behind the same use.)
@@ -29,45 +41,78 @@ struct KVCache {
 
 class Transformer {
  public:
-  // Loads a GGUF model (weights stay memory-mapped). Throws Error(kUnsupported) for architectures
-  // not built yet, Error(kInvalidFile) naming the missing or mis-shaped tensor.
-  static std::unique_ptr<Transformer> load_gguf(const std::string& path);
+  // A GGUF file or a Hugging Face folder. Throws Error(kUnsupported) for architectures this class
+  // does not run (T5), Error(kInvalidFile) naming a missing or mis-shaped tensor.
+  static std::unique_ptr<Transformer> load(const std::string& path);
+  static std::unique_ptr<Transformer> load_gguf(const std::string& path) { return from_weights(Weights::from_gguf(path)); }
+  static std::unique_ptr<Transformer> from_weights(Weights weights);
 
-  // The model's hyper-parameters (from ModelConfig::from_gguf, validated against the tensors).
+  // The model's hyper-parameters (validated against the tensors).
   const ModelConfig& config() const { return cfg_; }
-  const io::GgufFile& file() const { return *file_; }
+  const Weights& weights() const { return w_; }
+  bool is_encoder() const { return cfg_.encoder && !cfg_.decoder; }
 
   KVCache new_cache(int64_t n_ctx) const;
-  // Runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends their K/V to
-  // the cache, and returns logits [n_out, n_vocab] for the last n_out positions (1 for decoding).
+  // Decoders: runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends
+  // their K/V to the cache, and returns logits [n_out, n_vocab] for the last n_out positions.
   Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;
+  // Encoders (BERT): the last hidden state [n_tokens, d_model] of one sequence (bidirectional).
+  Tensor encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types = {}) const;
 
-  // Activation observer (values live in the pass's arena: clone() what you keep): called with every named intermediate ("blk.3.attn_out", "blk.3.ffn_out",
-  // "blk.3.x", "output_norm", ...) during forward; for calibration, parity debugging, dumps.
+  // Activation observer (values live in the pass's arena: clone() what you keep): called with
+  // every named intermediate ("blk.3.attn_out", "blk.3.ffn_out", "blk.3.x", ...) during a pass; for
+  // calibration, parity debugging, dumps.
   using Observer = std::function<void(const std::string& name, const Tensor& value)>;
   void set_observer(Observer obs) { observer_ = std::move(obs); }
 
-  // Scratch of the last forward pass. Every intermediate tensor of a pass comes from this arena
+  // Scratch of the last pass. Every intermediate tensor of a pass comes from this arena
   // (ArenaScope), which keeps its memory across passes: after the first tokens, decoding asks the
   // system allocator only for the small tensor headers, not for activation buffers. One pass at a
   // time per Transformer (the serving work gives each worker its own arena).
   const Arena& scratch() const { return arena_; }
 
  private:
-  Tensor forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const;
-
-  struct Layer {
-    Tensor attn_norm;              // [d_model]
-    Tensor wq, wk, wv, wo;         // [n_heads*head_dim, d_model], [n_kv_heads*head_dim, d_model] x2, [d_model, n_heads*head_dim]
-    Tensor ffn_norm;               // [d_model]
-    Tensor w_gate, w_up, w_down;   // [d_ff, d_model] x2, [d_model, d_ff]
+  struct Norm {
+    Tensor w, b;  // b undefined for RMSNorm
   };
-  std::shared_ptr<io::GgufFile> file_;
+  struct Expert {
+    Tensor gate, up, down;  // [d_ff, d_model] x2, [d_model, d_ff]
+  };
+  struct Layer {
+    Norm attn_norm, ffn_norm;
+    Tensor wq, wk, wv, wqkv, wo;  // separate q/k/v or fused [q; k; v] rows
+    Tensor bq, bk, bv, bqkv, bo;
+    Tensor w_gate, w_up, w_down;  // w_up is [2 d_ff, d_model] for Phi-3's fused [gate; up]
+    Tensor b_up, b_down;
+    Tensor router;                // MoE: [n_experts, d_model]
+    std::vector<Expert> experts;
+  };
+
+  explicit Transformer(Weights w) : w_(std::move(w)), cfg_(w_.config()) {}
+  void load_tensors();
+  Tensor norm(const Tensor& x, const Norm& n) const;
+  Tensor embed(const std::vector<int32_t>& tokens, const Tensor& pos, const std::vector<int32_t>& token_types) const;
+  // q [n, H, hd], k and v [n, Hkv, hd] of one layer (bias and RoPE applied).
+  void qkv(const Layer& L, const Tensor& h, const Tensor& pos, Tensor* q, Tensor* k, Tensor* v) const;
+  Tensor mlp(const Layer& L, const Tensor& h) const;
+  Tensor moe(const Layer& L, const Tensor& h) const;
+  Tensor forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const;
+  Tensor encode_pass(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const;
+  void observe(const std::string& name, const Tensor& t) const {
+    if (observer_) observer_(name, t);
+  }
+
+  Weights w_;
   ModelConfig cfg_;
   ops::RopeConfig rope_;
-  Tensor tok_embd;     // [n_vocab, d_model]
-  Tensor output_norm;  // [d_model]
-  Tensor output;       // [n_vocab, d_model] (tok_embd when tied)
+  bool use_rope_ = false;
+  ops::Act act_ = ops::Act::kSilu;
+  Tensor tok_embd;        // [n_vocab, d_model]
+  Tensor pos_embd;        // learned positions [n_ctx (+ offset), d_model]
+  Tensor type_embd;       // BERT token types [n_token_types, d_model]
+  Norm embd_norm;         // BLOOM, BERT
+  Norm output_norm;
+  Tensor output;          // [n_vocab, d_model] (tok_embd when tied)
   std::vector<Layer> layers_;
   Observer observer_;
   mutable Arena arena_;
