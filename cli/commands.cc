@@ -170,12 +170,17 @@ const std::vector<Command> kCommands = {
     {"bench", "Measure prompt-processing and decode speed (tokens/s)",
      [](CLI::App& app) {
        static std::string model;
-       static int p = 512, n = 128, t = 0;
+       static int p = 512, n = 128, reps = 5;
+       static std::vector<int> t;
+       static bool json = false;
        add_model_flag(app, model);
-       app.add_option("-p", p, "Prompt tokens")->check(CLI::Range(1, 1 << 20));
-       app.add_option("-n", n, "Generated tokens")->check(CLI::Range(1, 1 << 20));
-       app.add_option("-t,--threads", t, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
-       return not_built("bench", "the model-inference work");
+       app.add_option("-p,--n-prompt", p, "Prompt tokens (pp test); 0 = skip")->check(CLI::Range(0, 1 << 20));
+       app.add_option("-n,--n-gen", n, "Generated tokens (tg test); 0 = skip")->check(CLI::Range(0, 1 << 20));
+       app.add_option("-t,--threads", t, "CPU threads, repeatable or a comma list (1,2); 0 = all cores")
+           ->delimiter(',');
+       app.add_option("-r,--repetitions", reps, "Timed repetitions per test")->check(CLI::Range(1, 1000));
+       app.add_flag("--json", json, "Print the rows as JSON (with every sample) instead of the table");
+       return std::function<int()>([] { return run_bench(model, p, n, t, reps, json); });
      }},
     {"perplexity", "Perplexity of a text file (llama.cpp's chunking, comparable numbers)",
      [](CLI::App& app) {

@@ -42,6 +42,7 @@ int run_inspect(const std::string& path, bool all_tensors);
 // run (chat = false) and chat (chat = true).
 int run_generate(const Sampling& s, bool chat);
 int run_perplexity(const std::string& model, const std::string& file, int ctx, int chunks, int threads);
+int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, bool json);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
 
 }  // namespace llmkit::cli
