@@ -34,6 +34,8 @@ GenerationParams to_params(const Sampling& s) {
   p.top_p = s.top_p;
   p.min_p = s.min_p;
   p.repeat_penalty = s.repeat_penalty;
+  p.presence_penalty = s.presence_penalty;
+  p.frequency_penalty = s.frequency_penalty;
   p.seed = s.seed >= 0 ? static_cast<uint64_t>(s.seed) : std::random_device{}();
   p.stop = s.stop;
   return p;

@@ -36,6 +36,10 @@ void add_sampling(CLI::App& app, Sampling& s) {
   app.add_option("--top-p", s.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability")->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--repeat-penalty", s.repeat_penalty, "Repetition penalty; 1 = off")->check(CLI::Range(0.0f, 10.0f));
+  app.add_option("--presence-penalty", s.presence_penalty, "Subtract this from the logit of every token already seen (OpenAI); 0 = off")
+      ->check(CLI::Range(-2.0f, 2.0f));
+  app.add_option("--frequency-penalty", s.frequency_penalty, "Subtract this times the token's count so far (OpenAI); 0 = off")
+      ->check(CLI::Range(-2.0f, 2.0f));
   app.add_option("--seed", s.seed, "Random seed; -1 = random");
   app.add_flag("--verbose", s.verbose, "Print timing (tokens/s) to stderr after each answer");
   app.add_option("--stop", s.stop, "Stop string (repeatable)");

@@ -26,6 +26,7 @@ struct Sampling {
   std::string model, prompt, system;
   int n_predict = 256, top_k = 40, threads = 0, ctx = 0;
   float temperature = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f, frequency_penalty = 0.0f;
   long long seed = -1;
   bool verbose = false;
   std::vector<std::string> stop;

@@ -35,8 +35,8 @@ PerplexityResult perplexity(const std::string& model_path, const std::string& te
 // from a safetensors file, runs each row through the model (GGUF file or Hugging Face folder) from
 // an empty context, and writes a safetensors file with float32 `logits` [B, T, n_vocab] for
 // language models or `last_hidden_state` [B, T, d_model] for encoders (BERT). Rows are independent
-// (no padding, no attention mask). Encoder-decoder models (T5, `decoder_input_ids`) are refused
-// with Error(kUnsupported) until they are built.
+// (no padding, no attention mask). Encoder-decoder models (T5) also read `decoder_input_ids`
+// [B, T_dec] and write the decoder's `logits` [B, T_dec, n_vocab].
 struct LogitsFileResult {
   std::string output_name;  // "logits" or "last_hidden_state"
   int64_t batch = 0, tokens = 0, width = 0;

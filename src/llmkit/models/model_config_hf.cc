@@ -270,7 +270,11 @@ ModelConfig from_hf_config_json_unguarded(const std::string& text) {
       std::string ff = g.s("feed_forward_proj", "relu");
       c.gated_mlp = ff.rfind("gated-", 0) == 0;
       c.act = activation_from("feed_forward_proj", c.gated_mlp ? ff.substr(6) == "gelu" ? "gelu_new" : ff.substr(6) : ff);
-      c.tied_embeddings = g.b("tie_word_embeddings", true);
+      // The decoder output is scaled by d_model^-0.5 exactly when the head is the shared embedding.
+      // transformers 5 always writes tie_word_embeddings: true for T5 and states the head with
+      // scale_decoder_outputs (false for FLAN-T5 / v1.1, whose lm_head is a separate matrix).
+      c.tied_embeddings = g.has("scale_decoder_outputs") ? g.b("scale_decoder_outputs", true)
+                                                               : g.b("tie_word_embeddings", true);
       c.bos_token_id = g.i("decoder_start_token_id", -1);
       break;
     }

@@ -158,15 +158,20 @@ KVCache Transformer::new_cache(int64_t n_ctx) const {
 }
 
 Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
+  return forward_batch({SeqBatch{&tokens, &cache, n_out}})[0];
+}
+
+std::vector<Tensor> Transformer::forward_batch(const std::vector<SeqBatch>& seqs) const {
   LLMKIT_CHECK(cfg_.decoder, kUnsupported, "model '", w_.path(), "' is an encoder (", family_name(cfg_.family),
                "): it has no next-token logits; use it for embeddings (last hidden state)");
   arena_.reset();
-  Tensor logits;
+  std::vector<Tensor> logits;
   {
     ArenaScope scope(arena_);
-    logits = forward_pass(tokens, cache, n_out);
+    logits = forward_pass(seqs);
   }
-  return logits.clone();  // outside the scope: the result outlives the arena's next reset
+  for (Tensor& t : logits) t = t.clone();  // outside the scope: the results outlive the arena's next reset
+  return logits;
 }
 
 Tensor Transformer::encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
@@ -295,19 +300,35 @@ Tensor Transformer::moe(const Layer& L, const Tensor& h) const {
   return out;
 }
 
-Tensor Transformer::forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token");
-  LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
-               " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
-  LLMKIT_CHECK(n_out >= 1 && n_out <= n, kInvalidArgument, "n_out ", n_out, " must be in [1, ", n, "]");
-  LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument,
-               "the KV cache was made for another model (", cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
-  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, past = cache.n_past, total = past + n;
-
-  Tensor pos = Tensor::empty({n}, DType::kI32);
-  for (int64_t i = 0; i < n; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(past + i);
-  Tensor x = embed(tokens, pos, {});
+std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs) const {
+  LLMKIT_CHECK(!seqs.empty(), kInvalidArgument, "forward needs at least one sequence");
+  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  // Row offsets of each sequence in the stacked activation.
+  std::vector<int64_t> off(seqs.size() + 1, 0);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SeqBatch& b = seqs[s];
+    LLMKIT_CHECK(b.tokens && b.cache, kInvalidArgument, "sequence ", s, " has no tokens or no cache");
+    const int64_t n = static_cast<int64_t>(b.tokens->size());
+    const KVCache& cache = *b.cache;
+    LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token (sequence ", s, ")");
+    LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
+                 " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
+    LLMKIT_CHECK(b.n_out >= 1 && b.n_out <= n, kInvalidArgument, "n_out ", b.n_out, " must be in [1, ", n, "]");
+    LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument, "the KV cache was made for another model (",
+                 cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
+    for (size_t t = 0; t < s; ++t)
+      LLMKIT_CHECK(seqs[t].cache != b.cache, kInvalidArgument, "sequences ", t, " and ", s, " share one KV cache");
+    off[s + 1] = off[s] + n;
+  }
+  const int64_t N = off.back();
+  std::vector<int32_t> all_tokens;
+  all_tokens.reserve(static_cast<size_t>(N));
+  Tensor pos = Tensor::empty({N}, DType::kI32);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    all_tokens.insert(all_tokens.end(), seqs[s].tokens->begin(), seqs[s].tokens->end());
+    for (int64_t i = off[s]; i < off[s + 1]; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(seqs[s].cache->n_past + i - off[s]);
+  }
+  Tensor x = embed(all_tokens, pos, {});
   observe("token_embd", x);
   ops::AttentionOptions attn_opt;
   attn_opt.causal = true;
@@ -320,13 +341,21 @@ Tensor Transformer::forward_pass(const std::vector<int32_t>& tokens, KVCache& ca
     observe(p + "attn_norm", h);
     Tensor q, k, v;
     qkv(L, h, pos, &q, &k, &v);
-    copy_into(cache.k[l].slice(0, past, total), k);
-    copy_into(cache.v[l].slice(0, past, total), v);
-    Tensor kc = cache.k[l].slice(0, 0, total).view({1, total, Hkv, hd});
-    Tensor vc = cache.v[l].slice(0, 0, total).view({1, total, Hkv, hd});
-    Tensor att = ops::attention(q.view({1, n, H, hd}), kc, vc, attn_opt).out;  // [1, n, H, hd]
+    Tensor att = seqs.size() == 1 ? Tensor() : Tensor::empty({N, H, hd}, DType::kF32);
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      KVCache& cache = *seqs[s].cache;
+      const int64_t n = off[s + 1] - off[s], past = cache.n_past, total = past + n;
+      copy_into(cache.k[l].slice(0, past, total), k.slice(0, off[s], off[s + 1]));
+      copy_into(cache.v[l].slice(0, past, total), v.slice(0, off[s], off[s + 1]));
+      Tensor kc = cache.k[l].slice(0, 0, total).view({1, total, Hkv, hd});
+      Tensor vc = cache.v[l].slice(0, 0, total).view({1, total, Hkv, hd});
+      Tensor qs = q.slice(0, off[s], off[s + 1]).view({1, n, H, hd});
+      Tensor o = ops::attention(qs, kc, vc, attn_opt).out;  // [1, n, H, hd]
+      if (seqs.size() == 1) att = o.view({n, H, hd});
+      else copy_into(att.slice(0, off[s], off[s + 1]), o.view({n, H, hd}));
+    }
     observe(p + "attn", att);
-    Tensor attn_out = linear(att.view({n, H * hd}), L.wo, L.bo);
+    Tensor attn_out = linear(att.view({N, H * hd}), L.wo, L.bo);
     observe(p + "attn_out", attn_out);
     if (cfg_.parallel_residual) {  // GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x))
       h = norm(x, L.ffn_norm);
@@ -344,11 +373,24 @@ Tensor Transformer::forward_pass(const std::vector<int32_t>& tokens, KVCache& ca
     }
     observe(p + "x", x);
   }
-  cache.n_past = total;
-  Tensor last = x.slice(0, n - n_out, n);
+  for (size_t s = 0; s < seqs.size(); ++s) seqs[s].cache->n_past += off[s + 1] - off[s];
+  // The output head runs only on the rows whose logits are wanted, all sequences in one matmul.
+  std::vector<int64_t> out_off(seqs.size() + 1, 0);
+  for (size_t s = 0; s < seqs.size(); ++s) out_off[s + 1] = out_off[s] + seqs[s].n_out;
+  Tensor last;
+  if (seqs.size() == 1) {
+    last = x.slice(0, N - seqs[0].n_out, N);
+  } else {
+    last = Tensor::empty({out_off.back(), cfg_.d_model}, DType::kF32);
+    for (size_t s = 0; s < seqs.size(); ++s)
+      copy_into(last.slice(0, out_off[s], out_off[s + 1]), x.slice(0, off[s + 1] - seqs[s].n_out, off[s + 1]));
+  }
   Tensor h = norm(last, output_norm);
   observe("output_norm", h);
-  return ops::matmul(h, output);  // [n_out, n_vocab]
+  Tensor logits = ops::matmul(h, output);  // [sum n_out, n_vocab]
+  std::vector<Tensor> out;
+  for (size_t s = 0; s < seqs.size(); ++s) out.push_back(logits.slice(0, out_off[s], out_off[s + 1]));
+  return out;
 }
 
 // BERT: post-norm, bidirectional attention, no cache.

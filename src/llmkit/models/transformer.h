@@ -56,6 +56,16 @@ class Transformer {
   // Decoders: runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends
   // their K/V to the cache, and returns logits [n_out, n_vocab] for the last n_out positions.
   Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;
+  // Several sequences in one pass, without padding: their tokens are stacked into one [sum n_i, d]
+  // activation so every projection and MLP is one matmul over all rows; only attention is run per
+  // sequence, against that sequence's own cache. Returns logits [n_out_i, n_vocab] per sequence,
+  // equal to running each sequence alone.
+  struct SeqBatch {
+    const std::vector<int32_t>* tokens;
+    KVCache* cache;
+    int64_t n_out = 1;
+  };
+  std::vector<Tensor> forward_batch(const std::vector<SeqBatch>& seqs) const;
   // Encoders (BERT): the last hidden state [n_tokens, d_model] of one sequence (bidirectional).
   Tensor encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types = {}) const;
 
@@ -96,7 +106,7 @@ class Transformer {
   void qkv(const Layer& L, const Tensor& h, const Tensor& pos, Tensor* q, Tensor* k, Tensor* v) const;
   Tensor mlp(const Layer& L, const Tensor& h) const;
   Tensor moe(const Layer& L, const Tensor& h) const;
-  Tensor forward_pass(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out) const;
+  std::vector<Tensor> forward_pass(const std::vector<SeqBatch>& seqs) const;
   Tensor encode_pass(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const;
   void observe(const std::string& name, const Tensor& t) const {
     if (observer_) observer_(name, t);

@@ -1,0 +1,254 @@
+// Every architecture against Hugging Face transformers: tiny random models (2 layers, hidden 64,
+// random norms and biases) saved by transformers itself, with their logits and greedy continuations
+// (testdata/tiny, made by tools/gen_tiny_models.py). For each one: the HF folder loads and its
+// logits match to 1e-4 in F32; greedy decoding through the KV cache gives the same tokens; the GGUF
+// that `llmkit convert` writes from the folder loads and gives the same logits again.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <unistd.h>
+
+#include "llmkit/eval.h"
+#include "llmkit/io/safetensors.h"
+#include "llmkit/models/convert.h"
+#include "llmkit/models/t5.h"
+#include "llmkit/models/transformer.h"
+
+namespace llmkit::models {
+namespace {
+namespace fs = std::filesystem;
+
+std::string tiny_dir(const std::string& name) { return std::string(LLMKIT_TESTDATA_DIR) + "/tiny/" + name; }
+
+std::vector<int32_t> row_ids(const Tensor& ids, int64_t b) {
+  std::vector<int32_t> out;
+  for (int64_t t = 0; t < ids.dim(1); ++t) out.push_back(static_cast<int32_t>(ids.data<int64_t>()[b * ids.dim(1) + t]));
+  return out;
+}
+
+struct Ref {
+  io::SafetensorsFile file;
+  explicit Ref(const std::string& name) : file(io::SafetensorsFile::open(tiny_dir(name) + "/reference.safetensors")) {}
+  Tensor get(const std::string& t) const { return file.tensor(t); }
+  bool has(const std::string& t) const { return file.find_tensor(t) != nullptr; }
+};
+
+// Max |a - b| between our output rows and the reference [B, T, W].
+double max_diff_all_rows(const Transformer& m, const Ref& ref) {
+  Tensor ids = ref.get("input_ids");
+  const bool enc = m.is_encoder();
+  Tensor want = ref.get(enc ? "last_hidden_state" : "logits");
+  const int64_t B = ids.dim(0), T = ids.dim(1), W = want.dim(2);
+  double worst = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> row = row_ids(ids, b);
+    Tensor got;
+    if (enc) {
+      got = m.encode(row);
+    } else {
+      KVCache cache = m.new_cache(T);
+      got = m.forward(row, cache, T);
+    }
+    EXPECT_EQ(got.shape(), Shape({T, W}));
+    for (int64_t i = 0; i < T * W; ++i)
+      worst = std::max(worst, static_cast<double>(std::fabs(got.data<float>()[i] - want.data<float>()[b * T * W + i])));
+  }
+  return worst;
+}
+
+std::vector<int32_t> greedy(const Transformer& m, const std::vector<int32_t>& prompt, int n_new) {
+  KVCache cache = m.new_cache(static_cast<int64_t>(prompt.size()) + n_new);
+  std::vector<int32_t> out = prompt;
+  Tensor logits = m.forward(prompt, cache, 1);
+  for (int i = 0; i < n_new; ++i) {
+    const float* row = logits.data<float>();
+    const int32_t next = static_cast<int32_t>(std::max_element(row, row + logits.dim(1)) - row);
+    out.push_back(next);
+    if (i + 1 < n_new) logits = m.forward({next}, cache, 1);
+  }
+  return out;
+}
+
+class TinyModel : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TinyModel, MatchesTransformersFromHfFolderAndFromConvertedGguf) {
+  const std::string name = GetParam();
+  ASSERT_TRUE(fs::exists(tiny_dir(name) + "/config.json")) << "fixture missing: run tools/gen_tiny_models.py";
+  Ref ref(name);
+  auto hf = Transformer::load(tiny_dir(name));
+  const double d_hf = max_diff_all_rows(*hf, ref);
+  EXPECT_LE(d_hf, 1e-4) << name << " from the HF folder";
+
+  if (!hf->is_encoder()) {
+    Tensor prompt_t = ref.get("greedy_prompt"), want_t = ref.get("greedy_ids");
+    std::vector<int32_t> prompt = row_ids(prompt_t, 0), want = row_ids(want_t, 0);
+    EXPECT_EQ(greedy(*hf, prompt, static_cast<int>(want.size() - prompt.size())), want) << name << " greedy";
+  }
+
+  const std::string gguf = (fs::temp_directory_path() / ("llmkit_tiny_" + name + "_" + std::to_string(getpid()) + ".gguf")).string();
+  convert_hf_to_gguf(tiny_dir(name), gguf);
+  {
+    auto g = Transformer::load(gguf);
+    EXPECT_EQ(g->config().family, hf->config().family);
+    const double d_gguf = max_diff_all_rows(*g, ref);
+    EXPECT_LE(d_gguf, 1e-4) << name << " from the converted GGUF";
+  }
+  fs::remove(gguf);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryArchitecture, TinyModel,
+                         ::testing::Values("llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom",
+                                           "gpt_neox", "mixtral", "bert"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// Padding-free batching: sequences of different lengths and different cache fill levels in one pass
+// give the logits each gives alone (prefill of both, then one decode step of both).
+TEST(ForwardBatch, EqualsEachSequenceAlone) {
+  for (const char* name : {"llama", "mixtral", "bloom"}) {
+    Ref ref(name);
+    auto m = Transformer::load(tiny_dir(name));
+    Tensor ids = ref.get("input_ids");
+    std::vector<int32_t> a = row_ids(ids, 0), b = row_ids(ids, 1);
+    b.resize(5);
+    KVCache ca = m->new_cache(16), cb = m->new_cache(16), sa = m->new_cache(16), sb = m->new_cache(16);
+    std::vector<Tensor> both = m->forward_batch({{&a, &ca, 3}, {&b, &cb, 5}});
+    Tensor alone_a = m->forward(a, sa, 3), alone_b = m->forward(b, sb, 5);
+    std::vector<int32_t> na = {5}, nb = {7};
+    std::vector<Tensor> step = m->forward_batch({{&na, &ca, 1}, {&nb, &cb, 1}});
+    Tensor step_a = m->forward(na, sa, 1), step_b = m->forward(nb, sb, 1);
+    EXPECT_EQ(ca.n_past, 9);
+    EXPECT_EQ(cb.n_past, 6);
+    const std::pair<Tensor, Tensor> pairs[] = {{both[0], alone_a}, {both[1], alone_b}, {step[0], step_a}, {step[1], step_b}};
+    for (const auto& [got, want] : pairs) {
+      ASSERT_EQ(got.shape(), want.shape()) << name;
+      for (int64_t i = 0; i < got.numel(); ++i) ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-4) << name << " " << i;
+    }
+  }
+}
+
+TEST(ForwardBatch, RejectsASharedCache) {
+  auto m = Transformer::load(tiny_dir("llama"));
+  KVCache c = m->new_cache(16);
+  std::vector<int32_t> t = {5, 6};
+  EXPECT_THROW(m->forward_batch({{&t, &c, 1}, {&t, &c, 1}}), Error);
+  EXPECT_EQ(c.n_past, 0);
+}
+
+// T5 (encoder-decoder, relative position buckets): decoder logits for given decoder inputs, and
+// greedy decoding from the start token; from the HF folder and from its converted GGUF.
+double t5_max_diff(const T5Model& m, const Ref& ref) {
+  Tensor ids = ref.get("input_ids"), dec = ref.get("decoder_input_ids"), want = ref.get("logits");
+  double worst = 0;
+  for (int64_t b = 0; b < ids.dim(0); ++b) {
+    Tensor got = m.decode(row_ids(dec, b), m.encode(row_ids(ids, b)));
+    EXPECT_EQ(got.shape(), Shape({dec.dim(1), want.dim(2)}));
+    const int64_t n = got.numel();
+    for (int64_t i = 0; i < n; ++i)
+      worst = std::max(worst, static_cast<double>(std::fabs(got.data<float>()[i] - want.data<float>()[b * n + i])));
+  }
+  return worst;
+}
+
+TEST(TinyT5, MatchesTransformersFromHfFolderAndFromConvertedGguf) {
+  ASSERT_TRUE(fs::exists(tiny_dir("t5") + "/config.json")) << "fixture missing: run tools/gen_tiny_models.py";
+  Ref ref("t5");
+  auto hf = T5Model::from_weights(Weights::open(tiny_dir("t5")));
+  EXPECT_LE(t5_max_diff(*hf, ref), 1e-4);
+  std::vector<int32_t> prompt = row_ids(ref.get("greedy_prompt"), 0), want = row_ids(ref.get("greedy_ids"), 0);
+  EXPECT_EQ(hf->greedy(prompt, static_cast<int64_t>(want.size()) - 1), want);
+  const std::string gguf = (fs::temp_directory_path() / ("llmkit_tiny_t5_" + std::to_string(getpid()) + ".gguf")).string();
+  convert_hf_to_gguf(tiny_dir("t5"), gguf);
+  EXPECT_LE(t5_max_diff(*T5Model::from_weights(Weights::open(gguf)), ref), 1e-4);
+  fs::remove(gguf);
+  // The public entry point reads decoder_input_ids too.
+  const std::string out = gguf + ".logits.safetensors";
+  LogitsFileResult r = logits_file(tiny_dir("t5"), tiny_dir("t5") + "/reference.safetensors", out);
+  EXPECT_EQ(r.tokens, ref.get("decoder_input_ids").dim(1));
+  fs::remove(out);
+}
+
+// HF's _relative_position_bucket at the values its docstring and formula give (32 buckets, 128).
+TEST(TinyT5, RelativeBuckets) {
+  EXPECT_EQ(T5Model::relative_bucket(0, true, 32, 128), 0);
+  EXPECT_EQ(T5Model::relative_bucket(3, true, 32, 128), 16 + 3);
+  EXPECT_EQ(T5Model::relative_bucket(-3, true, 32, 128), 3);
+  EXPECT_EQ(T5Model::relative_bucket(-8, true, 32, 128), 8);   // log range starts at max_exact 8
+  EXPECT_EQ(T5Model::relative_bucket(-1000, true, 32, 128), 15);
+  EXPECT_EQ(T5Model::relative_bucket(5, false, 32, 128), 0);   // the future: bucket 0 (masked anyway)
+  EXPECT_EQ(T5Model::relative_bucket(-5, false, 32, 128), 5);
+  EXPECT_EQ(T5Model::relative_bucket(-1000, false, 32, 128), 31);
+  EXPECT_EQ(T5Model::relative_bucket(-20, false, 32, 128), 17);  // 16 + trunc(log(20/16) / log(128/16) * 16)
+}
+
+// The same parity through the public `llmkit logits` entry point: ids from a safetensors file in,
+// a safetensors file with [B, T, V] logits out.
+TEST(LogitsFile, WritesTheReferenceLogits) {
+  const std::string in = tiny_dir("llama") + "/reference.safetensors";
+  const std::string out = (fs::temp_directory_path() / ("llmkit_logits_" + std::to_string(getpid()) + ".safetensors")).string();
+  LogitsFileResult r = logits_file(tiny_dir("llama"), in, out);
+  EXPECT_EQ(r.output_name, "logits");
+  io::SafetensorsFile got = io::SafetensorsFile::open(out);
+  Tensor g = got.tensor("logits"), want = Ref("llama").get("logits");
+  ASSERT_EQ(g.shape(), want.shape());
+  double worst = 0;
+  for (int64_t i = 0; i < g.numel(); ++i)
+    worst = std::max(worst, static_cast<double>(std::fabs(g.data<float>()[i] - want.data<float>()[i])));
+  EXPECT_LE(worst, 1e-4);
+  fs::remove(out);
+
+  LogitsFileResult e = logits_file(tiny_dir("bert"), tiny_dir("bert") + "/reference.safetensors", out);
+  EXPECT_EQ(e.output_name, "last_hidden_state");
+  EXPECT_EQ(e.width, 64);
+  fs::remove(out);
+}
+
+TEST(LogitsFile, BadInputsAreClearErrors) {
+  const std::string out = (fs::temp_directory_path() / ("llmkit_logits_bad_" + std::to_string(getpid()) + ".safetensors")).string();
+  // A file without input_ids: the hidden-state file we just could write is one.
+  io::SafetensorsWriter w;
+  w.add_tensor("other", Tensor::zeros({2, 3}, DType::kF32));
+  w.write(out);
+  try {
+    logits_file(tiny_dir("llama"), out, out + ".x");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("input_ids"), std::string::npos) << e.what();
+  }
+  io::SafetensorsWriter w2;
+  Tensor ids = Tensor::zeros({1, 3}, DType::kI64);
+  ids.data<int64_t>()[1] = 100000;  // beyond the vocabulary of 128
+  w2.add_tensor("input_ids", ids);
+  w2.write(out);
+  try {
+    logits_file(tiny_dir("llama"), out, out + ".x");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("100000"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out + ".x"));
+  fs::remove(out);
+}
+
+TEST(Weights, PickleAndLoneSafetensorsGetAdvice) {
+  const std::string bin = (fs::temp_directory_path() / ("llmkit_model_" + std::to_string(getpid()) + ".bin")).string();
+  { FILE* f = std::fopen(bin.c_str(), "wb"); std::fputs("not really", f); std::fclose(f); }
+  try {
+    Transformer::load(bin);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("pickle"), std::string::npos) << e.what();
+  }
+  fs::remove(bin);
+  try {
+    Transformer::load(tiny_dir("llama") + "/model.safetensors");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace llmkit::models
