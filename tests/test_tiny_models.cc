@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <unistd.h>
 
+#include "llmkit/base/check.h"
 #include "llmkit/eval.h"
+#include "llmkit/io/gguf.h"
 #include "llmkit/io/safetensors.h"
 #include "llmkit/models/convert.h"
 #include "llmkit/models/t5.h"
@@ -102,6 +105,102 @@ INSTANTIATE_TEST_SUITE_P(EveryArchitecture, TinyModel,
                          ::testing::Values("llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom",
                                            "gpt_neox", "mixtral", "bert"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// Every GGUF output type of the converter loads and runs. Two checks per type:
+//  * against the same weights dequantized back to F32 (convert GGUF -> HF folder, load that): only
+//    the 8-bit quantization of activations inside the quantized matmuls differs, so logits stay close
+//    and the argmax agrees; a wrong block layout or kernel would be far off;
+//  * against transformers' F32 logits: the weight quantization error on top, which on these random
+//    64-wide models is large for 4-bit types (no structure for the blocks to exploit), so that bound is
+//    loose, a sanity check only.
+// d_model 64 is not a multiple of the k-quants' 256-element super-block, so for q4_k the converter
+// falls back to f16 (as llama.cpp does).
+TEST(TinyModelQuantized, EveryOutputTypeLoadsAndMatchesItsDequantizedSelf) {
+  struct Case { const char* type; DType dtype; double vs_ref; };
+  const Case cases[] = {{"f16", DType::kF16, 0.01}, {"bf16", DType::kBF16, 0.05}, {"q8_0", DType::kQ8_0, 0.1},
+                        {"q4_0", DType::kQ4_0, 1.0}, {"q4_1", DType::kQ4_1, 1.0}, {"q4_k", DType::kQ4_K, 0.01}};
+  auto compare = [](const Tensor& got, const float* want, int64_t T, int64_t V, int* same_argmax) {
+    double sum = 0;
+    *same_argmax = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* g = got.data<float>() + t * V;
+      const float* w = want + t * V;
+      for (int64_t v = 0; v < V; ++v) sum += std::fabs(g[v] - w[v]);
+      *same_argmax += (std::max_element(g, g + V) - g) == (std::max_element(w, w + V) - w);
+    }
+    return sum / static_cast<double>(T * V);
+  };
+  for (const char* name : {"llama", "qwen2", "gpt2", "mixtral"}) {
+    Ref ref(name);
+    Tensor ids = ref.get("input_ids"), want = ref.get("logits");
+    const int64_t T = ids.dim(1), V = want.dim(2);
+    for (const Case& c : cases) {
+      const std::string base = (fs::temp_directory_path() / str_cat("llmkit_tinyq_", name, "_", c.type, "_", getpid())).string();
+      ConvertOptions opt;
+      opt.type = c.dtype;
+      convert_hf_to_gguf(tiny_dir(name), base + ".gguf", opt);
+      auto m = Transformer::load(base + ".gguf");
+      KVCache cache = m->new_cache(T);
+      Tensor got = m->forward(row_ids(ids, 0), cache, T);
+      convert_gguf_to_hf(base + ".gguf", base + "_f32");  // dequantized to F32
+      auto deq = Transformer::load(base + "_f32");
+      KVCache dcache = deq->new_cache(T);
+      Tensor deq_logits = deq->forward(row_ids(ids, 0), dcache, T);
+      int argmax_ref = 0, argmax_deq = 0;
+      const double d_ref = compare(got, want.data<float>(), T, V, &argmax_ref);
+      const double d_deq = compare(got, deq_logits.data<float>(), T, V, &argmax_deq);
+      EXPECT_LE(d_deq, 0.1) << name << " " << c.type << " vs its dequantized weights";
+      EXPECT_GE(argmax_deq, T - 1) << name << " " << c.type << " vs its dequantized weights";
+      EXPECT_LE(d_ref, c.vs_ref) << name << " " << c.type << " vs transformers";
+      std::printf("%-8s %-5s mean |dlogit| vs dequantized %.5f (argmax %d/%lld), vs transformers %.5f (argmax %d/%lld)\n", name,
+                  c.type, d_deq, argmax_deq, static_cast<long long>(T), d_ref, argmax_ref, static_cast<long long>(T));
+      fs::remove(base + ".gguf");
+      fs::remove_all(base + "_f32");
+    }
+  }
+}
+
+// llama.cpp's current Mixtral layout stacks the experts of a layer into one tensor per matrix
+// (blk.N.ffn_gate_exps.weight [n_experts, d_ff, d_model], ...) instead of one tensor per expert.
+// A GGUF written that way, with q8_0 experts, gives the logits of the per-expert one.
+TEST(TinyModel, MixtralWithStackedExpertTensors) {
+  const std::string base = (fs::temp_directory_path() / str_cat("llmkit_tiny_moe_", getpid())).string();
+  ConvertOptions opt;
+  opt.type = DType::kQ8_0;
+  convert_hf_to_gguf(tiny_dir("mixtral"), base + "_split.gguf", opt);
+  io::GgufFile split = io::GgufFile::open(base + "_split.gguf");
+  io::GgufWriter w;
+  for (const auto& [key, value] : split.metadata()) w.set(key, value);
+  const ModelConfig c = ModelConfig::from_gguf(split);
+  std::vector<Tensor> keep;
+  for (const auto& ti : split.tensors()) {
+    const std::string& n = ti.name;
+    const bool per_expert = (n.find(".ffn_gate.") != std::string::npos || n.find(".ffn_up.") != std::string::npos ||
+                             n.find(".ffn_down.") != std::string::npos) && n.find("_inp") == std::string::npos;
+    if (!per_expert) w.add_tensor(n, split.tensor(n));
+  }
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (const char* mat : {"ffn_gate", "ffn_up", "ffn_down"}) {
+      std::vector<Tensor> parts;
+      for (int64_t e = 0; e < c.n_experts; ++e) {
+        Tensor t = split.tensor(str_cat("blk.", l, ".", mat, ".", e, ".weight"));
+        parts.push_back(t.view({1, t.dim(0), t.dim(1)}));
+      }
+      keep.push_back(ops::concat(parts, 0));
+      w.add_tensor(str_cat("blk.", l, ".", mat, "_exps.weight"), keep.back());
+    }
+  w.write(base + "_stacked.gguf");
+  auto a = Transformer::load(base + "_split.gguf");
+  auto b = Transformer::load(base + "_stacked.gguf");
+  Ref ref("mixtral");
+  std::vector<int32_t> row = row_ids(ref.get("input_ids"), 0);
+  KVCache ca = a->new_cache(16), cb = b->new_cache(16);
+  Tensor la = a->forward(row, ca, 8), lb = b->forward(row, cb, 8);
+  ASSERT_EQ(la.shape(), lb.shape());
+  for (int64_t i = 0; i < la.numel(); ++i) ASSERT_EQ(la.data<float>()[i], lb.data<float>()[i]) << i;
+  fs::remove(base + "_split.gguf");
+  fs::remove(base + "_stacked.gguf");
+}
 
 // Padding-free batching: sequences of different lengths and different cache fill levels in one pass
 // give the logits each gives alone (prefill of both, then one decode step of both).

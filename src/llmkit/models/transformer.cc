@@ -150,9 +150,11 @@ KVCache Transformer::new_cache(int64_t n_ctx) const {
                " is out of range; use 1 .. 4194304");
   KVCache c;
   c.n_ctx = n_ctx;
+  // Not zeroed: attention reads only the n_past positions already written, and untouched pages of a
+  // large allocation are never made resident, so memory grows with the context actually used.
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    c.k.push_back(Tensor::zeros({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
-    c.v.push_back(Tensor::zeros({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
+    c.k.push_back(Tensor::empty({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
+    c.v.push_back(Tensor::empty({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
   }
   return c;
 }
