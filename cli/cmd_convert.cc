@@ -50,4 +50,14 @@ int run_convert(const std::string& in, const std::string& out, const std::string
   return kExitOk;
 }
 
+int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed) {
+  auto progress = std::make_shared<Progress>();
+  ConvertSummary s = random_model_file(config_json, out, type, seed, [progress](uint64_t d, uint64_t t) { (*progress)(d, t); });
+  std::printf("wrote a random %s model (%zu tensors, %.1f MiB, seed %llu)\n", s.architecture.c_str(), s.n_tensors,
+              s.bytes_out / 1048576.0, static_cast<unsigned long long>(seed));
+  for (const auto& f : s.files) std::printf("  wrote %s\n", f.c_str());
+  for (const auto& n : s.notes) std::printf("  note: %s\n", n.c_str());
+  return kExitOk;
+}
+
 }  // namespace llmkit::cli

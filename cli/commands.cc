@@ -127,11 +127,17 @@ const std::vector<Command> kCommands = {
     {"convert", "Convert between Hugging Face folders and GGUF, optionally quantizing",
      [](CLI::App& app) {
        static std::string in, out, type;
-       app.add_option("input", in, "HF folder (-> GGUF) or GGUF file (-> HF folder)")->required();
+       static bool random_init = false;
+       static uint64_t seed = 0;
+       app.add_option("input", in, "HF folder (-> GGUF) or GGUF file (-> HF folder); with --random-init, a config.json")->required();
        app.add_option("output", out, "GGUF file, or a new HF folder")->required();
        app.add_option("--type", type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k | q5_k | q6_k (to a folder: f32 | f16 | bf16); "
                                       "default: keep each tensor's type");
-       return std::function<int()>([] { return run_convert(in, out, type); });
+       app.add_flag("--random-init", random_init,
+                    "Write a model with random weights for the architecture of the config.json given as input (training "
+                    "from scratch, benchmarks); its vocabulary is a stand-in");
+       app.add_option("--seed", seed, "Random seed for --random-init");
+       return std::function<int()>([] { return random_init ? run_random_init(in, out, type, seed) : run_convert(in, out, type); });
      }},
     {"inspect", "Show a model's architecture, tensors, tokenizer and chat template",
      [](CLI::App& app) {

@@ -2,6 +2,7 @@
 // returns a runner; a subcommand that is not built yet says so and exits with kExitNotBuilt.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -44,6 +45,7 @@ int run_inspect(const std::string& path, bool all_tensors);
 int run_generate(const Sampling& s, bool chat);
 int run_perplexity(const std::string& model, const std::string& file, int ctx, int chunks, int threads);
 int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, bool json);
+int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
 
 }  // namespace llmkit::cli

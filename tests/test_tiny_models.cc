@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <unistd.h>
 
 #include "llmkit/base/check.h"
@@ -16,6 +18,9 @@
 #include "llmkit/io/gguf.h"
 #include "llmkit/io/safetensors.h"
 #include "llmkit/models/convert.h"
+#include "llmkit/models/random_init.h"
+#include "llmkit/io/hf_folder.h"
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/models/t5.h"
 #include "llmkit/models/transformer.h"
 
@@ -200,6 +205,56 @@ TEST(TinyModel, MixtralWithStackedExpertTensors) {
   for (int64_t i = 0; i < la.numel(); ++i) ASSERT_EQ(la.data<float>()[i], lb.data<float>()[i]) << i;
   fs::remove(base + "_split.gguf");
   fs::remove(base + "_stacked.gguf");
+}
+
+// Llama-3 RoPE scaling reaches llama.cpp only as the rope_freqs tensor: the converter writes it,
+// with the divisors transformers' llama3 rope init implies for this config (base_inv_freq / inv_freq
+// from transformers.modeling_rope_utils, hard-coded here), and keeps the scaling parameters out of
+// the keys llama.cpp would misread as linear scaling.
+TEST(TinyModel, Llama3RopeScalingIsWrittenAsLlamaCppRopeFreqs) {
+  const std::string gguf = (fs::temp_directory_path() / str_cat("llmkit_tiny_l3_", getpid(), ".gguf")).string();
+  convert_hf_to_gguf(tiny_dir("llama3"), gguf);
+  io::GgufFile f = io::GgufFile::open(gguf);
+  Tensor freqs = f.tensor("rope_freqs.weight");
+  const float want[] = {1.735941f, 8, 8, 8, 8, 8, 8, 8};
+  ASSERT_EQ(freqs.numel(), 8);
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(freqs.data<float>()[i], want[i], 1e-5) << i;
+  EXPECT_FALSE(f.find("llama.rope.scaling.factor")) << "llama.cpp would read it as linear scaling";
+  EXPECT_EQ(ModelConfig::from_gguf(f).rope_scaling.kind, RopeScalingKind::kLlama3);
+  fs::remove(gguf);
+}
+
+// Random initialisation from a config.json (training from scratch, benchmark models): the same seed
+// gives the same file whatever the thread count, it loads and runs, and weights have the std asked.
+TEST(RandomInit, ReproducibleLoadableAndScaled) {
+  const std::string base = (fs::temp_directory_path() / str_cat("llmkit_rand_", getpid())).string();
+  const std::string cfg = io::read_text_file(tiny_dir("llama3") + "/config.json");
+  fs::create_directories(base);
+  { std::FILE* f = std::fopen((base + "/config.json").c_str(), "wb"); std::fputs(cfg.c_str(), f); std::fclose(f); }
+  ThreadPool::set_global_threads(1);
+  random_init_gguf(base + "/config.json", base + "/a.gguf", std::nullopt, 7);
+  ThreadPool::set_global_threads(2);
+  random_init_gguf(base + "/config.json", base + "/b.gguf", std::nullopt, 7);
+  random_init_gguf(base + "/config.json", base + "/c.gguf", DType::kQ8_0, 8);
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  EXPECT_EQ(slurp(base + "/a.gguf"), slurp(base + "/b.gguf"));
+  auto m = Transformer::load(base + "/a.gguf");
+  EXPECT_EQ(m->config().n_layers, 2);
+  const Tensor& q = *m->weights().find("blk.0.attn_q.weight");
+  double sum = 0, sq = 0;
+  for (int64_t i = 0; i < q.numel(); ++i) sum += q.data<float>()[i], sq += q.data<float>()[i] * q.data<float>()[i];
+  const double mean = sum / q.numel(), sd = std::sqrt(sq / q.numel() - mean * mean);
+  EXPECT_NEAR(sd, 0.02, 0.002);  // the fixture's config.json says initializer_range 0.02
+  EXPECT_NEAR(mean, 0.0, 0.002);
+  KVCache cache = m->new_cache(8);
+  Tensor logits = m->forward({1, 2, 3}, cache, 1);
+  for (int64_t i = 0; i < logits.numel(); ++i) ASSERT_TRUE(std::isfinite(logits.data<float>()[i]));
+  auto mq = Transformer::load(base + "/c.gguf");
+  EXPECT_EQ(mq->weights().find("blk.0.ffn_up.weight")->dtype(), DType::kQ8_0);
+  fs::remove_all(base);
 }
 
 // Padding-free batching: sequences of different lengths and different cache fill levels in one pass

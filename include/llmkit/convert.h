@@ -25,4 +25,11 @@ struct ConvertSummary {
 ConvertSummary convert_model_files(const std::string& input, const std::string& output, const std::string& type,
                                    const std::function<void(uint64_t, uint64_t)>& progress = {});
 
+// `llmkit convert config.json OUT.gguf --random-init`: a model with random weights (transformers'
+// initialisation, reproducible from `seed`) for the architecture config.json describes, written
+// as GGUF (quantized when `type` is given) with a stand-in vocabulary; for training from scratch
+// and for benchmarks of shapes too large to download. LLaMA, Mistral, Qwen2 and Gemma families.
+ConvertSummary random_model_file(const std::string& config_json, const std::string& output, const std::string& type,
+                                 uint64_t seed, const std::function<void(uint64_t, uint64_t)>& progress = {});
+
 }  // namespace llmkit

@@ -15,6 +15,7 @@
 #include "llmkit/io/safetensors.h"
 #include "llmkit/models/convert.h"
 #include "llmkit/models/model_config.h"
+#include "llmkit/models/random_init.h"
 
 namespace llmkit {
 namespace {
@@ -170,6 +171,25 @@ ConvertSummary convert_model_files(const std::string& input, const std::string& 
   opt.progress = progress;
   models::ConvertReport rep = models::convert_model(input, output, opt);
   return {rep.direction, rep.architecture, rep.n_tensors, rep.bytes_in, rep.bytes_out, rep.files, rep.notes};
+}
+
+ConvertSummary random_model_file(const std::string& config_json, const std::string& output, const std::string& type,
+                                 uint64_t seed, const std::function<void(uint64_t, uint64_t)>& progress) {
+  std::optional<DType> t;
+  if (!type.empty()) {
+    t = dtype_from_name(type);
+    LLMKIT_CHECK(t.has_value(), kInvalidArgument, "--type '", type, "' is not a type; use f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k");
+  }
+  models::ConvertReport r = models::random_init_gguf(config_json, output, t, seed, progress);
+  ConvertSummary s;
+  s.direction = r.direction;
+  s.architecture = r.architecture;
+  s.n_tensors = r.n_tensors;
+  s.bytes_in = r.bytes_in;
+  s.bytes_out = r.bytes_out;
+  s.files = r.files;
+  s.notes = r.notes;
+  return s;
 }
 
 }  // namespace llmkit

@@ -123,6 +123,10 @@ ConvertReport convert_hf_to_gguf(const std::string& in_dir, const std::string& o
     auto it = shapes.find(n);
     return it == shapes.end() ? std::nullopt : std::optional<Shape>(it->second);
   });
+  // llama.cpp applies Llama-3 RoPE scaling only through this tensor (see ModelConfig::to_gguf).
+  const std::vector<float> rope_factors = cfg.rope_freq_factors();
+  if (!rope_factors.empty() && !shapes.count("rope_freqs.weight"))
+    out.emplace_back("rope_freqs.weight", Tensor::from_floats(rope_factors, Shape{static_cast<int64_t>(rope_factors.size())}));
   for (auto& [name, t] : out) {
     w.add_tensor(name, t);
     rep.bytes_out += t.nbytes();

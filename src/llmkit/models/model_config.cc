@@ -234,4 +234,27 @@ void ModelConfig::check_tensor_shapes(const std::function<std::optional<Shape>(c
   }
 }
 
+std::vector<float> ModelConfig::rope_freq_factors() const {
+  std::vector<float> out;
+  if (rope_scaling.kind != RopeScalingKind::kLlama3) return out;
+  const int64_t rot = static_cast<int64_t>(std::lround(head_dim * partial_rotary));
+  const double pi = 3.14159265358979323846;
+  const double low_wavelen = static_cast<double>(rope_scaling.original_n_ctx) / rope_scaling.low_freq_factor;
+  const double high_wavelen = static_cast<double>(rope_scaling.original_n_ctx) / rope_scaling.high_freq_factor;
+  for (int64_t i = 0; i < rot / 2; ++i) {
+    const double freq = std::pow(static_cast<double>(rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(rot));
+    const double wavelen = 2 * pi / freq;
+    double f = 1.0;
+    if (wavelen > low_wavelen) {
+      f = rope_scaling.factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (static_cast<double>(rope_scaling.original_n_ctx) / wavelen - rope_scaling.low_freq_factor) /
+                            (rope_scaling.high_freq_factor - rope_scaling.low_freq_factor);
+      f = 1.0 / ((1.0 - smooth) / rope_scaling.factor + smooth);
+    }
+    out.push_back(static_cast<float>(f));
+  }
+  return out;
+}
+
 }  // namespace llmkit::models

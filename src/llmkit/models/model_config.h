@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "llmkit/io/gguf.h"
 #include "llmkit/tensor/tensor.h"
@@ -121,6 +122,10 @@ struct ModelConfig {
   std::string to_hf_config_json(const std::string& torch_dtype = "float32") const;
   // Writes general.architecture and the "<arch>.*" hyper-parameter keys of llama.cpp.
   void to_gguf(io::GgufWriter& w) const;
+  // Llama-3 RoPE scaling as llama.cpp stores it: per rotary frequency i, the divisor of
+  // theta^(-2i/rot_dims) (1 for high frequencies, `factor` for low ones, smooth in between), the
+  // F32 tensor "rope_freqs.weight" [rot_dims / 2]. Empty unless rope_scaling is kLlama3.
+  std::vector<float> rope_freq_factors() const;
 };
 
 // The structural flags every model of a family shares (norm kind, activation, biases, position

@@ -101,8 +101,12 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     else if (*t == "dynamic") c.rope_scaling.kind = RopeScalingKind::kNtk;
   }
   if (c.rope_scaling.kind != RopeScalingKind::kNone) {
-    c.rope_scaling.factor = narrow(get_f(f, p + "rope.scaling.factor", 1.0));
-    c.rope_scaling.original_n_ctx = get_i(f, p + "rope.scaling.original_context_length", 0);
+    // Llama-3 / dynamic-NTK parameters live under llmkit.* (llama.cpp would read an arch-prefixed
+    // factor without a type as linear scaling); files from before that rule used the arch keys.
+    const bool own = c.rope_scaling.kind == RopeScalingKind::kLlama3 || c.rope_scaling.kind == RopeScalingKind::kNtk;
+    const std::string sp = own && f.find("llmkit.rope.scaling.factor") ? "llmkit." : p;
+    c.rope_scaling.factor = narrow(get_f(f, sp + "rope.scaling.factor", 1.0));
+    c.rope_scaling.original_n_ctx = get_i(f, sp + "rope.scaling.original_context_length", 0);
     c.rope_scaling.low_freq_factor = narrow(get_f(f, "llmkit.rope.scaling.low_freq_factor", 1.0));
     c.rope_scaling.high_freq_factor = narrow(get_f(f, "llmkit.rope.scaling.high_freq_factor", 4.0));
     c.rope_scaling.beta_fast = narrow(get_f(f, p + "rope.scaling.yarn_beta_fast", 32.0));
@@ -173,13 +177,18 @@ void ModelConfig::to_gguf(io::GgufWriter& w) const {
       f32("rope.scaling.yarn_beta_slow", rope_scaling.beta_slow);
       break;
     case RopeScalingKind::kNtk: case RopeScalingKind::kLlama3:
-      // llama.cpp bakes llama3 scaling into a rope_freqs tensor instead; llmkit keeps the parameters.
+      // llama.cpp has no key for these: it bakes Llama-3 scaling into a rope_freqs tensor (writers
+      // add it: rope_freq_factors()) and reads an arch-prefixed rope.scaling.factor without a type as
+      // *linear* scaling, so every parameter goes under llmkit.* where llama.cpp does not look.
       w.set("llmkit.rope.scaling.type", GgufValue::from_string(rope_scaling_name(rope_scaling.kind)));
       w.set("llmkit.rope.scaling.low_freq_factor", GgufValue::from_f32(rope_scaling.low_freq_factor));
       w.set("llmkit.rope.scaling.high_freq_factor", GgufValue::from_f32(rope_scaling.high_freq_factor));
+      w.set("llmkit.rope.scaling.factor", GgufValue::from_f32(rope_scaling.factor));
+      if (rope_scaling.original_n_ctx)
+        w.set("llmkit.rope.scaling.original_context_length", GgufValue::from_u32(static_cast<uint32_t>(rope_scaling.original_n_ctx)));
       break;
   }
-  if (rope_scaling.kind != RopeScalingKind::kNone) {
+  if (rope_scaling.kind == RopeScalingKind::kLinear || rope_scaling.kind == RopeScalingKind::kYarn) {
     f32("rope.scaling.factor", rope_scaling.factor);
     if (rope_scaling.original_n_ctx) u32("rope.scaling.original_context_length", rope_scaling.original_n_ctx);
   }
