@@ -1,35 +1,81 @@
 // Perplexity of the default model on a fixed public-domain text (KJV Genesis 1-10) against
 // llama.cpp on the same file, text, context and chunking (tools/llamacpp_perplexity.py, 2 chunks
 // of 512 tokens): llama.cpp 3.5775 (2026-11-27, llama-cpp-python 0.3.x). The bar is 1%.
+// And against Hugging Face transformers running the same GGUF dequantized to float32
+// (tools/hf_perplexity.py writes testdata/models/smollm2_q4_1_hf_perplexity.json: the ids it
+// evaluated and its running perplexity after each chunk; 2 chunks: 3.5660, 2026-11-28).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "llmkit/error.h"
 #include "llmkit/eval.h"
+#include "llmkit/tokenizer.h"
 
 namespace llmkit {
 namespace {
 
-TEST(Perplexity, DefaultModelWithinOnePercentOfLlamaCpp) {
+std::string default_model() {
   const char* home = std::getenv("LLMKIT_HOME");
-  std::string model = (home ? std::string(home) : std::string(std::getenv("HOME")) + "/.cache/llmkit") +
-                      "/models/SmolLM2-135M-Instruct-Q4_1.gguf";
-  if (!std::filesystem::exists(model)) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  return (home ? std::string(home) : std::string(std::getenv("HOME")) + "/.cache/llmkit") +
+         "/models/SmolLM2-135M-Instruct-Q4_1.gguf";
+}
+
+std::string genesis_text() {
   std::ifstream in(std::string(LLMKIT_TESTDATA_DIR) + "/text/kjv_genesis_1-10.txt", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  PerplexityOptions opt;
-  opt.n_ctx = 512;
-  opt.max_chunks = 2;
-  PerplexityResult r = perplexity(model, text, opt);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// llmkit's 2-chunk perplexity, computed once per process for both comparisons (ctest runs each
+// test in a process of its own; a plain run of the binary computes it once).
+const PerplexityResult& two_chunks() {
+  static const PerplexityResult r = [] {
+    PerplexityOptions opt;
+    opt.n_ctx = 512;
+    opt.max_chunks = 2;
+    return perplexity(default_model(), genesis_text(), opt);
+  }();
+  return r;
+}
+
+TEST(Perplexity, DefaultModelWithinOnePercentOfLlamaCpp) {
+  if (!std::filesystem::exists(default_model()))
+    GTEST_SKIP() << "default model not installed (scripts/setup)";
+  const PerplexityResult& r = two_chunks();
   EXPECT_EQ(r.n_tokens, 7949);  // llama.cpp's tokenizer gives the same count
   EXPECT_EQ(r.n_scored, 2 * 255);
   const double llama_cpp = 3.5775;
-  EXPECT_LT(std::fabs(r.perplexity / llama_cpp - 1.0), 0.01) << "llmkit " << r.perplexity << " vs llama.cpp " << llama_cpp;
+  EXPECT_LT(std::fabs(r.perplexity / llama_cpp - 1.0), 0.01)
+      << "llmkit " << r.perplexity << " vs llama.cpp " << llama_cpp;
+}
+
+TEST(Perplexity, DefaultModelWithinOnePercentOfTransformers) {
+  if (!std::filesystem::exists(default_model()))
+    GTEST_SKIP() << "default model not installed (scripts/setup)";
+  std::ifstream in(std::string(LLMKIT_TESTDATA_DIR) + "/models/smollm2_q4_1_hf_perplexity.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  ASSERT_EQ(ref["n_ctx"].get<int64_t>(), 512);
+  ASSERT_GE(ref["n_chunks"].get<int64_t>(), 2);
+  // Same ids: transformers scored exactly the tokens llmkit's tokenizer gives.
+  const std::vector<int32_t> expect = ref["tokens"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> got = Tokenizer::load(default_model()).encode(genesis_text(), true);
+  ASSERT_GE(got.size(), expect.size());
+  EXPECT_TRUE(std::equal(expect.begin(), expect.end(), got.begin()))
+      << "llmkit's token ids differ from the fixture's";
+  const PerplexityResult& r = two_chunks();
+  EXPECT_EQ(r.n_tokens, ref["n_tokens"].get<int64_t>());
+  const double transformers = ref["chunk_ppl"][1].get<double>();  // running perplexity after 2 chunks
+  EXPECT_LT(std::fabs(r.perplexity / transformers - 1.0), 0.01)
+      << "llmkit " << r.perplexity << " vs transformers " << transformers;
 }
 
 TEST(Perplexity, BadOptionsAreTypedErrors) {
