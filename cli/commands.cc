@@ -65,13 +65,19 @@ const std::vector<Command> kCommands = {
      }},
     {"serve", "OpenAI-compatible HTTP server with continuous batching",
      [](CLI::App& app) {
-       auto s = std::make_shared<Sampling>();
-       add_model_flag(app, s->model);
-       static std::string host = "127.0.0.1";
-       static int port = 8080;
-       app.add_option("--host", host, "Address to bind (default 127.0.0.1: loopback only)");
-       app.add_option("--port", port, "TCP port")->check(CLI::Range(1, 65535));
-       return not_built("serve", "the serving work (issue: OpenAI-compatible server)");
+       auto f = std::make_shared<ServeFlags>();
+       add_model_flag(app, f->model);
+       app.add_option("--host", f->host, "Address to bind (default 127.0.0.1: loopback only)");
+       app.add_option("--port", f->port, "TCP port; 0 = any free port")->check(CLI::Range(0, 65535));
+       app.add_option("--alias", f->model_name, "Model id clients pass as \"model\" (default: the file name)");
+       app.add_option("-P,--parallel", f->parallel, "Slots: sequences decoded together")->check(CLI::Range(1, 256));
+       app.add_option("-c,--ctx-size", f->ctx, "Context per slot in tokens; 0 = the model's, at most 4096")->check(CLI::Range(0, 1 << 22));
+       app.add_option("-b,--batch-size", f->batch_size, "Most tokens per forward pass (prompt chunks + decodes)")->check(CLI::Range(1, 1 << 20));
+       app.add_option("--queue", f->queue, "Requests that may wait for a slot; beyond that: HTTP 429")->check(CLI::Range(0, 65536));
+       app.add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1/* (or set LLMKIT_API_KEY)");
+       app.add_option("-t,--threads", f->threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
+       app.add_flag("--verbose", f->verbose, "One line per request on stderr");
+       return std::function<int()>([f] { return run_serve(*f); });
      }},
     {"train", "Pretrain or continue training a model from a config file",
      [](CLI::App& app) {

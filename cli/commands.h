@@ -33,6 +33,14 @@ struct Sampling {
   std::vector<std::string> stop;
 };
 
+// Flags of `llmkit serve` (cmd_serve.cc).
+struct ServeFlags {
+  std::string model, model_name, host = "127.0.0.1", api_key;
+  int port = 8080, parallel = 4, ctx = 0, batch_size = 512, queue = 64, threads = 0;
+  bool verbose = false;
+};
+int run_serve(const ServeFlags& f);
+
 // Every subcommand, in the order `llmkit --help` lists them.
 const std::vector<Command>& commands();
 

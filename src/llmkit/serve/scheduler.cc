@@ -1,0 +1,244 @@
+// The continuous-batching scheduler; see scheduler.h.
+#include "llmkit/serve/scheduler.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "llmkit/base/check.h"
+
+namespace llmkit::serve {
+
+void Job::push(const std::string& text) {
+  if (text.empty()) return;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_ += text;
+  }
+  cv_.notify_all();
+}
+
+void Job::finish(const std::string& reason, int64_t n_prompt_tokens, int64_t n_completion_tokens) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (done_) return;
+    finish_reason = reason;
+    n_prompt = n_prompt_tokens;
+    n_completion = n_completion_tokens;
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Job::fail(const std::string& message) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (done_) return;
+    error = message.empty() ? "internal error" : message;
+    finish_reason = "error";
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Job::wait(std::string* text, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
+  text->append(pending_);
+  pending_.clear();
+  return done_;
+}
+
+// One running sequence: its slot, the tokens so far, and its own sampler and text pipeline
+// (detokenizer -> whole UTF-8 characters -> stop strings), as runtime::Generator chains them.
+struct Scheduler::Seq {
+  std::shared_ptr<Job> job;
+  int slot = -1;
+  models::KVCache* cache = nullptr;
+  std::vector<int32_t> context;  // prompt + generated
+  size_t n_fed = 0;              // tokens of context whose K/V are in the cache
+  size_t n_prompt = 0;
+  int64_t produced = 0;
+  runtime::Sampler sampler;
+  runtime::StopMatcher stops;
+  runtime::Utf8Holdback utf8;
+  Tokenizer::StreamDecoder dec;
+  std::vector<int32_t> chunk;    // this step's input tokens
+
+  Seq(std::shared_ptr<Job> j, const Tokenizer& tok)
+      : job(std::move(j)), context(job->req.prompt), n_prompt(context.size()), sampler(job->req.sampling),
+        stops(job->req.stop), dec(tok.stream_decoder(true)) {}
+};
+
+Scheduler::Scheduler(const models::Transformer& model, const Tokenizer& tokenizer, SchedulerOptions opts)
+    : model_(model), tokenizer_(tokenizer), opts_(std::move(opts)) {
+  LLMKIT_CHECK(opts_.n_slots >= 1 && opts_.n_slots <= 256, kInvalidArgument, "--parallel ", opts_.n_slots,
+               " must be in [1, 256]");
+  LLMKIT_CHECK(opts_.batch_size >= opts_.n_slots, kInvalidArgument, "--batch-size ", opts_.batch_size,
+               " must be at least --parallel (", opts_.n_slots, ") so every running sequence decodes each step");
+  LLMKIT_CHECK(opts_.n_ctx >= 2, kInvalidArgument, "--ctx-size ", opts_.n_ctx, " is too small");
+  for (int i = 0; i < opts_.n_slots; ++i) {
+    caches_.push_back(model_.new_cache(opts_.n_ctx));
+    free_slots_.push_back(opts_.n_slots - 1 - i);
+  }
+  stats_.slots = opts_.n_slots;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() { shutdown(); }
+
+void Scheduler::shutdown() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& j : waiting_) j->finish("cancelled", 0, 0);
+  waiting_.clear();
+}
+
+bool Scheduler::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_ || waiting_.size() >= opts_.max_queue) return false;
+    waiting_.push_back(std::move(job));
+    stats_.waiting = static_cast<int64_t>(waiting_.size());
+  }
+  cv_.notify_all();
+  return true;
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_;
+}
+
+void Scheduler::retire(Seq& s, const std::string& reason) {
+  if (reason != "cancelled" && reason != "error" && !s.stops.stopped()) {
+    // The held-back tail: what the detokenizer, the UTF-8 hold-back and the stop matcher kept.
+    s.job->push(s.stops.feed(s.utf8.feed(s.dec.flush())));
+    if (!s.stops.stopped()) s.job->push(s.stops.feed(s.utf8.flush()) + s.stops.flush());
+  }
+  if (reason != "error") s.job->finish(reason, static_cast<int64_t>(s.n_prompt), s.produced);
+  s.cache->n_past = 0;
+  free_slots_.push_back(s.slot);
+  s.slot = -1;
+}
+
+void Scheduler::loop() {
+  std::vector<std::unique_ptr<Seq>> active;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !waiting_.empty() || !active.empty(); });
+      if (stop_) break;
+      // Admit: a cancelled waiting job never takes a slot.
+      while (!waiting_.empty() && !free_slots_.empty()) {
+        std::shared_ptr<Job> job = std::move(waiting_.front());
+        waiting_.pop_front();
+        if (job->cancelled()) {
+          job->finish("cancelled", 0, 0);
+          continue;
+        }
+        try {
+          auto s = std::make_unique<Seq>(job, tokenizer_);
+          s->slot = free_slots_.back();
+          free_slots_.pop_back();
+          s->cache = &caches_[static_cast<size_t>(s->slot)];
+          s->cache->n_past = 0;
+          stats_.prompt_tokens += static_cast<int64_t>(s->n_prompt);
+          active.push_back(std::move(s));
+        } catch (const std::exception& e) {
+          job->fail(e.what());
+        }
+      }
+      stats_.waiting = static_cast<int64_t>(waiting_.size());
+      stats_.running = static_cast<int64_t>(active.size());
+    }
+    step(active);
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.running = static_cast<int64_t>(active.size());
+    ++stats_.steps;
+  }
+  for (auto& s : active) retire(*s, "cancelled");
+  active.clear();
+}
+
+void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
+  // Retire cancelled sequences before spending compute on them.
+  for (auto& s : active)
+    if (s->job->cancelled()) retire(*s, "cancelled");
+  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+  if (active.empty()) return;
+
+  // Plan: decodes (one pending token) first, then prompt chunks in admission order, within budget.
+  int64_t budget = opts_.batch_size;
+  std::vector<Seq*> batch;
+  for (auto& s : active) {
+    s->chunk.clear();
+    if (s->context.size() - s->n_fed == 1 && budget > 0) {
+      s->chunk.push_back(s->context.back());
+      --budget;
+      batch.push_back(s.get());
+    }
+  }
+  for (auto& s : active) {
+    const size_t left = s->context.size() - s->n_fed;
+    if (left <= 1 || budget <= 0) continue;
+    const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
+    s->chunk.assign(s->context.begin() + static_cast<long>(s->n_fed), s->context.begin() + static_cast<long>(s->n_fed + n));
+    budget -= static_cast<int64_t>(n);
+    batch.push_back(s.get());
+  }
+  if (batch.empty()) return;
+
+  std::vector<models::Transformer::SeqBatch> seqs;
+  seqs.reserve(batch.size());
+  for (Seq* s : batch) seqs.push_back({&s->chunk, s->cache, 1});
+  std::vector<Tensor> logits;
+  try {
+    logits = model_.forward_batch(seqs);
+  } catch (const std::exception& e) {
+    // A failed pass fails the requests in it; the server and the other requests carry on.
+    for (Seq* s : batch) {
+      s->job->fail(std::string("the forward pass failed: ") + e.what());
+      retire(*s, "error");
+    }
+    active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+    return;
+  }
+
+  int64_t generated = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Seq& s = *batch[i];
+    s.n_fed += s.chunk.size();
+    if (s.n_fed < s.context.size()) continue;  // more prompt to feed next step
+    try {
+      const int64_t n_vocab = logits[i].dim(-1);
+      const int32_t tok = s.sampler.sample(logits[i].data<float>(), n_vocab, s.context);
+      if (std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), tok) != opts_.stop_tokens.end()) {
+        retire(s, "stop");
+        continue;
+      }
+      ++s.produced;
+      ++generated;
+      s.context.push_back(tok);
+      s.job->push(s.stops.feed(s.utf8.feed(s.dec.push(tok))));
+      if (s.stops.stopped()) {
+        retire(s, "stop");
+      } else if (s.produced >= s.job->req.max_tokens || static_cast<int64_t>(s.context.size()) >= opts_.n_ctx) {
+        retire(s, "length");
+      }
+    } catch (const std::exception& e) {
+      s.job->fail(e.what());
+      retire(s, "error");
+    }
+  }
+  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.tokens_generated += generated;
+}
+
+}  // namespace llmkit::serve

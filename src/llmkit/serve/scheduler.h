@@ -1,0 +1,107 @@
+// The continuous-batching scheduler: one thread owns the model and, at every step, admits waiting
+// requests into free slots (each slot a KVCache of n_ctx positions), runs one forward_batch over
+// every active sequence — new ones feed their prompt in chunks so that the step stays within
+// batch_size tokens and a long prompt never stalls running decodes, running ones feed their last
+// token — samples each, streams the finished text out, and retires finished or cancelled
+// sequences at once. Sequences join and leave at every step.
+//
+// A Job is shared between the HTTP thread that waits on it and the scheduler thread that fills
+// it: text arrives through push(), the end through finish(); cancel() from the HTTP side (client
+// gone) is honoured before the next step runs.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llmkit/models/transformer.h"
+#include "llmkit/runtime/sampler.h"
+#include "llmkit/tokenizer.h"
+
+namespace llmkit::serve {
+
+struct GenRequest {
+  std::vector<int32_t> prompt;        // [n_prompt] token ids, validated: non-empty, < n_vocab
+  int64_t max_tokens = 16;            // n_prompt + max_tokens <= n_ctx (validated before submit)
+  runtime::SamplingParams sampling;   // validated before submit
+  std::vector<std::string> stop;      // stop strings, not part of the output
+};
+
+class Job {
+ public:
+  explicit Job(GenRequest r) : req(std::move(r)) {}
+  const GenRequest req;
+
+  // Scheduler side.
+  void push(const std::string& text);
+  void finish(const std::string& reason, int64_t n_prompt, int64_t n_completion);
+  void fail(const std::string& message);
+
+  // HTTP side: waits up to `timeout` for news, appends new text to *text; returns true once the
+  // job is over (then finish_reason / error / usage are final).
+  bool wait(std::string* text, std::chrono::milliseconds timeout);
+  void cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
+
+  std::string finish_reason, error;  // error non-empty: the request failed inside the engine
+  int64_t n_prompt = 0, n_completion = 0;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;
+  bool done_ = false;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct SchedulerOptions {
+  int n_slots = 4;
+  int64_t n_ctx = 2048;        // positions per slot
+  int64_t batch_size = 512;    // most tokens per forward pass; >= n_slots
+  size_t max_queue = 64;
+  std::vector<int32_t> stop_tokens;  // EOS / end-of-turn ids
+};
+
+struct SchedulerStats {
+  int64_t waiting = 0, running = 0, slots = 0;
+  int64_t steps = 0, tokens_generated = 0, prompt_tokens = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const models::Transformer& model, const Tokenizer& tokenizer, SchedulerOptions opts);
+  ~Scheduler();  // stops the thread; unfinished jobs end as "cancelled"
+  // Queues the job; false when the queue is full (answer 429).
+  bool submit(std::shared_ptr<Job> job);
+  SchedulerStats stats() const;
+  const SchedulerOptions& options() const { return opts_; }
+  void shutdown();
+
+ private:
+  struct Seq;
+  void loop();
+  void step(std::vector<std::unique_ptr<Seq>>& active);
+  void retire(Seq& s, const std::string& reason);
+
+  const models::Transformer& model_;
+  const Tokenizer& tokenizer_;
+  SchedulerOptions opts_;
+  std::vector<models::KVCache> caches_;  // [n_slots]
+  std::vector<int> free_slots_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> waiting_;
+  bool stop_ = false;
+  SchedulerStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace llmkit::serve

@@ -1,0 +1,338 @@
+// The HTTP front of `llmkit serve` (cpp-httplib's server, one thread per connection from its pool):
+// authenticates, parses and validates each request (api.h), tokenizes it, hands it to the
+// scheduler and streams or returns what comes back. See include/llmkit/serve.h.
+#include "llmkit/serve.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
+#include "llmkit/base/check.h"
+#include "llmkit/io/hf_folder.h"
+#include "llmkit/models/transformer.h"
+#include "llmkit/serve/api.h"
+#include "llmkit/serve/scheduler.h"
+#include "llmkit/tokenizer.h"
+
+namespace llmkit {
+
+using nlohmann::json;
+using serve::ApiError;
+
+namespace {
+
+// The model's chat template: GGUF tokenizer.chat_template, or a Hugging Face folder's
+// chat_template.jinja / tokenizer_config.json "chat_template" (a string, or the "default" of a
+// list of named templates). Empty when the model has none. (llm.cc reads it the same way.)
+std::string chat_template_of(const models::Weights& w) {
+  if (const io::GgufFile* f = w.gguf()) return f->get_string("tokenizer.chat_template").value_or("");
+  namespace fs = std::filesystem;
+  const fs::path dir(w.path());
+  std::error_code ec;
+  if (fs::exists(dir / "chat_template.jinja", ec))
+    return io::read_text_file(io::confine_to_folder(w.path(), "chat_template.jinja"), 4u << 20);
+  if (!fs::exists(dir / "tokenizer_config.json", ec)) return "";
+  json tc = json::parse(io::read_text_file(io::confine_to_folder(w.path(), "tokenizer_config.json"), 64u << 20), nullptr, false);
+  if (!tc.is_object() || !tc.contains("chat_template")) return "";
+  const json& t = tc["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return "";
+}
+
+// Compares every byte whatever the first difference, so timing reveals nothing about the key.
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned diff = a.size() == b.size() ? 0u : 1u;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned>(x ^ y);
+  }
+  return diff == 0;
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(serve::error_body(e), "application/json");
+}
+
+std::string sse(const json& j) { return "data: " + serve::dump(j) + "\n\n"; }
+
+}  // namespace
+
+struct Server::Impl {
+  ServeOptions opt;
+  std::string name;
+  std::unique_ptr<models::Transformer> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string chat_template, bos, eos;
+  std::unique_ptr<serve::Scheduler> scheduler;
+  httplib::Server http;
+  serve::ApiLimits limits;
+  std::atomic<uint64_t> next_id{1};
+  int64_t created = static_cast<int64_t>(std::time(nullptr));
+
+  void routes();
+  void completion(const httplib::Request& req, httplib::Response& res, bool chat);
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  stop();
+  impl_->scheduler->shutdown();
+}
+
+const std::string& Server::model_name() const { return impl_->name; }
+
+std::unique_ptr<Server> Server::create(const ServeOptions& o) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = o;
+  LLMKIT_CHECK(o.parallel >= 1 && o.parallel <= 256, kInvalidArgument, "--parallel ", o.parallel, " must be in [1, 256]");
+  LLMKIT_CHECK(o.queue_size >= 0 && o.queue_size <= 1 << 16, kInvalidArgument, "--queue ", o.queue_size, " must be in [0, 65536]");
+  LLMKIT_CHECK(o.max_body_bytes >= 1024, kInvalidArgument, "body limit ", o.max_body_bytes, " must be >= 1024");
+  impl->model = models::Transformer::load(o.model);
+  LLMKIT_CHECK(!impl->model->is_encoder(), kUnsupported, "model '", o.model, "' is an encoder; serve a decoder model");
+  impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(o.model));
+  const auto& cfg = impl->model->config();
+  LLMKIT_CHECK(impl->tokenizer->n_vocab() <= cfg.n_vocab, kInvalidFile, "the tokenizer of '", o.model, "' has ",
+               impl->tokenizer->n_vocab(), " tokens but the model only ", cfg.n_vocab);
+  impl->chat_template = chat_template_of(impl->model->weights());
+  serve::SchedulerOptions so;
+  if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
+  if (auto e = impl->tokenizer->eos_id()) {
+    impl->eos = impl->tokenizer->piece(*e);
+    so.stop_tokens.push_back(*e);
+  }
+  // End-of-turn tokens of the common chat formats (ChatML, Llama-3, Gemma, Phi-3, DeepSeek), as llm.cc.
+  for (const char* eot : {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<｜end▁of▁sentence｜>"})
+    if (auto id = impl->tokenizer->token_to_id(eot))
+      if (std::find(so.stop_tokens.begin(), so.stop_tokens.end(), *id) == so.stop_tokens.end()) so.stop_tokens.push_back(*id);
+  int64_t n_ctx = o.ctx_size > 0 ? o.ctx_size : std::min<int64_t>(cfg.n_ctx, 4096);
+  LLMKIT_CHECK(n_ctx <= cfg.n_ctx, kInvalidArgument, "--ctx-size ", n_ctx, " exceeds the ", cfg.n_ctx,
+               " positions the model was trained for");
+  so.n_slots = o.parallel;
+  so.n_ctx = n_ctx;
+  so.batch_size = o.batch_size;
+  so.max_queue = static_cast<size_t>(o.queue_size);
+  impl->name = o.model_name.empty() ? std::filesystem::path(o.model).stem().string() : o.model_name;
+  if (impl->name.empty()) impl->name = std::filesystem::path(o.model).parent_path().filename().string();
+  impl->limits.max_json_depth = o.max_json_depth;
+  impl->limits.max_tokens = o.max_tokens_limit;
+  impl->limits.n_vocab = impl->tokenizer->n_vocab();
+  impl->scheduler = std::make_unique<serve::Scheduler>(*impl->model, *impl->tokenizer, so);
+  impl->routes();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+int Server::bind() {
+  int port = impl_->opt.port;
+  bool ok = false;
+  if (port == 0) {
+    port = impl_->http.bind_to_any_port(impl_->opt.host);
+    ok = port > 0;
+  } else {
+    ok = impl_->http.bind_to_port(impl_->opt.host, port);
+  }
+  LLMKIT_CHECK(ok, kIo, "cannot listen on ", impl_->opt.host, ":", impl_->opt.port,
+               " (address in use or not local?); pick another --port or --host");
+  return port;
+}
+
+void Server::run() {
+  // A client that hangs up mid-stream must cost an EPIPE, not the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  impl_->http.listen_after_bind();
+}
+
+void Server::stop() {
+  if (impl_->http.is_running()) impl_->http.stop();
+}
+
+void Server::Impl::routes() {
+  // Threads for connections: every slot and queue entry may hold one (streaming), plus a few for
+  // /health and quick 4xx answers.
+  const size_t n_threads = static_cast<size_t>(opt.parallel + opt.queue_size + 8);
+  http.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
+  http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
+  http.set_read_timeout(opt.read_timeout_s, 0);
+  http.set_write_timeout(opt.read_timeout_s, 0);
+
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (opt.api_key.empty() || req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string auth = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    const bool ok = auth.size() > prefix.size() && auth.compare(0, prefix.size(), prefix) == 0 &&
+                    constant_time_equal(auth.substr(prefix.size()), opt.api_key);
+    if (ok) return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError{401, "missing or wrong API key; send 'Authorization: Bearer KEY'", "invalid_request_error",
+                             "", "invalid_api_key"});
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Errors httplib answers itself (404, 413 body too large, 400 bad HTTP) get an OpenAI-style body too.
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    ApiError e{res.status, "HTTP " + std::to_string(res.status) + (res.status == 404 ? ": no such route" : ""),
+               res.status == 404 ? "not_found_error" : "invalid_request_error", "", ""};
+    if (res.status == 413) e.message = "the request body is larger than the server's limit";
+    send_error(res, e);
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, ApiError{500, what, "server_error", "", ""});
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const serve::SchedulerStats s = scheduler->stats();
+    json j = {{"status", "ok"},      {"model", name},           {"slots", s.slots},
+              {"slots_processing", s.running}, {"slots_idle", s.slots - s.running}, {"queue", s.waiting},
+              {"steps", s.steps},    {"tokens_generated", s.tokens_generated}, {"prompt_tokens", s.prompt_tokens}};
+    res.set_content(serve::dump(j), "application/json");
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    json m = {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "llmkit"},
+              {"meta", {{"n_ctx", scheduler->options().n_ctx}, {"n_vocab", model->config().n_vocab},
+                        {"n_params", model->weights().n_params()}}}};
+    res.set_content(serve::dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { completion(req, res, true); });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completion(req, res, false); });
+}
+
+void Server::Impl::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  serve::ApiRequest r;
+  serve::GenRequest g;
+  try {
+    r = serve::parse_request(req.body, chat, limits);
+    if (!r.model.empty() && r.model != name)
+      throw ApiError{400, "model '" + r.model + "' is not served here; this server serves '" + name + "' (GET /v1/models)",
+                     "invalid_request_error", "model", "model_not_found"};
+    if (chat) {
+      if (chat_template.empty())
+        throw ApiError{400, "this model has no chat template; use /v1/completions", "invalid_request_error", "messages", "no_chat_template"};
+      std::string text;
+      try {
+        text = render_chat_template(chat_template, r.messages, true, bos, eos);
+      } catch (const Error& e) {
+        throw ApiError{400, std::string("the chat template rejected the messages: ") + e.what(), "invalid_request_error", "messages", "invalid_value"};
+      }
+      g.prompt = tokenizer->encode(text, false);
+    } else {
+      g.prompt = r.prompt_ids.empty() ? tokenizer->encode(r.prompt, true) : r.prompt_ids;
+    }
+    const char* prompt_param = chat ? "messages" : "prompt";
+    if (g.prompt.empty()) throw ApiError{400, "the prompt is empty after tokenization", "invalid_request_error", prompt_param, "invalid_value"};
+    const int64_t n_ctx = scheduler->options().n_ctx;
+    const auto n_prompt = static_cast<int64_t>(g.prompt.size());
+    if (n_prompt >= n_ctx)
+      throw ApiError{400, "the prompt has " + std::to_string(n_prompt) + " tokens but the context holds " + std::to_string(n_ctx) +
+                         "; shorten it", "invalid_request_error", prompt_param, "context_length_exceeded"};
+    if (r.max_tokens > 0 && n_prompt + r.max_tokens > n_ctx)
+      throw ApiError{400, "the prompt (" + std::to_string(n_prompt) + " tokens) plus max_tokens (" + std::to_string(r.max_tokens) +
+                         ") exceeds the context of " + std::to_string(n_ctx) + " tokens; lower max_tokens",
+                     "invalid_request_error", "max_tokens", "context_length_exceeded"};
+    g.max_tokens = r.max_tokens > 0 ? r.max_tokens : n_ctx - n_prompt;
+    g.sampling = r.sampling;
+    g.stop = r.stop;
+    try {
+      g.sampling.validate();
+    } catch (const Error& e) {
+      throw ApiError{400, e.what(), "invalid_request_error", "", "invalid_value"};
+    }
+  } catch (const ApiError& e) {
+    send_error(res, e);
+    return;
+  }
+
+  auto job = std::make_shared<serve::Job>(std::move(g));
+  if (!scheduler->submit(job)) {
+    send_error(res, ApiError{429, "the server is busy: every slot is running and the queue is full; retry shortly",
+                             "rate_limit_error", "", "server_busy"});
+    return;
+  }
+  serve::ResponseMeta meta;
+  meta.chat = chat;
+  meta.model = name;
+  meta.created = static_cast<int64_t>(std::time(nullptr));
+  char id[32];
+  std::snprintf(id, sizeof id, "%s-%llx", chat ? "chatcmpl" : "cmpl", static_cast<unsigned long long>(next_id.fetch_add(1)));
+  meta.id = id;
+  const bool verbose = opt.verbose;
+  auto log = [verbose, id = meta.id](const serve::Job& j) {
+    if (verbose)
+      std::fprintf(stderr, "serve: %s %lld prompt + %lld completion tokens, %s\n", id.c_str(),
+                   static_cast<long long>(j.n_prompt), static_cast<long long>(j.n_completion), j.finish_reason.c_str());
+  };
+
+  if (!r.stream) {
+    std::string text;
+    while (!job->wait(&text, std::chrono::milliseconds(200))) {
+    }
+    log(*job);
+    if (!job->error.empty()) {
+      send_error(res, ApiError{500, job->error, "server_error", "", ""});
+      return;
+    }
+    res.set_content(serve::dump(serve::full_response(meta, text, job->finish_reason, job->n_prompt, job->n_completion)),
+                     "application/json");
+    return;
+  }
+
+  res.set_header("Cache-Control", "no-cache");
+  auto started = std::make_shared<bool>(false);
+  const bool include_usage = r.include_usage;
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, meta, started, include_usage, log](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& s) {
+          if (!sink.write(s.data(), s.size())) {
+            job->cancel();
+            return false;
+          }
+          return true;
+        };
+        if (!*started) {
+          *started = true;
+          if (meta.chat && !write(sse(serve::stream_chunk(meta, "", "", true)))) return false;
+        }
+        std::string text;
+        const bool done = job->wait(&text, std::chrono::milliseconds(100));
+        if (!sink.is_writable()) {
+          job->cancel();
+          return false;
+        }
+        if (!text.empty() && !write(sse(serve::stream_chunk(meta, text, "")))) return false;
+        if (!done) return true;
+        log(*job);
+        if (!job->error.empty()) {
+          write(sse(json::parse(serve::error_body(ApiError{500, job->error, "server_error", "", ""}))));
+        } else {
+          if (!write(sse(serve::stream_chunk(meta, "", job->finish_reason)))) return false;
+          if (include_usage && !write(sse(serve::usage_chunk(meta, job->n_prompt, job->n_completion)))) return false;
+        }
+        write("data: [DONE]\n\n");
+        sink.done();
+        return true;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();
+      });
+}
+
+}  // namespace llmkit
