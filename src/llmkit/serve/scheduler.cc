@@ -102,7 +102,9 @@ void Scheduler::shutdown() {
 bool Scheduler::submit(std::shared_ptr<Job> job) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (stop_ || waiting_.size() >= opts_.max_queue) return false;
+    // Room: the free slots (admitted at the next step) plus max_queue waiting places.
+    const auto free_slots = static_cast<size_t>(std::max<int64_t>(0, opts_.n_slots - stats_.running));
+    if (stop_ || waiting_.size() >= opts_.max_queue + free_slots) return false;
     waiting_.push_back(std::move(job));
     stats_.waiting = static_cast<int64_t>(waiting_.size());
   }

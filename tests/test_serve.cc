@@ -1,0 +1,404 @@
+// `llmkit serve` in-process on a free loopback port, driven over HTTP with cpp-httplib's client:
+// health and models, greedy chat, streaming chunks (valid JSON, concatenating to the non-streamed
+// text), 4 concurrent greedy requests equal to the same requests one at a time, and the server
+// cases of RELIABILITY.md (status codes and OpenAI-style JSON error bodies, 429 when full,
+// cancellation on disconnect, auth). Needs the default model (skipped when not installed).
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "llmkit/serve.h"
+
+namespace llmkit {
+namespace {
+
+using nlohmann::json;
+
+std::string default_model() {
+  const char* home = std::getenv("LLMKIT_HOME");
+  std::string dir = home ? std::string(home) + "/models" : std::string(std::getenv("HOME")) + "/.cache/llmkit/models";
+  return dir + "/SmolLM2-135M-Instruct-Q4_1.gguf";
+}
+
+// A server on its own thread; stopped and joined on destruction.
+struct Running {
+  std::unique_ptr<Server> server;
+  std::thread thread;
+  int port = 0;
+  explicit Running(ServeOptions o) {
+    o.model = default_model();
+    o.port = 0;
+    server = Server::create(o);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~Running() {
+    server->stop();
+    thread.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+};
+
+class Serve : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(default_model())) return;
+    ServeOptions o;
+    o.parallel = 4;
+    o.ctx_size = 512;
+    // Small, so a longer prompt is prefilled in several chunks interleaved with the others' decodes.
+    // Also below the CPU kernels' kQuantGemmMinM (32): passes of >= 32 rows take the F32 GEMM over
+    // rounded activations, equal to the integer kernel only to float rounding, so a greedy near-tie
+    // can flip when a row lands in a pass of another size (measured: max |dlogit| 0.48 for a decode
+    // row batched with a 40-token prefill). Below it every row's logits are bitwise independent of
+    // what shares its pass, which is what makes "concurrent == one at a time" exact.
+    o.batch_size = 16;
+    o.queue_size = 16;
+    server_ = new Running(o);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (!server_) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  }
+  static json post(const std::string& path, const json& body, int expect_status = 200) {
+    auto c = server_->client();
+    auto r = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(r) << "no response";
+    if (!r) return json();
+    EXPECT_EQ(r->status, expect_status) << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r->body;
+    return j;
+  }
+  static Running* server_;
+};
+Running* Serve::server_ = nullptr;
+
+json chat_body(const std::string& user, int max_tokens = 32) {
+  return {{"model", "SmolLM2-135M-Instruct-Q4_1"},
+          {"messages", json::array({{{"role", "user"}, {"content", user}}})},
+          {"temperature", 0},
+          {"max_tokens", max_tokens}};
+}
+
+// Parses an SSE body: the JSON of every "data:" event before "[DONE]"; fails if [DONE] is missing.
+std::vector<json> sse_events(const std::string& body) {
+  std::vector<json> out;
+  bool done = false;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    EXPECT_NE(end, std::string::npos) << "unterminated event at " << pos;
+    if (end == std::string::npos) break;
+    std::string ev = body.substr(pos, end - pos);
+    pos = end + 2;
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    std::string data = ev.substr(6);
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    EXPECT_FALSE(done) << "event after [DONE]";
+    json j = json::parse(data, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "chunk is not valid JSON: " << data;
+    out.push_back(j);
+  }
+  EXPECT_TRUE(done) << "no data: [DONE]";
+  return out;
+}
+
+TEST_F(Serve, HealthAndModels) {
+  auto c = server_->client();
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  json hj = json::parse(h->body);
+  EXPECT_EQ(hj["status"], "ok");
+  EXPECT_EQ(hj["slots"], 4);
+  auto m = c.Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  json mj = json::parse(m->body);
+  EXPECT_EQ(mj["object"], "list");
+  ASSERT_EQ(mj["data"].size(), 1u);
+  EXPECT_EQ(mj["data"][0]["id"], "SmolLM2-135M-Instruct-Q4_1");
+}
+
+TEST_F(Serve, GreedyChatCompletion) {
+  json r = post("/v1/chat/completions", chat_body("What is the capital of France?"));
+  EXPECT_EQ(r["object"], "chat.completion");
+  ASSERT_EQ(r["choices"].size(), 1u);
+  const std::string text = r["choices"][0]["message"]["content"];
+  // The words themselves are not pinned: the answer of a 135M Q4_1 model to this prompt sits on a
+  // near-tie that the CPU matmul path of the prefill (integer kernel below 32 rows, F32 GEMM from
+  // 32) decides. Greedy must be deterministic and well-formed.
+  EXPECT_FALSE(text.empty());
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+  const std::string finish = r["choices"][0]["finish_reason"];
+  EXPECT_TRUE(finish == "stop" || finish == "length") << finish;
+  json again = post("/v1/chat/completions", chat_body("What is the capital of France?"));
+  EXPECT_EQ(again["choices"][0]["message"]["content"], text);
+  EXPECT_TRUE(r["id"].is_string() && r["id"] != again["id"]);
+  const json& u = r["usage"];
+  EXPECT_GT(u["prompt_tokens"].get<int>(), 10);
+  EXPECT_GT(u["completion_tokens"].get<int>(), 0);
+  EXPECT_EQ(u["total_tokens"].get<int>(), u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
+}
+
+TEST_F(Serve, CompletionStopsAtStopStringAndLength) {
+  json r = post("/v1/completions", {{"prompt", "The capital of France is"}, {"temperature", 0}, {"max_tokens", 16}, {"stop", {"."}}});
+  EXPECT_EQ(r["object"], "text_completion");
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text.find('.'), std::string::npos) << text;
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  json l = post("/v1/completions", {{"prompt", "Once upon a time"}, {"temperature", 0}, {"max_tokens", 5}});
+  EXPECT_EQ(l["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(l["usage"]["completion_tokens"], 5);
+}
+
+TEST_F(Serve, StreamingChunksConcatenateToTheNonStreamedText) {
+  // Chinese and emoji in the prompt: every chunk must still be valid UTF-8 JSON.
+  for (const std::string prompt : {"Write a haiku about the sea.", "Say hello in Chinese (你好) with an emoji 🌊."}) {
+    json body = chat_body(prompt, 48);
+    json whole = post("/v1/chat/completions", body);
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    auto c = server_->client();
+    auto r = c.Post("/v1/chat/completions", body.dump(), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_NE(r->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+    std::vector<json> ev = sse_events(r->body);
+    ASSERT_GE(ev.size(), 3u);
+    EXPECT_EQ(ev[0]["choices"][0]["delta"]["role"], "assistant");
+    std::string text, finish;
+    for (const json& e : ev) {
+      EXPECT_EQ(e["object"], "chat.completion.chunk");
+      EXPECT_EQ(e["id"], ev[0]["id"]);
+      if (e["choices"].empty()) continue;
+      const json& d = e["choices"][0]["delta"];
+      if (d.contains("content")) text += d["content"].get<std::string>();
+      if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+    }
+    EXPECT_EQ(text, whole["choices"][0]["message"]["content"].get<std::string>());
+    EXPECT_EQ(finish, whole["choices"][0]["finish_reason"].get<std::string>());
+    // include_usage: the last chunk has no choices and the usage.
+    ASSERT_TRUE(ev.back().contains("usage"));
+    EXPECT_TRUE(ev.back()["choices"].empty());
+    EXPECT_EQ(ev.back()["usage"], whole["usage"]);
+  }
+}
+
+TEST_F(Serve, ConcurrentGreedyRequestsEqualSequential) {
+  // Mixed prompt lengths; the longest is prefilled in several --batch-size chunks while others decode.
+  std::string long_prompt = "Here is a list of fruits:";
+  for (int i = 0; i < 12; ++i) long_prompt += " apple, banana, cherry, date, elderberry, fig, grape,";
+  const std::vector<std::string> prompts = {"The capital of France is", "def fibonacci(n):", long_prompt,
+                                            "Once upon a time, in a small village,"};
+  auto run = [](const std::string& p) {
+    json r = post("/v1/completions", {{"prompt", p}, {"temperature", 0}, {"max_tokens", 24}});
+    return r["choices"][0]["text"].get<std::string>();
+  };
+  std::vector<std::string> one_at_a_time;
+  for (const auto& p : prompts) one_at_a_time.push_back(run(p));
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) threads.emplace_back([&, i] { together[i] = run(prompts[i]); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_FALSE(one_at_a_time[i].empty());
+    EXPECT_EQ(together[i], one_at_a_time[i]) << "prompt " << i;
+  }
+}
+
+TEST_F(Serve, SeededSamplingIsReproducible) {
+  json body = {{"prompt", "My favourite colour is"}, {"temperature", 1.0}, {"top_p", 0.9}, {"seed", 42}, {"max_tokens", 12},
+               {"presence_penalty", 0.5}, {"frequency_penalty", 0.5}};
+  json a = post("/v1/completions", body);
+  json b = post("/v1/completions", body);
+  EXPECT_EQ(a["choices"][0]["text"], b["choices"][0]["text"]);
+}
+
+// Every bad request: 400 with {"error": {"message", "type", "param", "code"}} naming the field.
+TEST_F(Serve, BadRequestsGet400NamingTheField) {
+  struct Case {
+    const char* path;
+    std::string body;
+    const char* param;  // expected error.param ("" = null)
+  };
+  const std::string chat = "/v1/chat/completions", cmpl = "/v1/completions";
+  std::string deep(200, '[');
+  std::vector<Case> cases = {
+      {chat.c_str(), "{not json", ""},
+      {chat.c_str(), "[1, 2]", ""},
+      {chat.c_str(), "{\"messages\": [{\"role\": \"user\", \"content\": \"\\u00e9\"}], \"x\": \"\xff\xfe\"}", ""},
+      {chat.c_str(), "{\"messages\": " + deep, ""},
+      {chat.c_str(), R"({"model": "SmolLM2-135M-Instruct-Q4_1"})", "messages"},
+      {chat.c_str(), R"({"messages": "hi"})", "messages"},
+      {chat.c_str(), R"({"messages": []})", "messages"},
+      {chat.c_str(), R"({"messages": [{"role": "wizard", "content": "hi"}]})", "messages[0].role"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": 5}]})", "messages[0].content"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"})", "model"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "n": 2})", "n"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "n": -1})", "n"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5})", "max_tokens"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e300})", "max_tokens"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"})", "max_tokens"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000})", "max_tokens"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "temperature": 3})", "temperature"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})", "temperature"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5})", "top_p"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "presence_penalty": -3})", "presence_penalty"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 2.5})", "frequency_penalty"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "seed": 1.5})", "seed"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stop": 7})", "stop"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stop": ["a", 1]})", "stop[1]"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"})", "stream"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})", "logprobs"},
+      {cmpl.c_str(), R"({"prompt": ""})", "prompt"},
+      {cmpl.c_str(), R"({"prompt": 42})", "prompt"},
+      {cmpl.c_str(), R"({"prompt": [1, 2, 99999999]})", "prompt"},
+      {cmpl.c_str(), R"({"prompt": "hi", "max_tokens": 600})", "max_tokens"},
+  };
+  // A prompt longer than the context (512 tokens).
+  std::string huge = "{\"prompt\": \"";
+  for (int i = 0; i < 400; ++i) huge += "one two three ";
+  huge += "\"}";
+  cases.push_back({cmpl.c_str(), huge, "prompt"});
+
+  auto c = server_->client();
+  for (const Case& k : cases) {
+    auto r = c.Post(k.path, k.body, "application/json");
+    ASSERT_TRUE(r) << k.body.substr(0, 80);
+    EXPECT_EQ(r->status, 400) << k.body.substr(0, 80) << " -> " << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r->body;
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    const json& e = j["error"];
+    EXPECT_TRUE(e["message"].is_string() && !e["message"].get<std::string>().empty()) << r->body;
+    EXPECT_EQ(e["type"], "invalid_request_error");
+    EXPECT_TRUE(e.contains("code"));
+    if (*k.param) EXPECT_EQ(e["param"], k.param) << k.body.substr(0, 80) << " -> " << r->body;
+    else EXPECT_TRUE(e["param"].is_null()) << r->body;
+  }
+  // The server is still fine afterwards.
+  json ok = post("/v1/chat/completions", chat_body("Hi", 4));
+  EXPECT_EQ(ok["usage"]["completion_tokens"].get<int>() <= 4, true);
+}
+
+TEST_F(Serve, HugeBodyAndUnknownRouteGetJsonErrors) {
+  auto c = server_->client();
+  std::string big = "{\"prompt\": \"" + std::string(3 << 20, 'a') + "\"}";
+  auto r = c.Post("/v1/completions", big, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_FALSE(json::parse(r->body, nullptr, false).is_discarded()) << r->body;
+  auto n = c.Get("/v1/nothing");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->status, 404);
+  EXPECT_TRUE(json::parse(n->body, nullptr, false).contains("error"));
+}
+
+// One slot, no queue: a second request while one runs is answered 429 at once; a streaming client
+// that hangs up frees its slot within a step.
+TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
+  if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  ServeOptions o;
+  o.parallel = 1;
+  o.queue_size = 0;
+  o.ctx_size = 1024;
+  o.batch_size = 64;
+  Running s(o);
+  auto health = [&] {
+    auto c = s.client();
+    auto r = c.Get("/health");
+    return r ? json::parse(r->body) : json();
+  };
+
+  std::atomic<int> chunks{0};
+  std::thread streamer([&] {
+    auto c = s.client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", "Count: 1, 2, 3,"}, {"temperature", 0}, {"max_tokens", 900}, {"stream", true}}.dump();
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 5; };  // hang up
+    c.send(req);
+  });
+  for (int i = 0; i < 200 && chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_GT(chunks.load(), 0);
+  {
+    auto c = s.client();
+    auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"max_tokens", 4}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    if (chunks.load() < 5) {  // still streaming: the one slot is taken
+      EXPECT_EQ(r->status, 429) << r->body;
+      json e = json::parse(r->body, nullptr, false);
+      ASSERT_FALSE(e.is_discarded());
+      EXPECT_TRUE(e["error"]["message"].is_string());
+    }
+  }
+  streamer.join();
+  // The disconnected stream is cancelled: the slot is idle again long before 900 tokens.
+  bool idle = false;
+  for (int i = 0; i < 300 && !idle; ++i) {
+    json h = health();
+    idle = h["slots_processing"] == 0 && h["queue"] == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(idle) << health().dump();
+  EXPECT_LT(health()["tokens_generated"].get<int>(), 200);
+  auto c = s.client();
+  auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"max_tokens", 4}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+}
+
+TEST(ServeLimits, ApiKeyGuardsV1Routes) {
+  if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  ServeOptions o;
+  o.parallel = 1;
+  o.ctx_size = 256;
+  o.api_key = "sk-test-123";
+  Running s(o);
+  auto c = s.client();
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  for (const char* auth : {"", "Bearer wrong", "Bearer sk-test-12", "Bearer sk-test-1234", "sk-test-123"}) {
+    httplib::Headers hd;
+    if (*auth) hd.emplace("Authorization", auth);
+    auto r = c.Get("/v1/models", hd);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << auth;
+    json e = json::parse(r->body, nullptr, false);
+    ASSERT_FALSE(e.is_discarded());
+    EXPECT_EQ(e["error"]["code"], "invalid_api_key");
+  }
+  httplib::Headers ok = {{"Authorization", "Bearer sk-test-123"}};
+  auto m = c.Get("/v1/models", ok);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  auto p = c.Post("/v1/completions", ok, json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump(), "application/json");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200) << p->body;
+}
+
+}  // namespace
+}  // namespace llmkit
