@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The official `openai` Python client against `llmkit serve` on a free loopback port: models,
+greedy chat, streaming (chunks concatenate to the non-streamed text, usage in the last chunk),
+completions, and errors surfacing as the client's exception types (BadRequestError,
+AuthenticationError). Exit 77 (skipped) when the package or the default model is missing.
+
+usage: test_serve_openai.py PATH/TO/llmkit"""
+import os
+import pathlib
+import subprocess
+import sys
+
+SKIP = 77
+
+
+def main(llmkit: str) -> int:
+    try:
+        import openai
+    except ImportError:
+        print("skipped: the openai package is not installed (pip install openai)")
+        return SKIP
+    home = os.environ.get("LLMKIT_HOME", str(pathlib.Path.home() / ".cache/llmkit"))
+    model = pathlib.Path(home) / "models/SmolLM2-135M-Instruct-Q4_1.gguf"
+    if not model.exists():
+        print(f"skipped: default model not installed ({model}); run scripts/setup")
+        return SKIP
+
+    key = "sk-llmkit-test"
+    proc = subprocess.Popen([llmkit, "serve", "-m", str(model), "--port", "0", "-c", "512", "-P", "2",
+                             "--api-key", key], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "llmkit serve: NAME on http://127.0.0.1:PORT (...)"
+        assert "http://" in line, f"server did not start: {line!r}"
+        port = int(line.split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
+        base = f"http://127.0.0.1:{port}/v1"
+        client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
+
+        models = client.models.list()
+        name = models.data[0].id
+        assert name == "SmolLM2-135M-Instruct-Q4_1", name
+
+        msgs = [{"role": "system", "content": "You answer in one sentence."},
+                {"role": "user", "content": "Name a colour."}]
+        full = client.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=24)
+        text = full.choices[0].message.content
+        assert text, "empty reply"
+        assert full.choices[0].finish_reason in ("stop", "length")
+        assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
+
+        stream = client.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=24, stream=True,
+                                                stream_options={"include_usage": True})
+        pieces, usage, finish = [], None, None
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                if c.delta.content:
+                    pieces.append(c.delta.content)
+                if c.finish_reason:
+                    finish = c.finish_reason
+        assert "".join(pieces) == text, (pieces, text)
+        assert finish == full.choices[0].finish_reason
+        assert usage is not None and usage.completion_tokens == full.usage.completion_tokens
+
+        cmpl = client.completions.create(model=name, prompt="1, 2, 3, 4,", temperature=0, max_tokens=8, stop=["7"])
+        assert cmpl.choices[0].text and "7" not in cmpl.choices[0].text, cmpl.choices[0].text
+
+        for bad in ({"n": 2}, {"max_tokens": 100000}, {"temperature": 5}):
+            try:
+                client.chat.completions.create(model=name, messages=msgs, **bad)
+                raise AssertionError(f"{bad} was accepted")
+            except openai.BadRequestError as e:
+                assert e.status_code == 400
+                assert e.body and e.body.get("param") == next(iter(bad)), e.body
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=msgs)
+            raise AssertionError("unknown model accepted")
+        except openai.BadRequestError as e:
+            assert e.body.get("param") == "model", e.body
+
+        wrong = openai.OpenAI(base_url=base, api_key="sk-wrong", max_retries=0)
+        try:
+            wrong.models.list()
+            raise AssertionError("wrong key accepted")
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401
+        print(f"ok: openai {openai.__version__} against llmkit serve on port {port}: {text!r}")
+        return 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/bin/llmkit"))
