@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -107,6 +108,7 @@ std::vector<json> sse_events(const std::string& body) {
     if (end == std::string::npos) break;
     std::string ev = body.substr(pos, end - pos);
     pos = end + 2;
+    if (ev.rfind(":", 0) == 0) continue;  // an SSE comment (keep-alive)
     EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
     std::string data = ev.substr(6);
     if (data == "[DONE]") {
@@ -371,6 +373,62 @@ TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
   auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"max_tokens", 4}}.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
+}
+
+// A streaming client that hangs up while its request waits in the queue never gets a slot.
+TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
+  if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  ServeOptions o;
+  o.parallel = 1;
+  o.queue_size = 1;
+  o.ctx_size = 1024;
+  Running s(o);
+  auto health = [&] {
+    auto c = s.client();
+    auto r = c.Get("/health");
+    return r ? json::parse(r->body) : json();
+  };
+  auto stream = [&](const std::string& prompt, int max_tokens, std::function<bool(const std::string&)> on_data) {
+    auto c = s.client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", prompt}, {"temperature", 0}, {"max_tokens", max_tokens}, {"stream", true}}.dump();
+    req.content_receiver = [on_data](const char* d, size_t n, uint64_t, uint64_t) { return on_data(std::string(d, n)); };
+    c.send(req);
+  };
+  std::atomic<bool> release{false};
+  std::atomic<int> first_chunks{0};
+  // A: holds the only slot until released (then hangs up).
+  std::thread a([&] { stream("Count: 1, 2, 3,", 900, [&](const std::string&) { ++first_chunks; return !release.load(); }); });
+  for (int i = 0; i < 3000 && first_chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // B: queued behind A; hangs up at its first keep-alive, before it could run.
+  std::atomic<bool> b_saw_data{false};
+  std::thread b([&] {
+    stream("Hello there", 8, [&](const std::string& d) {
+      if (d.find("data: {") != std::string::npos) b_saw_data = true;
+      return false;
+    });
+  });
+  b.join();
+  // A hang-up is noticed when a write fails: the keep-alive after the client closed usually still
+  // succeeds (the peer answers it with a reset), the next one fails, so give it two keep-alives.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  const int64_t prompt_tokens_before = health()["prompt_tokens"].get<int64_t>();
+  release = true;
+  a.join();
+  bool idle = false;
+  json h;
+  for (int i = 0; i < 300 && !idle; ++i) {
+    h = health();
+    idle = h["slots_processing"] == 0 && h["queue"] == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(idle) << h.dump();
+  EXPECT_FALSE(b_saw_data.load());
+  // B was never admitted: no prompt tokens were counted after it left.
+  EXPECT_EQ(h["prompt_tokens"].get<int64_t>(), prompt_tokens_before) << h.dump();
 }
 
 TEST(ServeLimits, ApiKeyGuardsV1Routes) {

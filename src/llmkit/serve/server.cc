@@ -296,11 +296,16 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
 
   res.set_header("Cache-Control", "no-cache");
   auto started = std::make_shared<bool>(false);
+  // Time of the last write. While a request waits in the queue or in a long prefill, an SSE comment
+  // (": keep-alive", which SSE clients skip) goes out every second: writing is how a hang-up is
+  // noticed, so a client that leaves while queued is dropped before it takes a slot.
+  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   const bool include_usage = r.include_usage;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [job, meta, started, include_usage, log](size_t, httplib::DataSink& sink) {
+      [job, meta, started, last_write, include_usage, log](size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) {
+          *last_write = std::chrono::steady_clock::now();
           if (!sink.write(s.data(), s.size())) {
             job->cancel();
             return false;
@@ -318,7 +323,11 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
           return false;
         }
         if (!text.empty() && !write(sse(serve::stream_chunk(meta, text, "")))) return false;
-        if (!done) return true;
+        if (!done) {
+          if (text.empty() && std::chrono::steady_clock::now() - *last_write > std::chrono::seconds(1))
+            return write(": keep-alive\n\n");
+          return true;
+        }
         log(*job);
         if (!job->error.empty()) {
           write(sse(json::parse(serve::error_body(ApiError{500, job->error, "server_error", "", ""}))));
