@@ -340,7 +340,10 @@ TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
     req.path = "/v1/completions";
     req.set_header("Content-Type", "application/json");
     req.body = json{{"prompt", "Count: 1, 2, 3,"}, {"temperature", 0}, {"max_tokens", 900}, {"stream", true}}.dump();
-    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 5; };  // hang up
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      if (std::string(d, n).find("data: {") == std::string::npos) return true;  // a keep-alive
+      return ++chunks < 5;  // then hang up
+    };
     c.send(req);
   });
   for (int i = 0; i < 3000 && chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -401,7 +404,12 @@ TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
   std::atomic<bool> release{false};
   std::atomic<int> first_chunks{0};
   // A: holds the only slot until released (then hangs up).
-  std::thread a([&] { stream("Count: 1, 2, 3,", 900, [&](const std::string&) { ++first_chunks; return !release.load(); }); });
+  std::thread a([&] {
+    stream("Count: 1, 2, 3,", 900, [&](const std::string& d) {
+      if (d.find("data: {") != std::string::npos) ++first_chunks;  // running (not a keep-alive)
+      return !release.load();
+    });
+  });
   for (int i = 0; i < 3000 && first_chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   // B: queued behind A; hangs up at its first keep-alive, before it could run.
   std::atomic<bool> b_saw_data{false};
