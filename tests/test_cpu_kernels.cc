@@ -95,7 +95,7 @@ TEST(CpuTargets, ListIsStableAndSelectable) {
 TEST(CpuTargets, EveryEntryFilled) {
   const KernelTable& t = cpu_table();
   EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm &&
-              t.softmax);
+              t.softmax && t.attention);
 }
 
 struct Shape { int64_t M, N, K; };

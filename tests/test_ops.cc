@@ -120,6 +120,16 @@ std::vector<OpCase> cases() {
       {1, 20, 20, 2, 2, 8, {.window = 4}, "sliding window 4"},
       {1, 12, 12, 6, 6, 8, {.alibi = true}, "alibi 6 heads"},
       {2, 10, 10, 2, 1, 8, {.kv_len = {10, 6}}, "padding"},
+      // Shapes of the SIMD kernel's paths (kernels/cpu/attention.cc): the transposed-key prefill
+      // path over several key blocks and row items, head_dim not a multiple of the vector, and the
+      // dot-product decode path with a few query rows.
+      {1, 300, 300, 9, 3, 64, {}, "smollm2 prefill 300"},
+      {1, 37, 37, 4, 2, 20, {}, "head_dim 20 causal"},
+      {2, 40, 40, 6, 6, 8, {.alibi = true, .kv_len = {40, 23}}, "alibi+padding prefill"},
+      {1, 50, 260, 2, 1, 64, {.window = 100}, "window 100 chunk after 210"},
+      {1, 3, 300, 9, 3, 64, {}, "decode 3 rows n_kv=300"},
+      {1, 2, 45, 4, 4, 12, {.causal = false}, "non-causal few rows head_dim 12"},
+      {1, 12, 12, 9, 3, 64, {}, "smollm2 prefill 12"},
   };
   for (const Att& a : atts) {
     Tensor q = rand_tensor({a.s, a.q, a.h, a.d}, seed++);
@@ -308,7 +318,8 @@ TEST(OpHarness, EveryBackwardMatchesFiniteDifferences) {
 TEST(OpHarness, RefTableIsComplete) {
   const KernelTable& t = ref_table();
   EXPECT_STREQ(t.name, "ref");
-  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm && t.softmax);
+  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm && t.softmax &&
+              t.attention);
 }
 
 TEST(OpHarness, BackendScopeNestsAndDefaultsToCpu) {

@@ -16,6 +16,9 @@
 #include "llmkit/tensor/dtype.h"
 
 namespace llmkit {
+namespace ref {
+struct AttentionParams;  // kernels/ref/ops.h
+}
 
 struct KernelTable {
   const char* name = "";
@@ -36,6 +39,10 @@ struct KernelTable {
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) = nullptr;
   // In-place row softmax of x[rows, d].
   void (*softmax)(float* x, int64_t rows, int64_t d) = nullptr;
+  // o = softmax(scale q k^T + mask/bias) v and lse, for the heads and query rows p selects
+  // (ref::attention's contract, kernels/ref/ops.h); single-threaded: the ops layer splits the work.
+  void (*attention)(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o,
+                    float* lse) = nullptr;
 };
 
 const KernelTable& ref_table();

@@ -1,5 +1,7 @@
 // Ops for rotary embeddings, ALiBi slopes and attention (MHA/GQA/MQA, causal, sliding window, ALiBi,
 // padding), forward and backward. Validation here is what lets the reference kernels trust their inputs.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "llmkit/base/thread_pool.h"
@@ -84,9 +86,10 @@ ref::AttentionParams params(const Tensor& q, const Tensor& k, const AttentionOpt
   return p;
 }
 
-// Backend::kCpu runs the reference attention on the global thread pool, one work item per (sequence,
-// kv head): each item owns its query heads' outputs and its kv head's dk/dv, so no two threads write the
-// same memory and the result is bitwise the reference's. Backend::kRef stays single-threaded.
+// The backward: Backend::kCpu runs the reference kernel on the global thread pool, one work item per
+// (sequence, kv head): each item owns its query heads' gradients and its kv head's dk/dv, so no two
+// threads write the same memory and the result is bitwise the reference's. Backend::kRef stays
+// single-threaded.
 template <typename F>
 void for_each_seq_kv_head(const ref::AttentionParams& p, F fn) {
   const int64_t items = p.n_seqs * p.n_kv_heads, group = p.n_heads / p.n_kv_heads;
@@ -105,6 +108,47 @@ void for_each_seq_kv_head(const ref::AttentionParams& p, F fn) {
     body(0, items);
   else
     ThreadPool::global().parallel_for(items, 1, body);
+}
+
+// Forward work items are (sequence, kv head, block of query rows), so a long prompt keeps every
+// thread busy even with few kv heads (SmolLM2: 3 kv heads on 2 threads would leave one thread idle
+// a third of the time). Threads take items from an atomic counter, last row blocks first: under a
+// causal mask they see the most keys, so the cheap items fill in at the end. Each item writes only
+// its own rows of its own heads. Backend::kRef runs the whole op in one call on this thread.
+constexpr int64_t kAttnRowsPerItem = 16;
+
+void attention_forward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o,
+                       float* lse) {
+  const KernelTable& kt = active_table();
+  ThreadPool& pool = ThreadPool::global();
+  if (current_backend() == Backend::kRef || pool.size() == 1) {
+    kt.attention(p, q, k, v, o, lse);
+    return;
+  }
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  const int64_t row_blocks = (p.n_q + kAttnRowsPerItem - 1) / kAttnRowsPerItem;
+  const int64_t items = p.n_seqs * p.n_kv_heads * row_blocks;
+  const int64_t qs = p.n_q * p.n_heads * p.head_dim, ks = p.n_kv * p.n_kv_heads * p.head_dim, ls = p.n_heads * p.n_q;
+  std::atomic<int64_t> next{0};
+  auto worker = [&](int, int) {
+    for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
+      const int64_t rb = row_blocks - 1 - it % row_blocks, g = it / row_blocks % p.n_kv_heads;
+      const int64_t s = it / row_blocks / p.n_kv_heads;
+      ref::AttentionParams ps = p;
+      ps.n_seqs = 1;
+      ps.kv_len = p.kv_len ? p.kv_len + s : nullptr;
+      ps.head_begin = g * group;
+      ps.head_end = (g + 1) * group;
+      ps.q_begin = rb * kAttnRowsPerItem;
+      ps.q_end = std::min(p.n_q, ps.q_begin + kAttnRowsPerItem);
+      kt.attention(ps, q + s * qs, k + s * ks, v + s * ks, o + s * qs, lse ? lse + s * ls : nullptr);
+    }
+  };
+  if (items == 1) {
+    worker(0, 1);
+  } else {
+    pool.run(worker);
+  }
 }
 
 }  // namespace
@@ -146,11 +190,8 @@ AttentionOutput attention(const Tensor& q_, const Tensor& k_, const Tensor& v_, 
   out.out = Tensor::empty(q.shape(), DType::kF32);
   out.lse = Tensor::empty({p.n_seqs, p.n_heads, p.n_q}, DType::kF32);
   if (!q.numel()) return out;
-  const int64_t qs = p.n_q * p.n_heads * p.head_dim, ks = p.n_kv * p.n_kv_heads * p.head_dim, ls = p.n_heads * p.n_q;
-  for_each_seq_kv_head(p, [&](const ref::AttentionParams& ps, int64_t s) {
-    ref::attention(ps, q.data<float>() + s * qs, k.data<float>() + s * ks, v.data<float>() + s * ks,
-                   out.out.data<float>() + s * qs, out.lse.data<float>() + s * ls);
-  });
+  attention_forward(p, q.data<float>(), k.data<float>(), v.data<float>(), out.out.data<float>(),
+                    out.lse.data<float>());
   return out;
 }
 

@@ -31,6 +31,7 @@ const KernelTable& active_table() {
   fill(merged.swiglu, r.swiglu);
   fill(merged.rmsnorm, r.rmsnorm);
   fill(merged.softmax, r.softmax);
+  fill(merged.attention, r.attention);
   return merged;
 }
 

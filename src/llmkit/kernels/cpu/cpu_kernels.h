@@ -9,6 +9,10 @@
 
 #include "llmkit/tensor/dtype.h"
 
+namespace llmkit::ref {
+struct AttentionParams;  // kernels/ref/ops.h
+}
+
 namespace llmkit::cpu {
 
 // y[M,N] = x[M,K] . w[N,K]^T. F32/F16/BF16 run the packed GEMM (M > kGemvMaxM) or the streaming
@@ -26,5 +30,7 @@ void silu(const float* x, float* y, int64_t n);
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset);
 void softmax(float* x, int64_t rows, int64_t d);
+// Attention forward with ref::attention's contract (kernels/ref/ops.h), in attention.cc.
+void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);
 
 }  // namespace llmkit::cpu

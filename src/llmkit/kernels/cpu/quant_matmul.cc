@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/quant_i8.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
 #include "llmkit/tensor/half.h"
 
@@ -515,6 +516,10 @@ void quant_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, 
   LLMKIT_ASSERT(quant_matmul_supported(wt), "quant_matmul: ", dtype_name(wt), " has no SIMD kernel; check quant_matmul_supported first");
   LLMKIT_DASSERT(K % block_size(wt) == 0);
   if (M <= 0 || N <= 0) return;
+  if (i8_matmul_supported(wt) && i8_matmul_available()) {  // vpmaddubsw kernel (quant_i8.h)
+    i8_matmul(x, w, wt, y, M, N, K);
+    return;
+  }
   thread_local qmm::ActBuffers buf;
   const bool kq = qmm::is_k_quant(wt);
   const int64_t nb = K / (kq ? kQK_K : kQK);

@@ -25,6 +25,7 @@ const KernelTable& cpu_table() {
       .swiglu = cpu::swiglu,
       .rmsnorm = cpu::rmsnorm,
       .softmax = cpu::softmax,
+      .attention = cpu::attention,
   };
   return t;
 }

@@ -92,7 +92,7 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
   float* acc = t_acc.data();
   for (int64_t s = 0; s < p.n_seqs; ++s) {
     for (int64_t h = p.head_begin; h < (p.head_end ? p.head_end : p.n_heads); ++h) {
-      for (int64_t i = 0; i < p.n_q; ++i) {
+      for (int64_t i = p.q_begin; i < (p.q_end ? p.q_end : p.n_q); ++i) {
         const RowView r = row_view(p, q, k, v, s, h, i);
         float m, l;
         online_softmax(p, r, acc, &m, &l);

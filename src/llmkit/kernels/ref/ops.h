@@ -133,6 +133,9 @@ struct AttentionParams {
   // Only query heads [head_begin, head_end) are computed (head_end 0 = n_heads): lets the ops layer
   // split the work over threads by kv-head group, where no two threads write the same dk/dv.
   int64_t head_begin = 0, head_end = 0;
+  // Forward only: only query rows [q_begin, q_end) of each sequence (q_end 0 = n_q), so the work of
+  // a long prompt can be split over threads by rows too.
+  int64_t q_begin = 0, q_end = 0;
 };
 // o[n_seqs, n_q, n_heads, head_dim] = softmax(scale q k^T + bias + mask) v, with
 // q[n_seqs, n_q, n_heads, head_dim], k and v [n_seqs, n_kv, n_kv_heads, head_dim].

@@ -16,6 +16,7 @@ const KernelTable& ref_table() {
       .swiglu = ref::swiglu,
       .rmsnorm = ref::rmsnorm,
       .softmax = ref::softmax,
+      .attention = ref::attention,
   };
   return t;
 }

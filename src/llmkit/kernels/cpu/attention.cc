@@ -1,0 +1,243 @@
+// SIMD attention forward behind cpu_table().attention: the flash-attention recurrence of
+// ref/attention.cc (keys in blocks, online softmax: running max m, sum l and unnormalised output
+// acc rescaled by e^(m - m') per block), with every inner loop over vectors:
+//
+//   scores  s_j = (scale q) . k_j for a block of keys. The kv head's visible keys are first
+//           transposed into kt[head_dim][keys] (once per work item, shared by the group's query
+//           heads), so a vector holds L consecutive keys and one broadcast q_c times one load of
+//           kt[c] feeds L scores: no horizontal sums, and 4 vectors of keys per pass so 4 FMAs
+//           share each broadcast.
+//   softmax Highway's Exp over the block, vector max and sum.
+//   output  acc[head_dim] += p_j v_j with acc held in registers, 4 vectors at a time.
+//
+// Measured on the SmolLM2-135M prefill (pp512, 9 heads / 3 kv heads, head_dim 64, Zen 3 AVX2, one
+// thread, 2026-11-28): the scalar reference took ~55% of the pass; see docs/BENCHMARKS.md
+// "Inference speed vs llama.cpp" for the pass after this kernel.
+//
+// Summation order differs from the reference (vector lanes, blocks of kBlock keys), so results
+// agree with it to float rounding (the op harness bounds the NMSE), not bitwise. They are batch
+// invariant, though: a query row's arithmetic (each score a sequential FMA chain over head_dim in
+// its own lane, blocks starting at the row's first visible key) does not depend on how many rows
+// are computed with it, so a prompt's last row equals the same token decoded alone, bit for bit.
+// (Decode once used dot products along head_dim instead of the transpose; the different rounding
+// was enough to flip 8-bit activation levels downstream: |dlogit| up to 0.7 on SmolLM2.)
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "llmkit/kernels/cpu/cpu_kernels.h"
+#include "llmkit/kernels/ref/ops.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/attention.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
+
+#ifndef LLMKIT_CPU_ATTENTION_ONCE
+#define LLMKIT_CPU_ATTENTION_ONCE
+namespace llmkit::cpu::attn {
+
+// Keys per online-softmax step: the reference's blocks (the same keys share a running max), which
+// measured as fast as 128 on the SmolLM2 prefill.
+constexpr int64_t kBlock = ref::kAttnBlock;
+
+// Thread-local float buffer that only grows (kernels never allocate per call once warm).
+struct Buf {
+  hwy::AlignedFreeUniquePtr<float[]> p;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      p = hwy::AllocateAligned<float>(n);
+      cap = n;
+    }
+    return p.get();
+  }
+};
+inline thread_local Buf t_kt, t_q, t_sc, t_acc;
+
+// Visible keys [lo, hi) of query row i of sequence s and its absolute position (ref's row_view).
+struct Range {
+  int64_t lo, hi, pos;
+};
+inline Range visible(const ref::AttentionParams& p, int64_t s, int64_t i) {
+  Range r;
+  r.pos = i + p.n_kv - p.n_q;
+  r.hi = p.n_kv;
+  if (p.causal && r.pos + 1 < r.hi) r.hi = r.pos + 1;
+  if (p.kv_len && p.kv_len[s] < r.hi) r.hi = p.kv_len[s];
+  r.lo = 0;
+  if (p.window > 0 && r.pos - p.window + 1 > r.lo) r.lo = r.pos - p.window + 1;
+  return r;
+}
+
+}  // namespace llmkit::cpu::attn
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace llmkit::cpu::attn {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// sc[t] = q . kt[:, off + t] for t < n (n rounded up to whole vectors; kt is zero-padded there).
+HWY_INLINE void ScoresTransposed(const float* qs, const float* kt, int64_t ld, int64_t off, int64_t hd, int64_t n,
+                                 float* sc) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t nv = (n + L - 1) / L * L;
+  int64_t t = 0;
+  for (; t + 4 * L <= nv; t += 4 * L) {
+    VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    const float* col = kt + off + t;
+    for (int64_t c = 0; c < hd; ++c, col += ld) {
+      const VF qc = hn::Set(d, qs[c]);
+      a0 = hn::MulAdd(qc, hn::LoadU(d, col), a0);
+      a1 = hn::MulAdd(qc, hn::LoadU(d, col + L), a1);
+      a2 = hn::MulAdd(qc, hn::LoadU(d, col + 2 * L), a2);
+      a3 = hn::MulAdd(qc, hn::LoadU(d, col + 3 * L), a3);
+    }
+    hn::StoreU(a0, d, sc + t);
+    hn::StoreU(a1, d, sc + t + L);
+    hn::StoreU(a2, d, sc + t + 2 * L);
+    hn::StoreU(a3, d, sc + t + 3 * L);
+  }
+  for (; t < nv; t += L) {
+    VF a = hn::Zero(d);
+    const float* col = kt + off + t;
+    for (int64_t c = 0; c < hd; ++c, col += ld) a = hn::MulAdd(hn::Set(d, qs[c]), hn::LoadU(d, col), a);
+    hn::StoreU(a, d, sc + t);
+  }
+}
+
+// acc[0:hd) = acc * corr + sum_{t<n} p[t] v[t * stride + :], acc kept in registers per 4 vectors.
+HWY_INLINE void AccumulateV(const float* pr, const float* v, int64_t stride, int64_t hd, int64_t n, float corr,
+                            float* acc) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const VF vc = hn::Set(d, corr);
+  int64_t c = 0;
+  for (; c + 4 * L <= hd; c += 4 * L) {
+    VF a0 = hn::Mul(hn::LoadU(d, acc + c), vc), a1 = hn::Mul(hn::LoadU(d, acc + c + L), vc);
+    VF a2 = hn::Mul(hn::LoadU(d, acc + c + 2 * L), vc), a3 = hn::Mul(hn::LoadU(d, acc + c + 3 * L), vc);
+    const float* vj = v + c;
+    for (int64_t t = 0; t < n; ++t, vj += stride) {
+      const VF pt = hn::Set(d, pr[t]);
+      a0 = hn::MulAdd(pt, hn::LoadU(d, vj), a0);
+      a1 = hn::MulAdd(pt, hn::LoadU(d, vj + L), a1);
+      a2 = hn::MulAdd(pt, hn::LoadU(d, vj + 2 * L), a2);
+      a3 = hn::MulAdd(pt, hn::LoadU(d, vj + 3 * L), a3);
+    }
+    hn::StoreU(a0, d, acc + c);
+    hn::StoreU(a1, d, acc + c + L);
+    hn::StoreU(a2, d, acc + c + 2 * L);
+    hn::StoreU(a3, d, acc + c + 3 * L);
+  }
+  for (; c + L <= hd; c += L) {
+    VF a = hn::Mul(hn::LoadU(d, acc + c), vc);
+    const float* vj = v + c;
+    for (int64_t t = 0; t < n; ++t, vj += stride) a = hn::MulAdd(hn::Set(d, pr[t]), hn::LoadU(d, vj), a);
+    hn::StoreU(a, d, acc + c);
+  }
+  for (; c < hd; ++c) {
+    float a = acc[c] * corr;
+    for (int64_t t = 0; t < n; ++t) a += pr[t] * v[t * stride + c];
+    acc[c] = a;
+  }
+}
+
+void Attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t hd = p.head_dim, group = p.n_heads / p.n_kv_heads, kv_stride = p.n_kv_heads * hd;
+  const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
+  const int64_t i_begin = p.q_begin, i_end = p.q_end ? p.q_end : p.n_q;
+  if (h_end <= h_begin || i_end <= i_begin) return;
+  float* qs = t_q.get(static_cast<size_t>(hd));
+  float* sc = t_sc.get(static_cast<size_t>(kBlock + 4 * L));
+  float* acc = t_acc.get(static_cast<size_t>(hd));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < p.n_seqs; ++s) {
+    // Keys any row of [i_begin, i_end) can see: lo and hi never decrease with the row.
+    const Range first = visible(p, s, i_begin), last = visible(p, s, i_end - 1);
+    const int64_t k_lo = first.lo, k_hi = last.hi > first.hi ? last.hi : first.hi;
+    for (int64_t kvh = h_begin / group; kvh <= (h_end - 1) / group; ++kvh) {
+      const float* ks = k + (s * p.n_kv * p.n_kv_heads + kvh) * hd;  // key j at ks + j * kv_stride
+      const float* vs = v + (s * p.n_kv * p.n_kv_heads + kvh) * hd;
+      // kt[c * ld + (j - k_lo)] = k_j[c], zero-padded to whole vectors (plus one block of slack).
+      float* kt = nullptr;
+      int64_t ld = 0;
+      if (k_hi > k_lo) {
+        ld = ((k_hi - k_lo + L - 1) / L) * L + 4 * L;
+        kt = t_kt.get(static_cast<size_t>(ld * hd));
+        for (int64_t j = k_lo; j < k_hi; ++j) {
+          const float* kj = ks + j * kv_stride;
+          for (int64_t c = 0; c < hd; ++c) kt[c * ld + (j - k_lo)] = kj[c];
+        }
+        for (int64_t c = 0; c < hd; ++c)
+          for (int64_t j = k_hi - k_lo; j < ld; ++j) kt[c * ld + j] = 0.0f;
+      }
+      const int64_t hb = kvh * group > h_begin ? kvh * group : h_begin;
+      const int64_t he = (kvh + 1) * group < h_end ? (kvh + 1) * group : h_end;
+      for (int64_t h = hb; h < he; ++h) {
+        const float slope = p.alibi ? p.alibi[h] : 0.0f;
+        for (int64_t i = i_begin; i < i_end; ++i) {
+          const Range r = visible(p, s, i);
+          const int64_t qo = ((s * p.n_q + i) * p.n_heads + h) * hd;
+          for (int64_t c = 0; c < hd; ++c) qs[c] = q[qo + c] * p.scale;
+          for (int64_t c = 0; c < hd; ++c) acc[c] = 0.0f;
+          float m = neg_inf, l = 0.0f;
+          for (int64_t j0 = r.lo; j0 < r.hi; j0 += kBlock) {
+            const int64_t n = r.hi - j0 < kBlock ? r.hi - j0 : kBlock;
+            const int64_t nv = (n + L - 1) / L * L;
+            ScoresTransposed(qs, kt, ld, j0 - k_lo, hd, n, sc);
+            if (slope != 0.0f) {
+              for (int64_t t = 0; t < n; ++t) sc[t] += slope * static_cast<float>(j0 + t - r.pos);
+            }
+            for (int64_t t = n; t < nv; ++t) sc[t] = neg_inf;
+            VF vmax = hn::Set(d, neg_inf);
+            for (int64_t t = 0; t < nv; t += L) vmax = hn::Max(vmax, hn::LoadU(d, sc + t));
+            const float bmax = hn::GetLane(hn::MaxOfLanes(d, vmax));
+            const float m_new = bmax > m ? bmax : m;
+            const float corr = std::exp(m - m_new);  // m = -inf on the first block: 0
+            const VF vm = hn::Set(d, m_new);
+            VF vsum = hn::Zero(d);
+            for (int64_t t = 0; t < nv; t += L) {
+              // Padding lanes hold -inf; Exp's result there is masked to exactly 0.
+              const VF x = hn::LoadU(d, sc + t);
+              const VF e = hn::IfThenElseZero(hn::Gt(x, hn::Set(d, neg_inf)), hn::Exp(d, hn::Sub(x, vm)));
+              hn::StoreU(e, d, sc + t);
+              vsum = hn::Add(vsum, e);
+            }
+            l = l * corr + hn::GetLane(hn::SumOfLanes(d, vsum));
+            AccumulateV(sc, vs + j0 * kv_stride, kv_stride, hd, n, corr, acc);
+            m = m_new;
+          }
+          float* oi = o + qo;
+          const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+          for (int64_t c = 0; c < hd; ++c) oi[c] = acc[c] * inv;
+          if (lse) lse[(s * p.n_heads + h) * p.n_q + i] = l > 0.0f ? m + std::log(l) : neg_inf;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace llmkit::cpu::attn
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace llmkit::cpu {
+namespace attn {
+HWY_EXPORT(Attention);
+}  // namespace attn
+
+void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse) {
+  HWY_DYNAMIC_DISPATCH(attn::Attention)(p, q, k, v, o, lse);
+}
+
+}  // namespace llmkit::cpu
+#endif  // HWY_ONCE

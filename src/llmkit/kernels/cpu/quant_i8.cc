@@ -1,0 +1,337 @@
+// int8 matmul for Q4_0 / Q4_1 / Q8_0 weights (see quant_i8.h), AVX2 intrinsics inside the Highway
+// per-target compilation (other targets fall back to quant_matmul.cc's int16 kernel).
+//
+// Activations: each row x[m, :] is quantized per 32-value block exactly as quant_matmul.cc does
+// (d = amax / 127 rounded to f16, levels round(x / d) as int8; Q4_1 also keeps d * sum(levels),
+// Q4_0 the sum of levels), once per call, rows split over the pool.
+//
+// Weights are taken 8 rows at a time (one output vector y[m, n0 .. n0+7]). Per block of 32:
+//   dot    vpmaddubsw(u8 weight levels, i8 activation levels) -> 16 x i16, vpmaddwd with ones ->
+//          8 x i32 partial sums; Q8_0's signed levels go through |w| and sign(x, w) (as ggml).
+//   reduce the 8 rows' partial-sum vectors become one vector of 8 exact block sums (hadd tree).
+//   scale  acc = fma(float(sum), d_w * d_x, acc)  [Q4_0: sum - 8 sum(x levels) first;
+//          Q4_1: then acc = fma(m_w, d_x sum(x levels), acc)], lane n owning output row n.
+// Every float operation of y[m, n] is the same whatever M is; M only decides where the 8 rows'
+// decoded levels come from: decoded in registers per block for a few rows (decode), or decoded
+// once per tile into an L1 scratch and reused by every activation row (prompt batches).
+//
+// Integer ranges: a u8 x i8 pair sum is at most 2 * 15 * 127 (Q4) or 2 * 128 * 127 = 32512 (Q8_0)
+// < 2^15, so vpmaddubsw never saturates; a block sum is at most 32 * 128 * 127 < 2^31.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/quant_i8.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/quant_i8.h"
+#include "llmkit/tensor/half.h"
+
+#ifndef LLMKIT_QUANT_I8_ONCE
+#define LLMKIT_QUANT_I8_ONCE
+namespace llmkit::cpu::i8 {
+
+// Up to this many activation rows decode the weights in registers per block; more rows share an
+// L1 scratch of decoded levels (measured on SmolLM2 shapes: the scratch's extra store + load per
+// block costs more than it saves until the levels are reused by several rows).
+constexpr int64_t kDirectMaxM = 4;
+// Activation rows per pass over a weight tile: 64 rows of K <= 4096 int8 levels stay in L2 while
+// every tile of the thread's range reuses them.
+constexpr int64_t kRowsPerPass = 64;
+
+template <typename T>
+struct Buf {
+  hwy::AlignedFreeUniquePtr<T[]> p;
+  size_t cap = 0;
+  T* get(size_t n) {
+    if (n > cap) {
+      p = hwy::AllocateAligned<T>(n);
+      cap = n;
+    }
+    return p.get();
+  }
+};
+
+}  // namespace llmkit::cpu::i8
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace llmkit::cpu::i8::HWY_NAMESPACE {
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+
+// Quantized activations of one call.
+struct Acts {
+  int8_t* q;     // [M, K] levels
+  float* d;      // [M, nb] block scales (f16-rounded)
+  float* dsum;   // [M, nb] d * sum(levels)            (Q4_1)
+  int32_t* s8;   // [M, nb] 8 * sum(levels)            (Q4_0)
+  int64_t K, nb;
+};
+
+thread_local Buf<int8_t> t_q;
+thread_local Buf<float> t_d, t_dsum;
+thread_local Buf<int32_t> t_s8;
+thread_local Buf<uint8_t> t_w;     // scratch tile: [nb][8 rows][32 levels]
+thread_local Buf<float> t_wd, t_wm;  // [nb][8] weight scales and minimums
+
+// Rows [m0, m1) of x: levels and scales (quant_matmul.cc's quantize_activations, legacy branch).
+void QuantizeRows(const float* x, int64_t K, int64_t m0, int64_t m1, int8_t* q, float* dd, float* dsum, int32_t* s8) {
+  const int64_t nb = K / 32;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i hi = _mm256_set1_epi32(127);
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = x + m * K + b * 32;
+      __m256 v[4];
+      __m256 amax = _mm256_setzero_ps();
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(xb + 8 * i);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+      }
+      __m128 a4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+      a4 = _mm_max_ps(a4, _mm_movehl_ps(a4, a4));
+      a4 = _mm_max_ss(a4, _mm_movehdup_ps(a4));
+      const float d = _mm_cvtss_f32(a4) / 127;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const float dq = f16_to_f32(f32_to_f16(d));
+      const __m256 vid = _mm256_set1_ps(id);
+      __m256i l[4];
+      __m256i sum = _mm256_setzero_si256();
+      for (int i = 0; i < 4; ++i) {
+        l[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid)), hi);  // round to nearest even
+        sum = _mm256_add_epi32(sum, l[i]);
+      }
+      // int32 -> int8 keeping order: packs interleave 128-bit lanes, a dword permute undoes it.
+      const __m256i p16a = _mm256_packs_epi32(l[0], l[1]), p16b = _mm256_packs_epi32(l[2], l[3]);
+      const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+      const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + m * K + b * 32), ordered);
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+      const int32_t s = _mm_cvtsi128_si32(s4);
+      dd[m * nb + b] = dq;
+      dsum[m * nb + b] = dq * static_cast<float>(s);
+      s8[m * nb + b] = 8 * s;
+    }
+  }
+}
+
+template <DType T>
+constexpr size_t kBlockBytes = T == DType::kQ8_0 ? 34 : (T == DType::kQ4_1 ? 20 : 18);
+
+// The levels of block b of the 8 rows as 8 vectors of bytes. Q8_0: w[i] = row i's 32 levels.
+// Q4_0/Q4_1 pair rows i and i + 4 in one vector (one load per pair): w[2i] = the low nibbles
+// (levels 0..15) of row i | of row i + 4, w[2i + 1] = their high nibbles (levels 16..31).
+template <DType T>
+HWY_INLINE void Levels8(const uint8_t* const* rows, int64_t block_off, __m256i* w) {
+  if constexpr (T == DType::kQ8_0) {
+    for (int i = 0; i < 8; ++i) w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + block_off + 2));
+  } else {
+    constexpr int64_t kQs = T == DType::kQ4_1 ? 4 : 2;
+    const __m256i mask = _mm256_set1_epi8(15);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i raw = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(rows[i + 4] + block_off + kQs),
+                                              reinterpret_cast<const __m128i*>(rows[i] + block_off + kQs));
+      w[2 * i] = _mm256_and_si256(raw, mask);
+      w[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+    }
+  }
+}
+
+// The exact integer dot products of one block of the 8 rows (levels w from Levels8) with the 32
+// activation levels at xp: lane i = row i.
+template <DType T>
+HWY_INLINE __m256i BlockSums(const __m256i* w, const int8_t* xp) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (T == DType::kQ8_0) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp));
+    __m256i p[8];
+    for (int i = 0; i < 8; ++i)
+      p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w[i]), _mm256_sign_epi8(x, w[i])), ones);
+    // Lane i = the sum of the 8 lanes of p[i].
+    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+    const __m256i g0 = _mm256_hadd_epi32(h01, h23), g1 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+  } else {
+    // Both 128-bit halves see the same 16 activation levels; the two i16 products of a pair stay
+    // below 2 * 2 * 15 * 127, so adding them before vpmaddwd cannot overflow.
+    const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp)));
+    const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + 16)));
+    __m256i p[4];  // p[i]: lanes 0..3 partial sums of row i, lanes 4..7 of row i + 4
+    for (int i = 0; i < 4; ++i)
+      p[i] = _mm256_madd_epi16(
+          _mm256_add_epi16(_mm256_maddubs_epi16(w[2 * i], xl), _mm256_maddubs_epi16(w[2 * i + 1], xh)), ones);
+    // hadd works within 128-bit halves: rows 0..3 end in the low half, rows 4..7 in the high one.
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  }
+}
+
+// One block of 8 weight rows (levels w, scales wd, minimums wm) against activation row m: the
+// float steps every path shares.
+template <DType T>
+HWY_INLINE __m256 Step(const __m256i* w, __m256 wd, __m256 wm, const Acts& a, int64_t m, int64_t b, __m256 acc) {
+  __m256i s = BlockSums<T>(w, a.q + m * a.K + b * 32);
+  const int64_t ab = m * a.nb + b;
+  if constexpr (T == DType::kQ4_0) s = _mm256_sub_epi32(s, _mm256_set1_epi32(a.s8[ab]));
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(wd, _mm256_set1_ps(a.d[ab])), acc);
+  if constexpr (T == DType::kQ4_1) acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(a.dsum[ab]), acc);
+  return acc;
+}
+
+// The scale d (and Q4_1's minimum m) of block b of the 8 rows, from the block's first 4 bytes
+// (d, m as f16; for Q4_0/Q8_0 the upper half is level bytes, and m is garbage nobody reads).
+HWY_INLINE void Scales(const uint8_t* const* rows, int64_t block_off, __m256* d, __m256* m) {
+  // Eight scalar loads: vpgatherdd stalled the decode loop (~25% of its samples on Zen 3).
+  int32_t h[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&h[i], rows[i] + block_off, 4);
+  const __m256i v = _mm256_setr_epi32(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  // [d0..d3 m0..m3 | d4..d7 m4..m7] as 16-bit values, then 64-bit lanes reordered to d0..7, m0..7.
+  const __m256i lo16 = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), hi16 = _mm256_srli_epi32(v, 16);
+  const __m256i dm = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo16, hi16), 0xD8);
+  *d = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+  *m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+}
+
+// y[m0..m1, n0..n0+nr) for the 8 rows `rows` (the last ones repeated when nr < 8).
+// `next` (may be null): the first byte of the tile this thread runs next; while a few rows decode
+// this tile in registers, its bytes are prefetched a few lines per block. The 8 rows are read
+// interleaved (8 streams 1 row apart), which the hardware prefetcher followed poorly: measured on
+// SmolLM2 decode (Zen 3, 1 thread) the weight loads stalled until this prefetch was added.
+template <DType T>
+void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N, int64_t n0,
+          const uint8_t* next) {
+  constexpr size_t kB = kBlockBytes<T>;
+  const int64_t nb = a.nb;
+  // Lines of the next tile to prefetch per block so that all 8 rows are covered by the last block.
+  const int64_t lines_per_block = (8 * nb * static_cast<int64_t>(kB) / 64 + nb) / nb;
+  auto store = [&](int64_t m, __m256 acc) {
+    if (nr == 8) {
+      _mm256_storeu_ps(y + m * N + n0, acc);
+    } else {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, acc);
+      for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
+    }
+  };
+  if (m1 - m0 <= kDirectMaxM) {
+    auto direct = [&](auto mr) {
+      constexpr int64_t R = decltype(mr)::value;
+      __m256 acc[R];
+      for (int64_t r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        if (next) {
+          for (int64_t l = 0; l < lines_per_block; ++l)
+            _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T0);
+        }
+        __m256i w[8];
+        Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+        __m256 wd, wm;
+        Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+        for (int64_t r = 0; r < R; ++r) acc[r] = Step<T>(w, wd, wm, a, m0 + r, b, acc[r]);
+      }
+      for (int64_t r = 0; r < R; ++r) store(m0 + r, acc[r]);
+    };
+    switch (m1 - m0) {
+      case 1: direct(std::integral_constant<int64_t, 1>()); break;
+      case 2: direct(std::integral_constant<int64_t, 2>()); break;
+      case 3: direct(std::integral_constant<int64_t, 3>()); break;
+      default: direct(std::integral_constant<int64_t, 4>()); break;
+    }
+    return;
+  }
+  static_assert(kDirectMaxM == 4, "the switch above covers 1..4 rows");
+  uint8_t* ws = t_w.get(static_cast<size_t>(nb * 256));
+  float* wds = t_wd.get(static_cast<size_t>(nb * 8));
+  float* wms = t_wm.get(static_cast<size_t>(nb * 8));
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i w[8];
+    Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+    for (int i = 0; i < 8; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(ws + (b * 8 + i) * 32), w[i]);
+    __m256 wd, wm;
+    Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+    _mm256_store_ps(wds + b * 8, wd);
+    _mm256_store_ps(wms + b * 8, wm);
+  }
+  for (int64_t m = m0; m < m1; ++m) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i w[8];
+      for (int i = 0; i < 8; ++i) w[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(ws + (b * 8 + i) * 32));
+      acc = Step<T>(w, _mm256_load_ps(wds + b * 8), _mm256_load_ps(wms + b * 8), a, m, b, acc);
+    }
+    store(m, acc);
+  }
+}
+
+template <DType T>
+void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
+  const size_t row_bytes = static_cast<size_t>(a.nb) * kBlockBytes<T>;
+  const int64_t tiles = (N + 7) / 8;
+  // At least ~64k multiply-adds per task: below that, waking a worker costs more than it saves.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, 8 * a.K * M));
+  ThreadPool::global().parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t m0 = 0; m0 < M; m0 += kRowsPerPass) {
+      const int64_t m1 = std::min(M, m0 + kRowsPerPass);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * 8;
+        const int nr = static_cast<int>(std::min<int64_t>(8, N - n0));
+        const uint8_t* rows[8];
+        for (int i = 0; i < 8; ++i) rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
+        Tile<T>(rows, nr, a, m0, m1, y, N, n0, t + 1 < t1 ? w + static_cast<size_t>(n0 + 8) * row_bytes : nullptr);
+      }
+    }
+  });
+}
+
+bool Available() { return true; }
+
+void Matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  const int64_t nb = K / 32;
+  Acts a{.q = t_q.get(static_cast<size_t>(M * K)), .d = t_d.get(static_cast<size_t>(M * nb)),
+         .dsum = t_dsum.get(static_cast<size_t>(M * nb)), .s8 = t_s8.get(static_cast<size_t>(M * nb)), .K = K, .nb = nb};
+  ThreadPool::global().parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
+    QuantizeRows(x, K, m0, m1, a.q, a.d, a.dsum, a.s8);
+  });
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  switch (wt) {
+    case DType::kQ4_0: Run<DType::kQ4_0>(a, wb, y, M, N); break;
+    case DType::kQ4_1: Run<DType::kQ4_1>(a, wb, y, M, N); break;
+    case DType::kQ8_0: Run<DType::kQ8_0>(a, wb, y, M, N); break;
+    default: break;
+  }
+}
+
+#else  // no int8 kernel on this target: cpu::quant_matmul keeps its int16 kernel
+
+bool Available() { return false; }
+void Matmul(const float*, const void*, DType, float*, int64_t, int64_t, int64_t) {}
+
+#endif
+
+}  // namespace llmkit::cpu::i8::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace llmkit::cpu {
+namespace i8 {
+HWY_EXPORT(Available);
+HWY_EXPORT(Matmul);
+}  // namespace i8
+
+bool i8_matmul_supported(DType wt) { return wt == DType::kQ4_0 || wt == DType::kQ4_1 || wt == DType::kQ8_0; }
+bool i8_matmul_available() { return HWY_DYNAMIC_DISPATCH(i8::Available)(); }
+
+void i8_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0) return;
+  HWY_DYNAMIC_DISPATCH(i8::Matmul)(x, w, wt, y, M, N, K);
+}
+
+}  // namespace llmkit::cpu
+#endif  // HWY_ONCE
