@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "llmkit/base/arena.h"
 #include "llmkit/base/thread_pool.h"
@@ -117,6 +119,23 @@ TEST(ThreadPool, RunsEveryThreadAndParallelFor) {
     for (int64_t i = b; i < e; ++i) hit[i]++;
   });
   for (int h : hit) EXPECT_EQ(h, 1);
+}
+
+// Tids are claimed (a descheduled worker's share is run by whoever is free): every tid must still
+// run exactly once per task, never twice, whatever thread takes it, including when some shares
+// are slow and tasks follow each other at once (late workers must not join a finished task).
+TEST(ThreadPool, EveryTidRunsOncePerTask) {
+  ThreadPool pool(3);
+  for (int rep = 0; rep < 2000; ++rep) {
+    std::atomic<int> hits[3] = {0, 0, 0};
+    auto fn = [&](int tid, int nth) {
+      EXPECT_EQ(nth, 3);
+      if (rep % 97 == 0 && tid == 1) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      hits[tid]++;
+    };
+    pool.run(fn);
+    for (int t = 0; t < 3; ++t) ASSERT_EQ(hits[t].load(), 1) << "rep " << rep << " tid " << t;
+  }
 }
 
 TEST(ThreadPool, NestedRunIsInline) {

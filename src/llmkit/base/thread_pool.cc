@@ -47,6 +47,15 @@ ThreadPool::~ThreadPool() {
 
 bool ThreadPool::in_worker() { return t_in_worker; }
 
+namespace {
+constexpr uint64_t kClosed = uint64_t{1} << 31;
+constexpr uint64_t kJoinedMask = kClosed - 1;
+}  // namespace
+
+void ThreadPool::run_shares() {
+  for (int tid; (tid = next_tid_.fetch_add(1, std::memory_order_relaxed)) < n_threads_;) (*task_)(tid, n_threads_);
+}
+
 void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   if (n_threads_ == 1 || t_in_worker) {
     bool was = t_in_worker;
@@ -55,25 +64,32 @@ void ThreadPool::run(FunctionRef<void(int, int)> fn) {
     t_in_worker = was;
     return;
   }
+  // Every worker that joined the previous task has finished (we waited for it), so nobody reads
+  // these while they change.
   task_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  next_tid_.store(0, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  ticket_.store((gen & 0xffffffffu) << 32, std::memory_order_release);
+  generation_.store(gen, std::memory_order_release);
   generation_.notify_all();
   t_in_worker = true;
-  fn(0, n_threads_);
+  run_shares();
   t_in_worker = false;
-  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+  const int joined = static_cast<int>(ticket_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
+  for (int i = 0;; ++i) {
+    const int d = done_.load(std::memory_order_acquire);
+    if (d == joined) break;
     if (i < kSpinIters) {
       cpu_relax();
     } else {
-      int p = pending_.load(std::memory_order_acquire);
-      if (p != 0) pending_.wait(p, std::memory_order_acquire);
+      done_.wait(d, std::memory_order_acquire);
     }
   }
   task_ = nullptr;
 }
 
-void ThreadPool::worker_loop(int tid) {
+void ThreadPool::worker_loop(int) {
   t_in_worker = true;
   uint64_t seen = 0;
   for (;;) {
@@ -88,8 +104,19 @@ void ThreadPool::worker_loop(int tid) {
     }
     seen = g;
     if (stop_.load(std::memory_order_acquire)) return;
-    (*task_)(tid, n_threads_);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+    // Join the task of generation g if it is still open; a closed or newer one is not ours.
+    uint64_t t = ticket_.load(std::memory_order_acquire);
+    bool joined = false;
+    while ((t >> 32) == (g & 0xffffffffu) && !(t & kClosed)) {
+      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;
+    run_shares();
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    done_.notify_one();
   }
 }
 

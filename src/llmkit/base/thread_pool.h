@@ -1,7 +1,15 @@
 // A persistent thread pool tuned for low-latency decode: workers are created once and wait on a
 // generation counter (spinning briefly, then sleeping in a futex via std::atomic::wait), so
 // dispatching one op costs well under a microsecond of overhead when the workers are hot and no
-// thread is ever created per op. The calling thread always takes part as thread 0.
+// thread is ever created per op. The calling thread always takes part.
+//
+// The shares of a task (the tid of fn(tid, n_threads)) are claimed, not assigned: the caller and
+// every worker that joins take tids from a counter until none is left, and the caller then waits
+// only for the workers that joined. A worker the OS has descheduled (the other vCPU busy with
+// another process) therefore costs nothing: the caller runs its share and goes on, and the late
+// worker finds the task closed. With fixed assignment every op of a decode step waited a
+// scheduler time slice for such a worker (SmolLM2 decode on 2 threads fell from ~120 to ~5
+// tokens/s while another process kept one of the 2 vCPUs busy).
 #pragma once
 
 #include <atomic>
@@ -36,8 +44,9 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
-  // Runs fn(tid, n_threads) once on each of the pool's threads (tid 0 is the caller) and returns
-  // when all have finished. Called from inside a pool task, it runs fn(0, 1) inline.
+  // Runs fn(tid, n_threads) once for each tid in [0, n_threads), on the caller and the workers
+  // (a thread may run several tids one after the other; never two at once), and returns when all
+  // have finished. Called from inside a pool task, it runs fn(0, 1) inline.
   void run(FunctionRef<void(int, int)> fn);
 
   // Splits [0, n) into contiguous ranges of at least `grain` items and calls fn(begin, end).
@@ -67,10 +76,17 @@ class ThreadPool {
  private:
   void worker_loop(int tid);
 
+  // Claims and runs tids of the current task until none is left.
+  void run_shares();
+
   int n_threads_;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // (generation & 0xffffffff) << 32 | closed << 31 | workers joined: a worker joins the task of
+  // the generation it saw only while that task is open; the caller closes it when no tid is left.
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<int> next_tid_{0};
+  std::atomic<int> done_{0};  // joined workers that have finished
   std::atomic<bool> stop_{false};
   FunctionRef<void(int, int)>* task_ = nullptr;
 };
