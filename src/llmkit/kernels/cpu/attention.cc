@@ -82,69 +82,149 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-// sc[t] = q . kt[:, off + t] for t < n (n rounded up to whole vectors; kt is zero-padded there).
-HWY_INLINE void ScoresTransposed(const float* qs, const float* kt, int64_t ld, int64_t off, int64_t hd, int64_t n,
-                                 float* sc) {
+// R query rows at once (R = 2: two heads of a GQA group at the same position, so they see the same
+// keys): each load of keys or values feeds R FMAs. Every row's arithmetic is exactly that of R = 1
+// (its own FMA chain per lane, in the same order), so grouping never changes a result.
+
+// sc[r][t] = q_r . kt[:, off + t] for t < n (n rounded up to whole vectors; kt is zero-padded).
+template <int R>
+HWY_INLINE void ScoresTransposed(const float* const* qs, const float* kt, int64_t ld, int64_t off, int64_t hd,
+                                 int64_t n, float* const* sc) {
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int64_t nv = (n + L - 1) / L * L;
+  constexpr int kV = 4;  // vectors of keys per pass: R * kV accumulators
   int64_t t = 0;
-  for (; t + 4 * L <= nv; t += 4 * L) {
-    VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  for (; t + kV * L <= nv; t += kV * L) {
+    VF a[R][kV];
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < kV; ++u) a[r][u] = hn::Zero(d);
     const float* col = kt + off + t;
     for (int64_t c = 0; c < hd; ++c, col += ld) {
-      const VF qc = hn::Set(d, qs[c]);
-      a0 = hn::MulAdd(qc, hn::LoadU(d, col), a0);
-      a1 = hn::MulAdd(qc, hn::LoadU(d, col + L), a1);
-      a2 = hn::MulAdd(qc, hn::LoadU(d, col + 2 * L), a2);
-      a3 = hn::MulAdd(qc, hn::LoadU(d, col + 3 * L), a3);
+      VF kv[kV];
+      for (int u = 0; u < kV; ++u) kv[u] = hn::LoadU(d, col + u * L);
+      for (int r = 0; r < R; ++r) {
+        const VF qc = hn::Set(d, qs[r][c]);
+        for (int u = 0; u < kV; ++u) a[r][u] = hn::MulAdd(qc, kv[u], a[r][u]);
+      }
     }
-    hn::StoreU(a0, d, sc + t);
-    hn::StoreU(a1, d, sc + t + L);
-    hn::StoreU(a2, d, sc + t + 2 * L);
-    hn::StoreU(a3, d, sc + t + 3 * L);
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < kV; ++u) hn::StoreU(a[r][u], d, sc[r] + t + u * L);
   }
   for (; t < nv; t += L) {
-    VF a = hn::Zero(d);
+    VF a[R];
+    for (int r = 0; r < R; ++r) a[r] = hn::Zero(d);
     const float* col = kt + off + t;
-    for (int64_t c = 0; c < hd; ++c, col += ld) a = hn::MulAdd(hn::Set(d, qs[c]), hn::LoadU(d, col), a);
-    hn::StoreU(a, d, sc + t);
+    for (int64_t c = 0; c < hd; ++c, col += ld) {
+      const VF kc = hn::LoadU(d, col);
+      for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, qs[r][c]), kc, a[r]);
+    }
+    for (int r = 0; r < R; ++r) hn::StoreU(a[r], d, sc[r] + t);
   }
 }
 
-// acc[0:hd) = acc * corr + sum_{t<n} p[t] v[t * stride + :], acc kept in registers per 4 vectors.
-HWY_INLINE void AccumulateV(const float* pr, const float* v, int64_t stride, int64_t hd, int64_t n, float corr,
-                            float* acc) {
+// acc_r[0:hd) = acc_r * corr_r + sum_{t<n} p_r[t] v[t * stride + :], acc kept in registers.
+template <int R>
+HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stride, int64_t hd, int64_t n,
+                            const float* corr, float* const* acc) {
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
-  const VF vc = hn::Set(d, corr);
+  constexpr int kV = 4;
   int64_t c = 0;
-  for (; c + 4 * L <= hd; c += 4 * L) {
-    VF a0 = hn::Mul(hn::LoadU(d, acc + c), vc), a1 = hn::Mul(hn::LoadU(d, acc + c + L), vc);
-    VF a2 = hn::Mul(hn::LoadU(d, acc + c + 2 * L), vc), a3 = hn::Mul(hn::LoadU(d, acc + c + 3 * L), vc);
+  for (; c + kV * L <= hd; c += kV * L) {
+    VF a[R][kV];
+    for (int r = 0; r < R; ++r) {
+      const VF vc = hn::Set(d, corr[r]);
+      for (int u = 0; u < kV; ++u) a[r][u] = hn::Mul(hn::LoadU(d, acc[r] + c + u * L), vc);
+    }
     const float* vj = v + c;
     for (int64_t t = 0; t < n; ++t, vj += stride) {
-      const VF pt = hn::Set(d, pr[t]);
-      a0 = hn::MulAdd(pt, hn::LoadU(d, vj), a0);
-      a1 = hn::MulAdd(pt, hn::LoadU(d, vj + L), a1);
-      a2 = hn::MulAdd(pt, hn::LoadU(d, vj + 2 * L), a2);
-      a3 = hn::MulAdd(pt, hn::LoadU(d, vj + 3 * L), a3);
+      VF vv[kV];
+      for (int u = 0; u < kV; ++u) vv[u] = hn::LoadU(d, vj + u * L);
+      for (int r = 0; r < R; ++r) {
+        const VF pt = hn::Set(d, pr[r][t]);
+        for (int u = 0; u < kV; ++u) a[r][u] = hn::MulAdd(pt, vv[u], a[r][u]);
+      }
     }
-    hn::StoreU(a0, d, acc + c);
-    hn::StoreU(a1, d, acc + c + L);
-    hn::StoreU(a2, d, acc + c + 2 * L);
-    hn::StoreU(a3, d, acc + c + 3 * L);
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < kV; ++u) hn::StoreU(a[r][u], d, acc[r] + c + u * L);
   }
   for (; c + L <= hd; c += L) {
-    VF a = hn::Mul(hn::LoadU(d, acc + c), vc);
+    VF a[R];
+    for (int r = 0; r < R; ++r) a[r] = hn::Mul(hn::LoadU(d, acc[r] + c), hn::Set(d, corr[r]));
     const float* vj = v + c;
-    for (int64_t t = 0; t < n; ++t, vj += stride) a = hn::MulAdd(hn::Set(d, pr[t]), hn::LoadU(d, vj), a);
-    hn::StoreU(a, d, acc + c);
+    for (int64_t t = 0; t < n; ++t, vj += stride) {
+      const VF vv = hn::LoadU(d, vj);
+      for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, pr[r][t]), vv, a[r]);
+    }
+    for (int r = 0; r < R; ++r) hn::StoreU(a[r], d, acc[r] + c);
   }
   for (; c < hd; ++c) {
-    float a = acc[c] * corr;
-    for (int64_t t = 0; t < n; ++t) a += pr[t] * v[t * stride + c];
-    acc[c] = a;
+    for (int r = 0; r < R; ++r) {
+      float a = acc[r][c] * corr[r];
+      for (int64_t t = 0; t < n; ++t) a += pr[r][t] * v[t * stride + c];
+      acc[r][c] = a;
+    }
+  }
+}
+
+// Output rows of heads h .. h+R-1 at query position i (all see the keys of Range rg).
+template <int R>
+void Rows(const ref::AttentionParams& p, const float* q, const float* kt, int64_t ld, int64_t k_lo, const float* vs,
+          int64_t kv_stride, int64_t s, int64_t h, int64_t i, const Range& rg, float* o, float* lse) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t hd = p.head_dim;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  float* qs[R];
+  float* sc[R];
+  float* acc[R];
+  float m[R], l[R], corr[R], slope[R];
+  for (int r = 0; r < R; ++r) {
+    qs[r] = t_q.get(static_cast<size_t>(R * hd)) + r * hd;
+    sc[r] = t_sc.get(static_cast<size_t>(R * (kBlock + 4 * L))) + r * (kBlock + 4 * L);
+    acc[r] = t_acc.get(static_cast<size_t>(R * hd)) + r * hd;
+    const int64_t qo = ((s * p.n_q + i) * p.n_heads + h + r) * hd;
+    for (int64_t c = 0; c < hd; ++c) qs[r][c] = q[qo + c] * p.scale;
+    for (int64_t c = 0; c < hd; ++c) acc[r][c] = 0.0f;
+    m[r] = neg_inf;
+    l[r] = 0.0f;
+    slope[r] = p.alibi ? p.alibi[h + r] : 0.0f;
+  }
+  for (int64_t j0 = rg.lo; j0 < rg.hi; j0 += kBlock) {
+    const int64_t n = rg.hi - j0 < kBlock ? rg.hi - j0 : kBlock;
+    const int64_t nv = (n + L - 1) / L * L;
+    ScoresTransposed<R>(qs, kt, ld, j0 - k_lo, hd, n, sc);
+    for (int r = 0; r < R; ++r) {
+      float* x = sc[r];
+      if (slope[r] != 0.0f) {
+        for (int64_t t = 0; t < n; ++t) x[t] += slope[r] * static_cast<float>(j0 + t - rg.pos);
+      }
+      for (int64_t t = n; t < nv; ++t) x[t] = neg_inf;
+      VF vmax = hn::Set(d, neg_inf);
+      for (int64_t t = 0; t < nv; t += L) vmax = hn::Max(vmax, hn::LoadU(d, x + t));
+      const float bmax = hn::GetLane(hn::MaxOfLanes(d, vmax));
+      const float m_new = bmax > m[r] ? bmax : m[r];
+      corr[r] = std::exp(m[r] - m_new);  // m = -inf on the first block: 0
+      const VF vm = hn::Set(d, m_new);
+      VF vsum = hn::Zero(d);
+      for (int64_t t = 0; t < nv; t += L) {
+        // Padding lanes hold -inf; Exp's result there is masked to exactly 0.
+        const VF xv = hn::LoadU(d, x + t);
+        const VF e = hn::IfThenElseZero(hn::Gt(xv, hn::Set(d, neg_inf)), hn::Exp(d, hn::Sub(xv, vm)));
+        hn::StoreU(e, d, x + t);
+        vsum = hn::Add(vsum, e);
+      }
+      l[r] = l[r] * corr[r] + hn::GetLane(hn::SumOfLanes(d, vsum));
+      m[r] = m_new;
+    }
+    AccumulateV<R>(sc, vs + j0 * kv_stride, kv_stride, hd, n, corr, acc);
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t qo = ((s * p.n_q + i) * p.n_heads + h + r) * hd;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    for (int64_t c = 0; c < hd; ++c) o[qo + c] = acc[r][c] * inv;
+    if (lse) lse[(s * p.n_heads + h + r) * p.n_q + i] = l[r] > 0.0f ? m[r] + std::log(l[r]) : neg_inf;
   }
 }
 
@@ -155,10 +235,6 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
   const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
   const int64_t i_begin = p.q_begin, i_end = p.q_end ? p.q_end : p.n_q;
   if (h_end <= h_begin || i_end <= i_begin) return;
-  float* qs = t_q.get(static_cast<size_t>(hd));
-  float* sc = t_sc.get(static_cast<size_t>(kBlock + 4 * L));
-  float* acc = t_acc.get(static_cast<size_t>(hd));
-  const float neg_inf = -std::numeric_limits<float>::infinity();
   for (int64_t s = 0; s < p.n_seqs; ++s) {
     // Keys any row of [i_begin, i_end) can see: lo and hi never decrease with the row.
     const Range first = visible(p, s, i_begin), last = visible(p, s, i_end - 1);
@@ -181,45 +257,11 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
       }
       const int64_t hb = kvh * group > h_begin ? kvh * group : h_begin;
       const int64_t he = (kvh + 1) * group < h_end ? (kvh + 1) * group : h_end;
-      for (int64_t h = hb; h < he; ++h) {
-        const float slope = p.alibi ? p.alibi[h] : 0.0f;
-        for (int64_t i = i_begin; i < i_end; ++i) {
-          const Range r = visible(p, s, i);
-          const int64_t qo = ((s * p.n_q + i) * p.n_heads + h) * hd;
-          for (int64_t c = 0; c < hd; ++c) qs[c] = q[qo + c] * p.scale;
-          for (int64_t c = 0; c < hd; ++c) acc[c] = 0.0f;
-          float m = neg_inf, l = 0.0f;
-          for (int64_t j0 = r.lo; j0 < r.hi; j0 += kBlock) {
-            const int64_t n = r.hi - j0 < kBlock ? r.hi - j0 : kBlock;
-            const int64_t nv = (n + L - 1) / L * L;
-            ScoresTransposed(qs, kt, ld, j0 - k_lo, hd, n, sc);
-            if (slope != 0.0f) {
-              for (int64_t t = 0; t < n; ++t) sc[t] += slope * static_cast<float>(j0 + t - r.pos);
-            }
-            for (int64_t t = n; t < nv; ++t) sc[t] = neg_inf;
-            VF vmax = hn::Set(d, neg_inf);
-            for (int64_t t = 0; t < nv; t += L) vmax = hn::Max(vmax, hn::LoadU(d, sc + t));
-            const float bmax = hn::GetLane(hn::MaxOfLanes(d, vmax));
-            const float m_new = bmax > m ? bmax : m;
-            const float corr = std::exp(m - m_new);  // m = -inf on the first block: 0
-            const VF vm = hn::Set(d, m_new);
-            VF vsum = hn::Zero(d);
-            for (int64_t t = 0; t < nv; t += L) {
-              // Padding lanes hold -inf; Exp's result there is masked to exactly 0.
-              const VF x = hn::LoadU(d, sc + t);
-              const VF e = hn::IfThenElseZero(hn::Gt(x, hn::Set(d, neg_inf)), hn::Exp(d, hn::Sub(x, vm)));
-              hn::StoreU(e, d, sc + t);
-              vsum = hn::Add(vsum, e);
-            }
-            l = l * corr + hn::GetLane(hn::SumOfLanes(d, vsum));
-            AccumulateV(sc, vs + j0 * kv_stride, kv_stride, hd, n, corr, acc);
-            m = m_new;
-          }
-          float* oi = o + qo;
-          const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-          for (int64_t c = 0; c < hd; ++c) oi[c] = acc[c] * inv;
-          if (lse) lse[(s * p.n_heads + h) * p.n_q + i] = l > 0.0f ? m + std::log(l) : neg_inf;
-        }
+      for (int64_t i = i_begin; i < i_end; ++i) {
+        const Range rg = visible(p, s, i);
+        int64_t h = hb;
+        for (; h + 2 <= he; h += 2) Rows<2>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse);
+        if (h < he) Rows<1>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse);
       }
     }
   }

@@ -30,6 +30,7 @@
 #define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/gemm.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/aligned_allocator.h>
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -265,8 +266,14 @@ HWY_INLINE float ScalarF32(const T* p) {
 
 // out[r] = dot(x[0:K], rows[r][0:K]) for r < 4. F16/BF16 rows are widened in registers, so the
 // weights are read from memory once, at their stored size (decode is bound by those bytes).
+//
+// `next` (may be null): the first byte of the next group of 4 rows, prefetched a slice per step so
+// that it is in cache when its turn comes. The 4 rows are read interleaved (4 streams a row
+// apart), which the hardware prefetcher follows poorly: SmolLM2-135M F16 decode on one Zen 3
+// core read weights at ~10 GB/s without this, against ~20 GB/s for a plain read stream.
 template <typename T>
-HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const T* const* rows, int64_t K, float* out) {
+HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const T* const* rows, int64_t K, float* out,
+                     const uint8_t* next = nullptr) {
   const DF d;
   using V = hn::Vec<DF>;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -278,7 +285,11 @@ HWY_INLINE void Dot4(const float* HWY_RESTRICT x, const T* const* rows, int64_t 
   V b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
   int64_t k = 0;
   // Two accumulators per row: FMA latency 4 x 2 ports needs 8 independent chains.
+  constexpr int64_t kStepBytes = 4 * static_cast<int64_t>(sizeof(T));  // next group's bytes per k
   for (; k + 2 * L <= K; k += 2 * L) {
+    if (next) {
+      for (int64_t b = 0; b < 2 * L * kStepBytes; b += 64) hwy::Prefetch(next + k * kStepBytes + b);
+    }
     const V xa = hn::LoadU(d, x + k), xb = hn::LoadU(d, x + k + L);
     a0 = hn::MulAdd(xa, LoadF32(d, r0 + k), a0);
     a1 = hn::MulAdd(xa, LoadF32(d, r1 + k), a1);
@@ -327,9 +338,13 @@ void GemvRange(const float* x, const void* w, DType wt, float* y, int64_t M, int
         rows[r] = static_cast<const T*>(w) + (n + r) * K;
       }
     }
+    // Float rows that are the weights themselves are contiguous: prefetch the next group's.
+    const uint8_t* next = tmp == nullptr && g + 1 < ge && n + 8 <= N
+                              ? reinterpret_cast<const uint8_t*>(static_cast<const T*>(w) + (n + 4) * K)
+                              : nullptr;
     for (int64_t m = 0; m < M; ++m) {
       float out[4];
-      Dot4(x + m * K, rows, K, out);
+      Dot4(x + m * K, rows, K, out, m == 0 ? next : nullptr);
       for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[r];
     }
   }
