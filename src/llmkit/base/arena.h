@@ -1,7 +1,8 @@
 // A bump allocator for the buffers of one forward/backward pass. reset() keeps the memory, so a
 // decode loop that needs the same buffers each token does no malloc after the first token. When
-// a pass outgrows the current block, a new block is chained; the next reset() folds all blocks
-// into one of the high-water size, so the steady state is one block.
+// a pass outgrows the current block, a new block (twice as large) is chained; reset() keeps every
+// block and the next pass refills them in order, so a pass like an earlier one touches no fresh
+// memory.
 #pragma once
 
 #include <cstddef>
@@ -40,6 +41,7 @@ class Arena {
   void add_block(size_t min_bytes);
 
   std::vector<Block> blocks_;
+  size_t cur_ = 0;  // the block being filled
   size_t used_total_ = 0;
   size_t high_water_ = 0;
   size_t system_allocs_ = 0;
