@@ -130,6 +130,8 @@ std::vector<OpCase> cases() {
       {1, 3, 300, 9, 3, 64, {}, "decode 3 rows n_kv=300"},
       {1, 2, 45, 4, 4, 12, {.causal = false}, "non-causal few rows head_dim 12"},
       {1, 12, 12, 9, 3, 64, {}, "smollm2 prefill 12"},
+      {1, 40, 40, 8, 2, 64, {}, "gqa group 4 (llama-3.2 shape)"},
+      {1, 33, 33, 10, 2, 24, {.alibi = true}, "gqa group 5 alibi"},
   };
   for (const Att& a : atts) {
     Tensor q = rand_tensor({a.s, a.q, a.h, a.d}, seed++);

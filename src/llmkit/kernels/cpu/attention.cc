@@ -82,7 +82,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-// R query rows at once (R = 2: two heads of a GQA group at the same position, so they see the same
+// R query rows at once (R <= 4 heads of a GQA group at the same position, so they see the same
 // keys): each load of keys or values feeds R FMAs. Every row's arithmetic is exactly that of R = 1
 // (its own FMA chain per lane, in the same order), so grouping never changes a result.
 
@@ -93,7 +93,7 @@ HWY_INLINE void ScoresTransposed(const float* const* qs, const float* kt, int64_
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int64_t nv = (n + L - 1) / L * L;
-  constexpr int kV = 4;  // vectors of keys per pass: R * kV accumulators
+  constexpr int kV = R <= 2 ? 4 : 2;  // vectors of keys per pass: R * kV accumulators in registers
   int64_t t = 0;
   for (; t + kV * L <= nv; t += kV * L) {
     VF a[R][kV];
@@ -129,7 +129,7 @@ HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stri
                             const float* corr, float* const* acc) {
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
-  constexpr int kV = 4;
+  constexpr int kV = R <= 2 ? 4 : 2;
   int64_t c = 0;
   for (; c + kV * L <= hd; c += kV * L) {
     VF a[R][kV];
@@ -260,8 +260,13 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
       for (int64_t i = i_begin; i < i_end; ++i) {
         const Range rg = visible(p, s, i);
         int64_t h = hb;
-        for (; h + 2 <= he; h += 2) Rows<2>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse);
-        if (h < he) Rows<1>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse);
+        for (; h + 4 <= he; h += 4) Rows<4>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse);
+        switch (he - h) {
+          case 3: Rows<3>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse); break;
+          case 2: Rows<2>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse); break;
+          case 1: Rows<1>(p, q, kt, ld, k_lo, vs, kv_stride, s, h, i, rg, o, lse); break;
+          default: break;
+        }
       }
     }
   }
