@@ -149,6 +149,27 @@ TEST(ThreadPool, NestedRunIsInline) {
   EXPECT_EQ(inner.load(), 2);
 }
 
+// mark/rewind: a loop that rewinds each iteration reuses the same memory, keeps what came before
+// the mark, and never grows past one iteration's need, even across block boundaries.
+TEST(Arena, RewindReleasesAnIterationsBuffers) {
+  Arena arena;
+  auto* kept = arena.alloc_array<float>(100);
+  kept[0] = 42.0f;
+  const Arena::Mark m = arena.mark();
+  void* first = nullptr;
+  for (int it = 0; it < 10; ++it) {
+    void* p = arena.alloc(50000);
+    arena.alloc(200000);  // crosses into a second block on the first iteration
+    if (it == 0) first = p;
+    EXPECT_EQ(p, first);
+    arena.rewind(m);
+    EXPECT_EQ(arena.used(), m.used_total);
+  }
+  EXPECT_EQ(kept[0], 42.0f);
+  EXPECT_LE(arena.high_water(), 100 * sizeof(float) + 64 + 50000 + 200000 + 128);
+  EXPECT_EQ(arena.system_allocations(), 2u);
+}
+
 TEST(Arena, SteadyStateHasNoSystemAllocation) {
   Arena arena;
   for (int step = 0; step < 5; ++step) {

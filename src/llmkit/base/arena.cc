@@ -70,6 +70,15 @@ void Arena::reset() {
   used_total_ = 0;
 }
 
+void Arena::rewind(const Mark& m) {
+  if (blocks_.empty()) return;
+  LLMKIT_ASSERT(m.block <= cur_ && m.used_total <= used_total_, "Arena::rewind to a mark taken after this point");
+  for (size_t i = m.block + 1; i <= cur_; ++i) blocks_[i].used = 0;
+  blocks_[m.block].used = m.used;
+  cur_ = m.block;
+  used_total_ = m.used_total;
+}
+
 size_t Arena::capacity() const {
   size_t c = 0;
   for (auto& b : blocks_) c += b.size;

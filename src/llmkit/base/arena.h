@@ -26,6 +26,16 @@ class Arena {
   // Frees everything allocated since construction or the last reset (memory is kept).
   void reset();
 
+  // A point to come back to: rewind(mark()) frees everything allocated after the mark (memory
+  // is kept), so a loop can release each iteration's intermediates (a transformer layer's) while
+  // what was allocated before the mark stays valid. Marks must be rewound in LIFO order and only
+  // until the next reset.
+  struct Mark {
+    size_t block = 0, used = 0, used_total = 0;
+  };
+  Mark mark() const { return {cur_, blocks_.empty() ? 0 : blocks_[cur_].used, used_total_}; }
+  void rewind(const Mark& m);
+
   size_t used() const { return used_total_; }
   size_t high_water() const { return high_water_; }
   size_t capacity() const;
