@@ -221,6 +221,18 @@ TEST(TinyModel, Llama3RopeScalingIsWrittenAsLlamaCppRopeFreqs) {
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(freqs.data<float>()[i], want[i], 1e-5) << i;
   EXPECT_FALSE(f.find("llama.rope.scaling.factor")) << "llama.cpp would read it as linear scaling";
   EXPECT_EQ(ModelConfig::from_gguf(f).rope_scaling.kind, RopeScalingKind::kLlama3);
+
+  // A file as llama.cpp writes it: the divisors only, no scaling parameters in the metadata. It
+  // still gives transformers' logits, through the divisors.
+  io::GgufWriter w;
+  for (const auto& [key, value] : f.metadata())
+    if (key.rfind("llmkit.rope.", 0) != 0 && key != "llmkit.hf.config_json") w.set(key, value);
+  for (const auto& ti : f.tensors()) w.add_tensor(ti.name, f.tensor(ti.name));
+  w.write(gguf + ".llamacpp.gguf");
+  auto m = Transformer::load(gguf + ".llamacpp.gguf");
+  EXPECT_EQ(m->config().rope_scaling.kind, RopeScalingKind::kNone);
+  EXPECT_LE(max_diff_all_rows(*m, Ref("llama3")), 1e-4);
+  fs::remove(gguf + ".llamacpp.gguf");
   fs::remove(gguf);
 }
 

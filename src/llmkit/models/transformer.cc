@@ -72,6 +72,13 @@ void Transformer::load_tensors() {
     rope_.beta_slow = hp.rope_scaling.beta_slow;
     rope_.low_freq_factor = hp.rope_scaling.low_freq_factor;
     rope_.high_freq_factor = hp.rope_scaling.high_freq_factor;
+    // GGUF files from llama.cpp carry Llama-3 scaling only as per-frequency divisors (no parameters
+    // in the metadata); files written by llmkit carry both, and the parameters win.
+    const Tensor* rf = w.find("rope_freqs.weight");
+    if (rf && hp.rope_scaling.kind == RopeScalingKind::kNone) {
+      Tensor f = ops::to_f32(w.require("rope_freqs.weight", {(rope_.rot_dims ? rope_.rot_dims : hp.head_dim) / 2}));
+      rope_.freq_factors.assign(f.data<float>(), f.data<float>() + f.numel());
+    }
   }
   const bool ln = hp.norm == NormKind::kLayerNorm;
   const int64_t d = hp.d_model, q_dim = hp.n_heads * hp.head_dim, kv_dim = hp.n_kv_heads * hp.head_dim;

@@ -45,6 +45,12 @@ RopeSetup rope_setup(const Tensor& x, const Tensor& pos, const RopeConfig& cfg, 
     LLMKIT_CHECK(cfg.high_freq_factor > cfg.low_freq_factor && cfg.low_freq_factor > 0.0f, kInvalidArgument, op,
                  ": Llama-3 scaling needs high_freq_factor (", cfg.high_freq_factor, ") > low_freq_factor (",
                  cfg.low_freq_factor, ") > 0");
+  if (!cfg.freq_factors.empty()) {
+    LLMKIT_CHECK(static_cast<int64_t>(cfg.freq_factors.size()) == s.rot_dims / 2, kInvalidArgument, op,
+                 ": freq_factors has ", cfg.freq_factors.size(), " entries, need rot_dims / 2 = ", s.rot_dims / 2);
+    for (float f : cfg.freq_factors)
+      LLMKIT_CHECK(std::isfinite(f) && f > 0.0f, kInvalidArgument, op, ": rope freq factor ", f, " must be finite and > 0");
+  }
   s.inv_freq.resize(static_cast<size_t>(s.rot_dims / 2));
   ref::rope_freqs(cfg, s.rot_dims, s.inv_freq.data(), &s.mscale);
   return s;

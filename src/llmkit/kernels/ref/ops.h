@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "llmkit/tensor/dtype.h"
 
@@ -104,6 +105,9 @@ struct RopeConfig {
   float beta_slow = 1.0f;          // YaRN rope_scaling.beta_slow
   float low_freq_factor = 1.0f;    // Llama-3 rope_scaling.low_freq_factor
   float high_freq_factor = 4.0f;   // Llama-3 rope_scaling.high_freq_factor
+  // Per-frequency divisors [rot_dims/2] applied after the scaling above (llama.cpp's
+  // "rope_freqs.weight", its form of Llama-3 scaling in GGUF files); empty = none.
+  std::vector<float> freq_factors;
 };
 // inv_freq[rot_dims/2] (rad per position) and the attention temperature mscale (1 except YaRN) that
 // multiplies cos and sin. Computed once per model, not per call.

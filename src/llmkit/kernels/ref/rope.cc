@@ -72,6 +72,7 @@ void rope_freqs(const RopeConfig& cfg, int64_t rot_dims, float* inv_freq, float*
         break;
       }
     }
+    if (!cfg.freq_factors.empty()) out /= static_cast<double>(cfg.freq_factors[static_cast<size_t>(i)]);
     inv_freq[i] = static_cast<float>(out);
   }
   // YaRN attention temperature: sqrt(1/t) = 0.1 ln(s) + 1 (paper eq. 22; HF get_mscale) scales cos/sin,
