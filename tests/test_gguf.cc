@@ -98,6 +98,11 @@ TEST(Gguf, RoundTripEveryValueTypeAndTensorsBitIdentical) {
   ASSERT_EQ(f.find("x.strings")->arr.size(), 4u);
   EXPECT_EQ(f.find("x.strings")->arr[2].s, "中文");
   EXPECT_EQ(f.find("x.nested")->arr[0].arr[0].u, 5u);
+  // Arrays read from a file are decoded on access; every element type comes back as written.
+  EXPECT_EQ(f.find("x.strings")->arr.string_at(3), "emoji 🎉");
+  std::vector<std::string> all;
+  for (const GgufValue& e : f.find("x.strings")->arr) all.push_back(e.s);
+  EXPECT_EQ(all, (std::vector<std::string>{"a", "", "中文", "emoji 🎉"}));
   ASSERT_EQ(f.tensors().size(), 3u);
   Tensor a2 = f.tensor("a"), q2 = f.tensor("q"), h2 = f.tensor("h");
   EXPECT_EQ(a2.shape(), Shape({2, 3}));
@@ -177,6 +182,12 @@ TEST(GgufBad, ValueTypesAndNesting) {
   Bytes bo = Bytes().header(0, 1);
   bo.str("k").put<uint32_t>(7).put<uint8_t>(2);
   expect_error(bo, "neither 0 nor 1");
+  Bytes boa = Bytes().header(0, 1);  // inside an array (checked at open, though decoded on access)
+  boa.str("k").put<uint32_t>(9).put<uint32_t>(7).put<uint64_t>(3).put<uint8_t>(1).put<uint8_t>(0).put<uint8_t>(5);
+  expect_error(boa, "bool value 5 is neither 0 nor 1");
+  Bytes sa = Bytes().header(0, 1);  // a string array whose second string runs past the end
+  sa.str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(2).str("ok").put<uint64_t>(1000).put<uint8_t>('x');
+  expect_error(sa, "string value needs 1000 bytes");
   Bytes deep = Bytes().header(0, 1);
   deep.str("k");
   deep.put<uint32_t>(9);

@@ -294,6 +294,43 @@ TEST(ForwardBatch, EqualsEachSequenceAlone) {
   }
 }
 
+// Micro-batches: a pass of more rows than ubatch() runs in consecutive pieces that append to the
+// caches; the logits (every row of a prompt, several sequences split across pieces) equal one pass.
+TEST(ForwardBatch, MicroBatchesEqualOnePass) {
+  for (const char* name : {"llama", "mistral", "bloom"}) {
+    Ref ref(name);
+    auto m = Transformer::load(tiny_dir(name));
+    Tensor ids = ref.get("input_ids");
+    std::vector<int32_t> a = row_ids(ids, 0), b = row_ids(ids, 1);
+    const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
+    auto run = [&](int64_t ubatch, KVCache* ca, KVCache* cb) {
+      m->set_ubatch(ubatch);
+      return m->forward_batch({{&a, ca, na}, {&b, cb, 2}});
+    };
+    KVCache c1 = m->new_cache(32), c2 = m->new_cache(32), c3 = m->new_cache(32), c4 = m->new_cache(32);
+    std::vector<Tensor> whole = run(1024, &c1, &c2), pieces = run(3, &c3, &c4);
+    EXPECT_EQ(c3.n_past, na);
+    EXPECT_EQ(c4.n_past, nb);
+    for (int s = 0; s < 2; ++s) {
+      ASSERT_EQ(pieces[s].shape(), whole[s].shape()) << name;
+      for (int64_t i = 0; i < whole[s].numel(); ++i)
+        ASSERT_NEAR(pieces[s].data<float>()[i], whole[s].data<float>()[i], 1e-4) << name << " seq " << s << " " << i;
+    }
+    // And they match transformers' logits row for row.
+    Tensor want = ref.get("logits");
+    for (int64_t i = 0; i < pieces[0].numel(); ++i) ASSERT_NEAR(pieces[0].data<float>()[i], want.data<float>()[i], 1e-4) << name;
+    // A bad token in the second sequence is refused before any piece writes to a cache.
+    std::vector<int32_t> bad = b;
+    bad.back() = -1;
+    KVCache c5 = m->new_cache(32), c6 = m->new_cache(32);
+    m->set_ubatch(2);
+    EXPECT_THROW(m->forward_batch({{&a, &c5, 1}, {&bad, &c6, 1}}), Error);
+    EXPECT_EQ(c5.n_past, 0);
+    EXPECT_EQ(c6.n_past, 0);
+    EXPECT_THROW(m->set_ubatch(0), Error);
+  }
+}
+
 TEST(ForwardBatch, RejectsASharedCache) {
   auto m = Transformer::load(tiny_dir("llama"));
   KVCache c = m->new_cache(16);

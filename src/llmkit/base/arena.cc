@@ -25,6 +25,10 @@ Arena::~Arena() {
 // in 4 KiB pages cost ~3 us per page (Zen 3 KVM guest, THP "madvise"). Huge pages also cut TLB
 // misses.
 constexpr size_t kHugePage = size_t{2} << 20;
+// ...but only for blocks of this size and more: a huge page is resident as a whole once touched,
+// so a small arena (a transformer pass in micro-batches needs a few MiB) would carry the unused
+// tails of its blocks in its RSS for no measurable gain.
+constexpr size_t kHugePageMinBlock = size_t{16} << 20;
 
 void Arena::add_block(size_t min_bytes) {
   size_t size = min_bytes < (1u << 16) ? (1u << 16) : min_bytes;
@@ -33,7 +37,7 @@ void Arena::add_block(size_t min_bytes) {
   void* p = std::aligned_alloc(align, size);
   if (!p) throw Error(ErrorCode::kOutOfMemory, str_cat("arena could not allocate ", size, " bytes"));
 #ifdef __linux__
-  if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);  // advice only: failure is harmless
+  if (align == kHugePage && size >= kHugePageMinBlock) madvise(p, size, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
   blocks_.push_back({static_cast<uint8_t*>(p), size, 0});
   ++system_allocs_;

@@ -28,8 +28,8 @@ size_t scalar_size(GgufType t) {
 // A cursor that refuses to read past the end; every failure names the field and offset.
 class Reader {
  public:
-  Reader(const uint8_t* d, size_t n, const std::string& name, const GgufLimits& lim)
-      : d_(d), n_(n), name_(name), lim_(lim) {}
+  Reader(const uint8_t* d, size_t n, const std::string& name, const GgufLimits& lim, std::shared_ptr<void> keep)
+      : d_(d), n_(n), name_(name), lim_(lim), keep_(std::move(keep)) {}
 
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(ErrorCode::kInvalidFile, str_cat("invalid GGUF file '", name_, "': ", what, " (at byte ", pos_, ")"),
@@ -94,8 +94,33 @@ class Reader {
         if (!checked_mul(count, scalar_size(v.elem_type), &min_bytes) || min_bytes > left())
           fail(str_cat("array of ", count, " ", gguf_type_name(v.elem_type), " values does not fit in the ", left(),
                        " bytes left"));
-        v.arr.reserve(static_cast<size_t>(count));
-        for (uint64_t k = 0; k < count; ++k) v.arr.push_back(read_value(v.elem_type, depth + 1));
+        if (v.elem_type == GgufType::kArray) {  // nested arrays (rare, small): decoded now
+          std::vector<GgufValue> elems;
+          elems.reserve(static_cast<size_t>(count));
+          for (uint64_t k = 0; k < count; ++k) elems.push_back(read_value(v.elem_type, depth + 1));
+          v.arr = GgufArray(std::move(elems));
+          break;
+        }
+        // Checked now, decoded on access (see GgufArray): strings need every length read.
+        const size_t start = pos_;
+        std::vector<uint64_t> offsets;
+        if (v.elem_type == GgufType::kString) {
+          offsets.reserve(static_cast<size_t>(count));
+          for (uint64_t k = 0; k < count; ++k) {
+            offsets.push_back(pos_ - start);
+            const uint64_t len = read<uint64_t>("string value");
+            if (len > lim_.max_string) fail(str_cat("string value length ", len, " exceeds the cap of ", lim_.max_string, " bytes"));
+            need(len, "string value");
+            pos_ += len;
+          }
+        } else if (v.elem_type == GgufType::kBool) {
+          for (uint64_t k = 0; k < count; ++k)
+            if (d_[pos_ + k] > 1) { pos_ += k; fail(str_cat("bool value ", int(d_[pos_]), " is neither 0 nor 1")); }
+          pos_ += count;
+        } else {
+          pos_ += min_bytes;  // fixed-size elements: the size check above covered them
+        }
+        v.arr = GgufArray(d_ + start, count, v.elem_type, keep_, std::move(offsets));
         break;
       }
     }
@@ -109,6 +134,7 @@ class Reader {
   size_t pos_ = 0;
   const std::string& name_;
   const GgufLimits& lim_;
+  std::shared_ptr<void> keep_;  // keeps the bytes alive for lazily decoded arrays
 };
 
 }  // namespace
@@ -118,6 +144,59 @@ const char* gguf_type_name(GgufType t) {
   auto i = static_cast<uint32_t>(t);
   return i < 13 ? kNames[i] : "?";
 }
+
+GgufArray::GgufArray(std::vector<GgufValue> owned)
+    : owned_(std::make_shared<const std::vector<GgufValue>>(std::move(owned))) {}
+
+GgufArray::GgufArray(const uint8_t* bytes, uint64_t count, GgufType elem, std::shared_ptr<void> keep,
+                     std::vector<uint64_t> offsets)
+    : bytes_(bytes), count_(count), elem_(elem), keep_(std::move(keep)) {
+  if (elem == GgufType::kString) offsets_ = std::make_shared<const std::vector<uint64_t>>(std::move(offsets));
+}
+
+size_t GgufArray::size() const { return owned_ ? owned_->size() : static_cast<size_t>(count_); }
+
+std::string_view GgufArray::string_at(size_t i) const {
+  LLMKIT_ASSERT(i < size(), "GGUF array index ", i, " out of range ", size());
+  if (owned_) {
+    const GgufValue& v = (*owned_)[i];
+    return v.type == GgufType::kString ? std::string_view(v.s) : std::string_view();
+  }
+  if (elem_ != GgufType::kString) return {};
+  const uint8_t* p = bytes_ + (*offsets_)[i];
+  uint64_t len;
+  std::memcpy(&len, p, 8);
+  return {reinterpret_cast<const char*>(p + 8), static_cast<size_t>(len)};
+}
+
+GgufValue GgufArray::operator[](size_t i) const {
+  LLMKIT_ASSERT(i < size(), "GGUF array index ", i, " out of range ", size());
+  if (owned_) return (*owned_)[i];
+  GgufValue v;
+  v.type = elem_;
+  auto get = [&](auto zero) {
+    decltype(zero) x;
+    std::memcpy(&x, bytes_ + i * sizeof(x), sizeof(x));
+    return x;
+  };
+  switch (elem_) {
+    case GgufType::kU8: case GgufType::kBool: v.u = get(uint8_t{}); break;
+    case GgufType::kI8: v.i = get(int8_t{}); break;
+    case GgufType::kU16: v.u = get(uint16_t{}); break;
+    case GgufType::kI16: v.i = get(int16_t{}); break;
+    case GgufType::kU32: v.u = get(uint32_t{}); break;
+    case GgufType::kI32: v.i = get(int32_t{}); break;
+    case GgufType::kF32: v.f = get(float{}); break;
+    case GgufType::kU64: v.u = get(uint64_t{}); break;
+    case GgufType::kI64: v.i = get(int64_t{}); break;
+    case GgufType::kF64: v.f = get(double{}); break;
+    case GgufType::kString: v.s = std::string(string_at(i)); break;
+    case GgufType::kArray: LLMKIT_ASSERT(false, "nested GGUF arrays are decoded at parse time"); break;
+  }
+  return v;
+}
+
+GgufValue GgufArray::iterator::operator*() const { return (*a_)[i_]; }
 
 GgufFile GgufFile::open(const std::string& path, const GgufLimits& limits) {
   auto mf = MappedFile::open(path);
@@ -133,7 +212,7 @@ GgufFile GgufFile::parse(const uint8_t* data, size_t size, std::shared_ptr<void>
   f.data_ = data;
   f.size_ = size;
   f.owner_ = std::move(owner);
-  Reader r(data, size, f.name_, limits);
+  Reader r(data, size, f.name_, limits, f.owner_);
 
   uint32_t magic = r.read<uint32_t>("magic");
   if (magic != kMagic) {

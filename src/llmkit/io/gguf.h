@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "llmkit/tensor/tensor.h"
@@ -29,6 +30,52 @@ enum class GgufType : uint32_t {
 };
 const char* gguf_type_name(GgufType t);
 
+struct GgufValue;
+
+// The elements of a GGUF array value. An array read from a file is not decoded into GgufValues
+// at open time: its elements stay in the file's bytes (already checked by the parser) and are
+// decoded on access. A 49k-token vocabulary with its merges and token types is ~150k values,
+// ~14 MB of heap as GgufValues, that a model run (weights + config) never reads. Arrays built in
+// memory (writers, tests) and nested arrays own their elements.
+class GgufArray {
+ public:
+  GgufArray() = default;
+  explicit GgufArray(std::vector<GgufValue> owned);
+  // Elements inside `bytes` (kept alive by `keep` when not null): `count` values of `elem`; for
+  // strings, `offsets` holds each string's position (its u64 length prefix) relative to `bytes`.
+  GgufArray(const uint8_t* bytes, uint64_t count, GgufType elem, std::shared_ptr<void> keep,
+            std::vector<uint64_t> offsets);
+
+  size_t size() const;
+  bool empty() const { return size() == 0; }
+  GgufValue operator[](size_t i) const;  // a decoded copy; i < size() (asserted)
+  // Element i of a string array without a copy (empty view if the array holds no strings).
+  std::string_view string_at(size_t i) const;
+
+  class iterator {
+   public:
+    using value_type = GgufValue;
+    iterator(const GgufArray* a, size_t i) : a_(a), i_(i) {}
+    GgufValue operator*() const;
+    iterator& operator++() { ++i_; return *this; }
+    bool operator!=(const iterator& o) const { return i_ != o.i_; }
+    bool operator==(const iterator& o) const { return i_ == o.i_; }
+   private:
+    const GgufArray* a_;
+    size_t i_;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, size()}; }
+
+ private:
+  std::shared_ptr<const std::vector<GgufValue>> owned_;  // in-memory arrays (shared: copies are cheap)
+  const uint8_t* bytes_ = nullptr;                       // file-backed arrays
+  uint64_t count_ = 0;
+  GgufType elem_ = GgufType::kU8;
+  std::shared_ptr<void> keep_;
+  std::shared_ptr<const std::vector<uint64_t>> offsets_;
+};
+
 struct GgufValue {
   GgufType type = GgufType::kU32;
   uint64_t u = 0;  // unsigned integers and bool
@@ -36,7 +83,7 @@ struct GgufValue {
   double f = 0;    // floats
   std::string s;   // strings
   GgufType elem_type = GgufType::kU8;  // arrays
-  std::vector<GgufValue> arr;
+  GgufArray arr;
 
   static GgufValue from_u32(uint32_t v);
   static GgufValue from_u64(uint64_t v);

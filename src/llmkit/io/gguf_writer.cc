@@ -26,7 +26,7 @@ GgufValue GgufValue::from_array(GgufType elem, std::vector<GgufValue> v) {
   GgufValue g;
   g.type = GgufType::kArray;
   g.elem_type = elem;
-  g.arr = std::move(v);
+  g.arr = GgufArray(std::move(v));
   return g;
 }
 

@@ -171,7 +171,7 @@ HfTokenizerFiles gguf_tokenizer_to_hf(const io::GgufFile& f, std::vector<std::st
     auto id = f.get_int(key);
     if (!id || !tokens_v || tokens_v->type != GgufType::kArray || *id < 0 || static_cast<size_t>(*id) >= tokens_v->arr.size())
       return {};
-    return tokens_v->arr[static_cast<size_t>(*id)].s;
+    return std::string(tokens_v->arr.string_at(static_cast<size_t>(*id)));
   };
   if (auto carried = f.get_string("tokenizer.huggingface.json")) {
     out.tokenizer_json = *carried;
@@ -180,7 +180,7 @@ HfTokenizerFiles gguf_tokenizer_to_hf(const io::GgufFile& f, std::vector<std::st
     nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), added = nlohmann::ordered_json::array();
     const GgufValue* types = f.find("tokenizer.ggml.token_type");
     for (size_t k = 0; k < tokens_v->arr.size(); ++k) {
-      const std::string& t = tokens_v->arr[k].s;
+      const std::string t(tokens_v->arr.string_at(k));
       vocab[t] = k;
       int ty = types && types->type == GgufType::kArray && k < types->arr.size() ? static_cast<int>(types->arr[k].as_int().value_or(1)) : kNormal;
       if (ty == kControl || ty == kUserDefined)

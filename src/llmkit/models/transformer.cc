@@ -170,17 +170,80 @@ Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, 
   return forward_batch({SeqBatch{&tokens, &cache, n_out}})[0];
 }
 
+void Transformer::set_ubatch(int64_t rows) {
+  LLMKIT_CHECK(rows >= 1 && rows <= (int64_t{1} << 20), kInvalidArgument, "micro-batch size ", rows,
+               " is out of range; use 1 .. 1048576");
+  ubatch_ = rows;
+}
+
 std::vector<Tensor> Transformer::forward_batch(const std::vector<SeqBatch>& seqs) const {
   LLMKIT_CHECK(cfg_.decoder, kUnsupported, "model '", w_.path(), "' is an encoder (", family_name(cfg_.family),
                "): it has no next-token logits; use it for embeddings (last hidden state)");
-  arena_.reset();
-  std::vector<Tensor> logits;
-  {
-    ArenaScope scope(arena_);
-    logits = forward_pass(seqs);
+  LLMKIT_CHECK(!seqs.empty(), kInvalidArgument, "forward needs at least one sequence");
+  // Everything is checked before the first micro-batch writes to a cache, so a bad request
+  // leaves every cache as it was.
+  int64_t total = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SeqBatch& b = seqs[s];
+    LLMKIT_CHECK(b.tokens && b.cache, kInvalidArgument, "sequence ", s, " has no tokens or no cache");
+    const int64_t n = static_cast<int64_t>(b.tokens->size());
+    const KVCache& cache = *b.cache;
+    LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token (sequence ", s, ")");
+    LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
+                 " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
+    LLMKIT_CHECK(b.n_out >= 1 && b.n_out <= n, kInvalidArgument, "n_out ", b.n_out, " must be in [1, ", n, "]");
+    LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument,
+                 "the KV cache was made for another model (", cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
+    for (size_t t = 0; t < s; ++t)
+      LLMKIT_CHECK(seqs[t].cache != b.cache, kInvalidArgument, "sequences ", t, " and ", s, " share one KV cache");
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = (*b.tokens)[static_cast<size_t>(i)];
+      LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
+                   " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+    }
+    total += n;
   }
-  for (Tensor& t : logits) t = t.clone();  // outside the scope: the results outlive the arena's next reset
-  return logits;
+  auto run = [&](const std::vector<SeqBatch>& part) {
+    arena_.reset();
+    ArenaScope scope(arena_);
+    return forward_pass(part);
+  };
+  if (total <= ubatch_) {
+    std::vector<Tensor> logits = run(seqs);
+    for (Tensor& t : logits) t = t.clone();  // the results outlive the arena's next reset
+    return logits;
+  }
+  // Micro-batches: take rows from the sequences in order until the budget is spent; a sequence's
+  // piece asks for the logits of the rows of it that fall in its last n_out positions.
+  std::vector<Tensor> out(seqs.size());
+  for (size_t s = 0; s < seqs.size(); ++s) out[s] = Tensor::empty({seqs[s].n_out, cfg_.n_vocab}, DType::kF32);
+  std::vector<int64_t> done(seqs.size(), 0);
+  size_t first = 0;  // first sequence with tokens left
+  while (first < seqs.size()) {
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<SeqBatch> part;
+    std::vector<std::pair<size_t, int64_t>> dest;  // (sequence, first logits row) per piece
+    tokens.reserve(seqs.size());
+    int64_t budget = ubatch_;
+    for (size_t s = first; s < seqs.size() && budget > 0; ++s) {
+      const int64_t n = static_cast<int64_t>(seqs[s].tokens->size());
+      const int64_t a = done[s], b = std::min(n, a + budget);
+      const auto* src = seqs[s].tokens->data();
+      tokens.emplace_back(src + a, src + b);
+      const int64_t want_from = n - seqs[s].n_out;  // rows [want_from, n) are wanted
+      const int64_t n_out = std::max<int64_t>(0, b - std::max(a, want_from));
+      part.push_back(SeqBatch{&tokens.back(), seqs[s].cache, n_out});
+      dest.emplace_back(s, std::max(a, want_from) - want_from);
+      budget -= b - a;
+      done[s] = b;
+    }
+    std::vector<Tensor> logits = run(part);
+    for (size_t i = 0; i < part.size(); ++i)
+      if (part[i].n_out > 0)
+        copy_into(out[dest[i].first].slice(0, dest[i].second, dest[i].second + part[i].n_out), logits[i]);
+    while (first < seqs.size() && done[first] == static_cast<int64_t>(seqs[first].tokens->size())) ++first;
+  }
+  return out;
 }
 
 Tensor Transformer::encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
@@ -310,25 +373,11 @@ Tensor Transformer::moe(const Layer& L, const Tensor& h) const {
 }
 
 std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs) const {
-  LLMKIT_CHECK(!seqs.empty(), kInvalidArgument, "forward needs at least one sequence");
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
-  // Row offsets of each sequence in the stacked activation.
+  // Row offsets of each sequence in the stacked activation (inputs checked by forward_batch; a
+  // micro-batch piece may want no logits: n_out 0).
   std::vector<int64_t> off(seqs.size() + 1, 0);
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const SeqBatch& b = seqs[s];
-    LLMKIT_CHECK(b.tokens && b.cache, kInvalidArgument, "sequence ", s, " has no tokens or no cache");
-    const int64_t n = static_cast<int64_t>(b.tokens->size());
-    const KVCache& cache = *b.cache;
-    LLMKIT_CHECK(n > 0, kInvalidArgument, "forward needs at least one token (sequence ", s, ")");
-    LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
-                 " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
-    LLMKIT_CHECK(b.n_out >= 1 && b.n_out <= n, kInvalidArgument, "n_out ", b.n_out, " must be in [1, ", n, "]");
-    LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument, "the KV cache was made for another model (",
-                 cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
-    for (size_t t = 0; t < s; ++t)
-      LLMKIT_CHECK(seqs[t].cache != b.cache, kInvalidArgument, "sequences ", t, " and ", s, " share one KV cache");
-    off[s + 1] = off[s] + n;
-  }
+  for (size_t s = 0; s < seqs.size(); ++s) off[s + 1] = off[s] + static_cast<int64_t>(seqs[s].tokens->size());
   const int64_t N = off.back();
   std::vector<int32_t> all_tokens;
   all_tokens.reserve(static_cast<size_t>(N));
@@ -343,7 +392,14 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs)
   attn_opt.causal = true;
   attn_opt.window = cfg_.sliding_window;  // Mistral; 0 = full attention
   attn_opt.alibi = cfg_.position == PositionKind::kAlibi;
+  // Each layer's intermediates are released when the layer ends (the arena is rewound to a mark),
+  // so a pass holds one layer's buffers, not all of them: the residual stream is copied into
+  // `resid`, allocated before the mark, and that is all a layer leaves behind.
+  Tensor resid = Tensor::empty({N, cfg_.d_model}, DType::kF32);
+  copy_into(resid, x);
+  x = resid;
   for (size_t l = 0; l < layers_.size(); ++l) {
+    const Arena::Mark layer_start = arena_.mark();
     const Layer& L = layers_[l];
     const std::string p = str_cat("blk.", l, ".");
     Tensor h = norm(x, L.attn_norm);
@@ -373,7 +429,10 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs)
       observe(p + "ffn_out", ffn_out);
       x = ops::add(ops::add(x, attn_out), ffn_out);
     } else {
-      x = ops::add(x, attn_out);
+      // The attention half's buffers are released before the MLP half allocates its own.
+      copy_into(resid, ops::add(x, attn_out));
+      x = resid;
+      arena_.rewind(layer_start);
       h = norm(x, L.ffn_norm);
       observe(p + "ffn_norm", h);
       Tensor ffn_out = mlp(L, h);
@@ -381,11 +440,19 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs)
       x = ops::add(x, ffn_out);
     }
     observe(p + "x", x);
+    copy_into(resid, x);
+    x = resid;
+    arena_.rewind(layer_start);
   }
   for (size_t s = 0; s < seqs.size(); ++s) seqs[s].cache->n_past += off[s + 1] - off[s];
   // The output head runs only on the rows whose logits are wanted, all sequences in one matmul.
   std::vector<int64_t> out_off(seqs.size() + 1, 0);
   for (size_t s = 0; s < seqs.size(); ++s) out_off[s + 1] = out_off[s] + seqs[s].n_out;
+  std::vector<Tensor> out;
+  if (out_off.back() == 0) {  // a micro-batch piece that wants no logits
+    for (size_t s = 0; s < seqs.size(); ++s) out.emplace_back();
+    return out;
+  }
   Tensor last;
   if (seqs.size() == 1) {
     last = x.slice(0, N - seqs[0].n_out, N);
@@ -397,7 +464,6 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs)
   Tensor h = norm(last, output_norm);
   observe("output_norm", h);
   Tensor logits = ops::matmul(h, output);  // [sum n_out, n_vocab]
-  std::vector<Tensor> out;
   for (size_t s = 0; s < seqs.size(); ++s) out.push_back(logits.slice(0, out_off[s], out_off[s + 1]));
   return out;
 }
@@ -414,7 +480,11 @@ Tensor Transformer::encode_pass(const std::vector<int32_t>& tokens, const std::v
   observe("token_embd", x);
   ops::AttentionOptions attn_opt;
   attn_opt.causal = false;
+  Tensor resid = Tensor::empty({n, cfg_.d_model}, DType::kF32);  // as in forward_pass: one layer's buffers at a time
+  copy_into(resid, x);
+  x = resid;
   for (size_t l = 0; l < layers_.size(); ++l) {
+    const Arena::Mark layer_start = arena_.mark();
     const Layer& L = layers_[l];
     const std::string p = str_cat("blk.", l, ".");
     Tensor q, k, v;
@@ -427,6 +497,9 @@ Tensor Transformer::encode_pass(const std::vector<int32_t>& tokens, const std::v
     observe(p + "ffn_out", ffn_out);
     x = norm(ops::add(x, ffn_out), L.ffn_norm);
     observe(p + "x", x);
+    copy_into(resid, x);
+    x = resid;
+    arena_.rewind(layer_start);
   }
   return x;
 }

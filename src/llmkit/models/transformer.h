@@ -66,6 +66,12 @@ class Transformer {
     int64_t n_out = 1;
   };
   std::vector<Tensor> forward_batch(const std::vector<SeqBatch>& seqs) const;
+  // Passes stack at most this many token rows (default 128): a longer prompt, or a batch with
+  // more rows, runs as consecutive micro-batches, each appending to the caches before the next, so
+  // activation memory is bounded by the micro-batch, not the prompt (a 512-token SmolLM2 prefill
+  // needs ~4 MB of scratch instead of ~15 MB). Results do not depend on it beyond rounding.
+  void set_ubatch(int64_t rows);
+  int64_t ubatch() const { return ubatch_; }
   // Encoders (BERT): the last hidden state [n_tokens, d_model] of one sequence (bidirectional).
   Tensor encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types = {}) const;
 
@@ -125,6 +131,7 @@ class Transformer {
   Tensor output;          // [n_vocab, d_model] (tok_embd when tied)
   std::vector<Layer> layers_;
   Observer observer_;
+  int64_t ubatch_ = 128;
   mutable Arena arena_;
 };
 

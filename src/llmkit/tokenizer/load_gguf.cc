@@ -74,7 +74,7 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
   t->pieces.resize(n);
   StrMap<int32_t> model_vocab;
   for (size_t i = 0; i < n; ++i) {
-    std::string text = *tv.arr[i].as_string();
+    std::string text(tv.arr.string_at(i));
     if (*model == "bert") text = unphantom(text, types[i]);
     check_token_text(text, static_cast<int64_t>(i), file);
     LLMKIT_CHECK(!text.empty(), kInvalidFile, file, ": token ", i, " is empty");
@@ -110,7 +110,7 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_gguf(const std::string& path) {
     std::vector<std::pair<std::string, std::string>> merges;
     merges.reserve(mv.arr.size());
     for (size_t i = 0; i < mv.arr.size(); ++i) {
-      const std::string& s = *mv.arr[i].as_string();
+      const std::string s(mv.arr.string_at(i));
       size_t sp = s.find(' ', 1);
       LLMKIT_CHECK(sp != std::string::npos, kInvalidFile, file, ": merge #", i, " \"", s, "\" is not \"left right\"");
       merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
