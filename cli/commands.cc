@@ -186,7 +186,7 @@ const std::vector<Command> kCommands = {
     {"bench", "Measure prompt-processing and decode speed (tokens/s)",
      [](CLI::App& app) {
        static std::string model;
-       static int p = 512, n = 128, reps = 5;
+       static int p = 512, n = 128, reps = 5, ub = 0;
        static std::vector<int> t;
        static bool json = false;
        add_model_flag(app, model);
@@ -195,8 +195,10 @@ const std::vector<Command> kCommands = {
        app.add_option("-t,--threads", t, "CPU threads, repeatable or a comma list (1,2); 0 = all cores")
            ->delimiter(',');
        app.add_option("-r,--repetitions", reps, "Timed repetitions per test")->check(CLI::Range(1, 1000));
+       app.add_option("--ubatch-size,--ub", ub, "Rows per forward pass (prompts run in micro-batches); 0 = the default, 128")
+           ->check(CLI::Range(0, 1 << 20));
        app.add_flag("--json", json, "Print the rows as JSON (with every sample) instead of the table");
-       return std::function<int()>([] { return run_bench(model, p, n, t, reps, json); });
+       return std::function<int()>([] { return run_bench(model, p, n, t, reps, ub, json); });
      }},
     {"perplexity", "Perplexity of a text file (llama.cpp's chunking, comparable numbers)",
      [](CLI::App& app) {

@@ -39,7 +39,10 @@ struct ServeFlags {
   int port = 8080, parallel = 4, ctx = 0, batch_size = 512, queue = 64, threads = 0;
   bool verbose = false;
 };
+// cmd_serve.cc in the llmkit-serve binary; cmd_serve_exec.cc (re-executes as llmkit-serve) in llmkit.
 int run_serve(const ServeFlags& f);
+// The command line main() was given (for the re-exec).
+char** main_argv();
 
 // Every subcommand, in the order `llmkit --help` lists them.
 const std::vector<Command>& commands();
@@ -52,7 +55,7 @@ int run_inspect(const std::string& path, bool all_tensors);
 // run (chat = false) and chat (chat = true).
 int run_generate(const Sampling& s, bool chat);
 int run_perplexity(const std::string& model, const std::string& file, int ctx, int chunks, int threads);
-int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, bool json);
+int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch, bool json);
 int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
 

@@ -9,8 +9,14 @@
 #include "llmkit/error.h"
 #include "llmkit/version.h"
 
+namespace {
+char** g_argv = nullptr;
+}  // namespace
+char** llmkit::cli::main_argv() { return g_argv; }
+
 int main(int argc, char** argv) {
   using namespace llmkit::cli;
+  g_argv = argv;
   CLI::App app{"llmkit: one engine for the whole life of a large language model -- run, serve, train,\n"
                "fine-tune, align, compress, evaluate and build apps, on a laptop CPU or a GPU cluster."};
   app.name("llmkit");

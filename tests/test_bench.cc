@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -127,6 +128,14 @@ TEST(Bench, CliJsonHasEverySample) {
   EXPECT_EQ(j["rows"][0]["test"], "pp8");
   EXPECT_EQ(j["rows"][0]["samples"].size(), 3u);
   EXPECT_EQ(j["seed"], 42);
+  // Memory fields: the tiny model's file, its KV cache of 8 positions, and a peak RSS above both.
+  const auto& row = j["rows"][0];
+  uint64_t folder = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(kTiny))
+    if (e.is_regular_file()) folder += e.file_size();
+  EXPECT_EQ(row["file_bytes"].get<uint64_t>(), folder);
+  EXPECT_GT(row["kv_cache_bytes"].get<uint64_t>(), 0u);
+  EXPECT_GT(row["peak_rss_bytes"].get<uint64_t>(), row["kv_cache_bytes"].get<uint64_t>());
   EXPECT_NE(run_cli("bench -m /nonexistent.gguf -p 4 -n 0", &status).find("nonexistent"), std::string::npos);
   EXPECT_NE(status, 0);
 }

@@ -27,6 +27,7 @@ struct BenchOptions {
   std::vector<int> threads = {0};    // one row per count; 0 = all cores
   int reps = 5;                      // timed repetitions per row
   uint64_t seed = 42;                // token ids (see above)
+  int64_t ubatch = 0;                // rows per forward pass (Transformer::set_ubatch); 0 = default
 };
 
 struct BenchRow {
@@ -38,6 +39,10 @@ struct BenchRow {
   int64_t n_tokens = 0;
   std::vector<double> samples;  // tokens/s of each timed repetition
   double mean = 0, stddev = 0;  // of samples (sample standard deviation; 0 for one rep)
+  // Memory: the model's files on disk, the KV cache of P + N positions, and the process's peak
+  // resident set (getrusage) when this row ended: weights are mapped, not copied, so peak RSS
+  // should stay close to file + KV cache (issue: <= 1.1x).
+  uint64_t file_bytes = 0, kv_cache_bytes = 0, peak_rss_bytes = 0;
 };
 
 // The ids a bench with this seed feeds: t_i = splitmix64(seed + i) mod n_vocab.

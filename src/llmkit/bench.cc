@@ -5,7 +5,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
+
+#include <sys/resource.h>
 
 #include <nlohmann/json.hpp>
 
@@ -77,6 +80,7 @@ std::vector<BenchRow> bench(const BenchOptions& opt) {
   const models::ModelConfig& cfg = model->config();
   LLMKIT_CHECK(cfg.decoder, kUnsupported, "bench: model '", opt.model, "' is an encoder (",
                models::family_name(cfg.family), "); bench measures next-token models");
+  if (opt.ubatch > 0) model->set_ubatch(opt.ubatch);
   const int64_t n_ctx = opt.n_prompt + opt.n_gen;
   LLMKIT_CHECK(n_ctx <= cfg.n_ctx, kInvalidArgument, "bench: -p ", opt.n_prompt, " + -n ", opt.n_gen,
                " = ", n_ctx, " positions exceed the model's context of ", cfg.n_ctx);
@@ -86,6 +90,21 @@ std::vector<BenchRow> bench(const BenchOptions& opt) {
   const uint64_t n_params = model->weights().n_params();
   const std::string desc = describe(model->weights(), n_params);
   models::KVCache cache = model->new_cache(n_ctx);
+  uint64_t kv_bytes = 0, file_bytes = 0;
+  for (size_t l = 0; l < cache.k.size(); ++l) kv_bytes += cache.k[l].nbytes() + cache.v[l].nbytes();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(opt.model, ec)) {
+    for (const auto& e : fs::recursive_directory_iterator(opt.model, ec))
+      if (e.is_regular_file(ec)) file_bytes += e.file_size(ec);
+  } else {
+    file_bytes = fs::file_size(opt.model, ec);
+  }
+  auto peak_rss = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<uint64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
+  };
 
   auto run_pp = [&] {
     cache.n_past = 0;
@@ -120,6 +139,9 @@ std::vector<BenchRow> bench(const BenchOptions& opt) {
       run();  // warm-up
       for (int k = 0; k < opt.reps; ++k) r.samples.push_back(run());
       summarize(r);
+      r.file_bytes = file_bytes;
+      r.kv_cache_bytes = kv_bytes;
+      r.peak_rss_bytes = peak_rss();
       rows.push_back(std::move(r));
     }
   }
@@ -149,7 +171,9 @@ std::string bench_json(const std::vector<BenchRow>& rows, const BenchOptions& op
   for (const BenchRow& r : rows) {
     j["rows"].push_back({{"model", r.model}, {"size_bytes", r.size_bytes}, {"n_params", r.n_params},
                          {"threads", r.threads}, {"test", r.test}, {"n_tokens", r.n_tokens},
-                         {"samples", r.samples}, {"mean", r.mean}, {"stddev", r.stddev}});
+                         {"samples", r.samples}, {"mean", r.mean}, {"stddev", r.stddev},
+                         {"file_bytes", r.file_bytes}, {"kv_cache_bytes", r.kv_cache_bytes},
+                         {"peak_rss_bytes", r.peak_rss_bytes}});
   }
   return j.dump(2) + "\n";
 }
