@@ -15,7 +15,9 @@ Both contexts hold P + N positions. llama.cpp runs with its defaults otherwise (
 flash attention "auto", mmap), as llama-bench does; llmkit keeps its KV cache in F32.
 
 Prints a markdown table: tokens/s mean ± sample stddev over all rounds x reps, and the ratio of the
-means llmkit / llama.cpp (> 1: llmkit is faster). Needs PyPI llama-cpp-python (its libllama is the
+means llmkit / llama.cpp (> 1: llmkit is faster); then a memory table: llmkit's peak RSS (its own
+getrusage, `bench --json`) against the file size + its KV cache, and llama.cpp's peak RSS above the
+worker's RSS before loading the model (the interpreter and libllama are not counted). Needs PyPI llama-cpp-python (its libllama is the
 peer) and a built llmkit binary.
 
   python3 tools/bench_vs_llamacpp.py --llmkit build/bin/llmkit [--models A.gguf B.gguf ...] \
@@ -49,9 +51,17 @@ def bench_tokens(seed, n, n_vocab):
 
 # ---- llama.cpp side: runs in its own process (`--worker`), prints one JSON line -----------------
 
+def rss_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def llamacpp_worker(a):
     import llama_cpp as L
     L.llama_backend_init()
+    rss0 = rss_kib("VmRSS")  # the interpreter and libllama, before the model
     mp = L.llama_model_default_params()
     model = L.llama_model_load_from_file(a.model.encode(), mp)
     if not model:
@@ -106,21 +116,23 @@ def llamacpp_worker(a):
     L.llama_batch_free(batch)
     L.llama_free(ctx)
     L.llama_model_free(model)
-    print(json.dumps({"rows": rows}))
+    print(json.dumps({"rows": rows, "peak_rss_above_start": (rss_kib("VmHWM") - rss0) * 1024}))
 
 
 def run_llamacpp(a, model, threads):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model, "--worker-threads", str(threads),
            "-p", str(a.p), "-n", str(a.n), "--reps", str(a.reps), "--seed", str(a.seed)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return {r["test"]: r["samples"] for r in json.loads(out.strip().splitlines()[-1])["rows"]}
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    return {r["test"]: r["samples"] for r in out["rows"]}, out["peak_rss_above_start"]
 
 
 def run_llmkit(a, model, threads):
     cmd = [a.llmkit, "bench", "-m", model, "-p", str(a.p), "-n", str(a.n), "-t", str(threads), "-r", str(a.reps),
            "--json"]
     j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    return {r["test"]: r["samples"] for r in j["rows"]}, j["rows"][0]["model"]
+    last = j["rows"][-1]
+    mem = (last["file_bytes"], last["kv_cache_bytes"], last["peak_rss_bytes"])
+    return {r["test"]: r["samples"] for r in j["rows"]}, j["rows"][0]["model"], mem
 
 
 def fmt(xs):
@@ -152,18 +164,29 @@ def main():
     load0 = os.getloadavg()
     threads = [int(t) for t in a.threads.split(",")]
     lines = ["| model | file | threads | test | llmkit t/s | llama.cpp t/s | ratio |", "|---|---|---|---|---|---|---|"]
+    mem_lines = ["| file | file MB | llmkit KV cache MB (F32) | llmkit peak RSS MB | / (file + KV) | "
+                 "llama.cpp peak RSS above the interpreter MB |", "|---|---|---|---|---|---|"]
     for model in a.models:
         if not os.path.exists(model):
             print(f"skipping {model}: not found", file=sys.stderr)
             continue
         for t in threads:
             ours, theirs, desc = {}, {}, ""
+            peak_ours, peak_theirs, file_kv = 0, 0, (0, 0)
             for _ in range(a.rounds):
-                o, desc = run_llmkit(a, model, t)
+                o, desc, (fb, kvb, rss) = run_llmkit(a, model, t)
+                peak_ours, file_kv = max(peak_ours, rss), (fb, kvb)
                 for k, v in o.items():
                     ours.setdefault(k, []).extend(v)
-                for k, v in run_llamacpp(a, model, t).items():
+                th, rss_t = run_llamacpp(a, model, t)
+                peak_theirs = max(peak_theirs, rss_t)
+                for k, v in th.items():
                     theirs.setdefault(k, []).extend(v)
+            mb = 1e6
+            mem_lines.append(f"| {os.path.basename(model)} ({t} thr) | {file_kv[0] / mb:.1f} | {file_kv[1] / mb:.1f} | "
+                             f"{peak_ours / mb:.1f} | **{peak_ours / (file_kv[0] + file_kv[1]):.3f}** | "
+                             f"{peak_theirs / mb:.1f} |")
+            print(mem_lines[-1], file=sys.stderr, flush=True)
             for test in ours:
                 mo, so = fmt(ours[test])
                 mt, st = fmt(theirs[test])
@@ -177,6 +200,8 @@ def main():
           f"{platform.python_version()}; p={a.p} n={a.n}, {a.rounds} rounds x {a.reps} reps per engine")
     print()
     print("\n".join(lines))
+    print()
+    print("\n".join(mem_lines))
 
 
 if __name__ == "__main__":
