@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -139,6 +141,70 @@ TEST_F(Serve, HealthAndModels) {
   EXPECT_EQ(mj["object"], "list");
   ASSERT_EQ(mj["data"].size(), 1u);
   EXPECT_EQ(mj["data"][0]["id"], "SmolLM2-135M-Instruct-Q4_1");
+}
+
+// /metrics: Prometheus text whose counters move by exactly what two requests did.
+std::map<std::string, double> scrape(const Running& server) {
+  auto c = server.client();
+  auto r = c.Get("/metrics");
+  EXPECT_TRUE(r);
+  std::map<std::string, double> m;
+  if (!r) return m;
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  std::istringstream in(r->body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t sp = line.rfind(' ');
+    EXPECT_NE(sp, std::string::npos) << line;
+    m[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+  }
+  return m;
+}
+
+TEST_F(Serve, MetricsCountRequestsTokensAndLatencies) {
+  const auto before = scrape(*server_);
+  ASSERT_TRUE(before.count("llmkit_generation_tokens_total"));
+  int64_t prompt = 0, completion = 0, sampled = 0, length = 0, stop = 0;
+  for (const char* q : {"Write a long story about a dragon.", "Count from one to one hundred."}) {
+    json r = post("/v1/chat/completions", chat_body(q, 8));
+    prompt += r["usage"]["prompt_tokens"].get<int64_t>();
+    const int64_t n = r["usage"]["completion_tokens"].get<int64_t>();
+    completion += n;
+    // "stop" without stop strings: the end-of-turn token was sampled (and not counted as output).
+    const bool eos = r["choices"][0]["finish_reason"] == "stop";
+    (eos ? stop : length) += 1;
+    sampled += n + (eos ? 1 : 0);
+  }
+  // Counters are final when the response arrives; gauges follow at the end of the scheduler's step.
+  auto after = scrape(*server_);
+  for (int i = 0; i < 50 && (after["llmkit_running_sequences"] != 0 || after["llmkit_kv_cache_positions_used"] != 0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = scrape(*server_);
+  }
+  auto delta = [&](const std::string& k) {
+    EXPECT_TRUE(after.count(k)) << k;
+    return after.at(k) - (before.count(k) ? before.at(k) : 0.0);
+  };
+  EXPECT_GT(completion, 0);
+  EXPECT_EQ(delta("llmkit_generation_tokens_total"), completion);
+  EXPECT_EQ(delta("llmkit_prompt_tokens_total"), prompt);
+  EXPECT_EQ(delta("llmkit_requests_total{reason=\"length\"}"), length);
+  EXPECT_EQ(delta("llmkit_requests_total{reason=\"stop\"}"), stop);
+  EXPECT_EQ(delta("llmkit_time_to_first_token_seconds_count"), 2);
+  EXPECT_EQ(delta("llmkit_inter_token_latency_seconds_count"), sampled - 2);
+  EXPECT_GT(delta("llmkit_time_to_first_token_seconds_sum"), 0);
+  EXPECT_EQ(after.at("llmkit_running_sequences"), 0);
+  EXPECT_EQ(after.at("llmkit_kv_cache_positions_used"), 0);  // every slot back to empty
+  EXPECT_EQ(after.at("llmkit_kv_cache_positions_free"), 4 * 512);
+  // Buckets are cumulative and end at the count.
+  double prev = 0;
+  for (const char* le : {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "+Inf"}) {
+    const double v = after.at(std::string("llmkit_inter_token_latency_seconds_bucket{le=\"") + le + "\"}");
+    EXPECT_GE(v, prev) << le;
+    prev = v;
+  }
+  EXPECT_EQ(prev, after.at("llmkit_inter_token_latency_seconds_count"));
 }
 
 TEST_F(Serve, GreedyChatCompletion) {

@@ -48,6 +48,14 @@ bool Job::wait(std::string* text, std::chrono::milliseconds timeout) {
   return done_;
 }
 
+void LatencyHistogram::observe(double seconds) {
+  size_t i = 0;
+  while (i < kN && seconds > kBounds[i]) ++i;
+  ++counts[i];
+  ++count;
+  sum += seconds;
+}
+
 // One running sequence: its slot, the tokens so far, and its own sampler and text pipeline
 // (detokenizer -> whole UTF-8 characters -> stop strings), as runtime::Generator chains them.
 struct Scheduler::Seq {
@@ -63,6 +71,7 @@ struct Scheduler::Seq {
   runtime::Utf8Holdback utf8;
   Tokenizer::StreamDecoder dec;
   std::vector<int32_t> chunk;    // this step's input tokens
+  std::chrono::steady_clock::time_point last_token;
 
   Seq(std::shared_ptr<Job> j, const Tokenizer& tok)
       : job(std::move(j)), context(job->req.prompt), n_prompt(context.size()), sampler(job->req.sampling),
@@ -81,6 +90,7 @@ Scheduler::Scheduler(const models::Transformer& model, const Tokenizer& tokenize
     free_slots_.push_back(opts_.n_slots - 1 - i);
   }
   stats_.slots = opts_.n_slots;
+  stats_.kv_positions_total = opts_.n_slots * opts_.n_ctx;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -95,7 +105,10 @@ void Scheduler::shutdown() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lk(mu_);
-  for (auto& j : waiting_) j->finish("cancelled", 0, 0);
+  for (auto& j : waiting_) {
+    j->finish("cancelled", 0, 0);
+    count_finished_locked("cancelled");
+  }
   waiting_.clear();
 }
 
@@ -104,7 +117,10 @@ bool Scheduler::submit(std::shared_ptr<Job> job) {
     std::lock_guard<std::mutex> lk(mu_);
     // Room: the free slots (admitted at the next step) plus max_queue waiting places.
     const auto free_slots = static_cast<size_t>(std::max<int64_t>(0, opts_.n_slots - stats_.running));
-    if (stop_ || waiting_.size() >= opts_.max_queue + free_slots) return false;
+    if (stop_ || waiting_.size() >= opts_.max_queue + free_slots) {
+      ++stats_.rejected;
+      return false;
+    }
     waiting_.push_back(std::move(job));
     stats_.waiting = static_cast<int64_t>(waiting_.size());
   }
@@ -117,12 +133,25 @@ SchedulerStats Scheduler::stats() const {
   return stats_;
 }
 
+void Scheduler::count_finished(const std::string& reason) {
+  std::lock_guard<std::mutex> lk(mu_);
+  count_finished_locked(reason);
+}
+
+void Scheduler::count_finished_locked(const std::string& reason) {
+  if (reason == "stop") ++stats_.finished_stop;
+  else if (reason == "length") ++stats_.finished_length;
+  else if (reason == "cancelled") ++stats_.finished_cancelled;
+  else ++stats_.finished_error;
+}
+
 void Scheduler::retire(Seq& s, const std::string& reason) {
   if (reason != "cancelled" && reason != "error" && !s.stops.stopped()) {
     // The held-back tail: what the detokenizer, the UTF-8 hold-back and the stop matcher kept.
     s.job->push(s.stops.feed(s.utf8.feed(s.dec.flush())));
     if (!s.stops.stopped()) s.job->push(s.stops.feed(s.utf8.flush()) + s.stops.flush());
   }
+  count_finished(reason);  // before the client can see the end (and scrape /metrics)
   if (reason != "error") s.job->finish(reason, static_cast<int64_t>(s.n_prompt), s.produced);
   s.cache->n_past = 0;
   free_slots_.push_back(s.slot);
@@ -154,6 +183,7 @@ void Scheduler::loop() {
         waiting_.pop_front();
         if (job->cancelled()) {
           job->finish("cancelled", 0, 0);
+          count_finished_locked("cancelled");
           continue;
         }
         try {
@@ -166,14 +196,18 @@ void Scheduler::loop() {
           active.push_back(std::move(s));
         } catch (const std::exception& e) {
           job->fail(e.what());
+          count_finished_locked("error");
         }
       }
       stats_.waiting = static_cast<int64_t>(waiting_.size());
       stats_.running = static_cast<int64_t>(active.size());
     }
     step(active);
+    int64_t kv_used = 0;
+    for (const auto& s : active) kv_used += s->cache->n_past;
     std::lock_guard<std::mutex> lk(mu_);
     stats_.running = static_cast<int64_t>(active.size());
+    stats_.kv_positions_used = kv_used;
     ++stats_.steps;
   }
   for (auto& s : active) retire(*s, "cancelled");
@@ -224,20 +258,29 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
     return;
   }
 
-  int64_t generated = 0;
+  int64_t batch_tokens = 0;
+  const auto now = std::chrono::steady_clock::now();
   for (size_t i = 0; i < batch.size(); ++i) {
     Seq& s = *batch[i];
     s.n_fed += s.chunk.size();
+    batch_tokens += static_cast<int64_t>(s.chunk.size());
     if (s.n_fed < s.context.size()) continue;  // more prompt to feed next step
     try {
       const int64_t n_vocab = logits[i].dim(-1);
       const int32_t tok = s.sampler.sample(logits[i].data<float>(), n_vocab, s.context);
-      if (std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), tok) != opts_.stop_tokens.end()) {
+      const bool first = s.context.size() == s.n_prompt;
+      const bool end = std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), tok) != opts_.stop_tokens.end();
+      {  // counted before the token or the end reaches the client
+        std::lock_guard<std::mutex> lk(mu_);
+        (first ? stats_.ttft : stats_.itl).observe(std::chrono::duration<double>(now - (first ? s.job->created : s.last_token)).count());
+        if (!end) ++stats_.tokens_generated;
+      }
+      s.last_token = now;
+      if (end) {
         retire(s, "stop");
         continue;
       }
       ++s.produced;
-      ++generated;
       s.context.push_back(tok);
       s.job->push(s.stops.feed(s.utf8.feed(s.dec.push(tok))));
       if (s.stops.stopped()) {
@@ -252,7 +295,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
   }
   active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
   std::lock_guard<std::mutex> lk(mu_);
-  stats_.tokens_generated += generated;
+  stats_.batch_tokens = batch_tokens;
 }
 
 }  // namespace llmkit::serve

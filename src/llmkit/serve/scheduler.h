@@ -38,6 +38,7 @@ class Job {
  public:
   explicit Job(GenRequest r) : req(std::move(r)) {}
   const GenRequest req;
+  const std::chrono::steady_clock::time_point created = std::chrono::steady_clock::now();
 
   // Scheduler side.
   void push(const std::string& text);
@@ -69,9 +70,25 @@ struct SchedulerOptions {
   std::vector<int32_t> stop_tokens;  // EOS / end-of-turn ids
 };
 
+// A latency histogram in Prometheus' form: counts per upper bound (seconds), cumulated on output.
+struct LatencyHistogram {
+  static constexpr double kBounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  static constexpr size_t kN = sizeof(kBounds) / sizeof(kBounds[0]);
+  uint64_t counts[kN + 1] = {};  // last: above every bound (+Inf)
+  uint64_t count = 0;
+  double sum = 0;
+  void observe(double seconds);
+};
+
 struct SchedulerStats {
   int64_t waiting = 0, running = 0, slots = 0;
   int64_t steps = 0, tokens_generated = 0, prompt_tokens = 0;
+  // Requests that ended, by finish reason, and those refused because the queue was full.
+  int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0, rejected = 0;
+  int64_t batch_tokens = 0;                        // token rows of the last forward pass
+  int64_t kv_positions_used = 0, kv_positions_total = 0;  // over every slot's KV cache
+  LatencyHistogram ttft;  // request arrival -> its first sampled token
+  LatencyHistogram itl;   // between consecutive tokens of one request
 };
 
 class Scheduler {
@@ -89,6 +106,8 @@ class Scheduler {
   void loop();
   void step(std::vector<std::unique_ptr<Seq>>& active);
   void retire(Seq& s, const std::string& reason);
+  void count_finished(const std::string& reason);
+  void count_finished_locked(const std::string& reason);  // mu_ held
 
   const models::Transformer& model_;
   const Tokenizer& tokenizer_;

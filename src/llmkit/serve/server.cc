@@ -205,6 +205,62 @@ void Server::Impl::routes() {
               {"steps", s.steps},    {"tokens_generated", s.tokens_generated}, {"prompt_tokens", s.prompt_tokens}};
     res.set_content(serve::dump(j), "application/json");
   });
+  // Prometheus text format (version 0.0.4). Public like /health (no API key), as vLLM's and
+  // llama.cpp's servers expose theirs. KV usage is in positions: the cache is one contiguous
+  // block of --ctx-size positions per slot (no paging yet, so no block counts or prefix-cache rate).
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    const serve::SchedulerStats s = scheduler->stats();
+    std::string out;
+    auto metric = [&](const char* name, const char* type, const char* help) {
+      out += str_cat("# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+    };
+    auto value = [&](const std::string& series, double v) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, " %.17g\n", v);
+      out += series + buf;
+    };
+    metric("llmkit_requests_total", "counter", "Requests that ended, by finish reason.");
+    value("llmkit_requests_total{reason=\"stop\"}", static_cast<double>(s.finished_stop));
+    value("llmkit_requests_total{reason=\"length\"}", static_cast<double>(s.finished_length));
+    value("llmkit_requests_total{reason=\"cancelled\"}", static_cast<double>(s.finished_cancelled));
+    value("llmkit_requests_total{reason=\"error\"}", static_cast<double>(s.finished_error));
+    metric("llmkit_requests_rejected_total", "counter", "Requests answered 429 because the queue was full.");
+    value("llmkit_requests_rejected_total", static_cast<double>(s.rejected));
+    metric("llmkit_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.");
+    value("llmkit_prompt_tokens_total", static_cast<double>(s.prompt_tokens));
+    metric("llmkit_generation_tokens_total", "counter", "Tokens generated.");
+    value("llmkit_generation_tokens_total", static_cast<double>(s.tokens_generated));
+    metric("llmkit_steps_total", "counter", "Forward passes of the scheduler.");
+    value("llmkit_steps_total", static_cast<double>(s.steps));
+    metric("llmkit_queue_length", "gauge", "Requests waiting for a slot.");
+    value("llmkit_queue_length", static_cast<double>(s.waiting));
+    metric("llmkit_running_sequences", "gauge", "Sequences in the running batch.");
+    value("llmkit_running_sequences", static_cast<double>(s.running));
+    metric("llmkit_batch_tokens", "gauge", "Token rows of the last forward pass (prompt chunks + decodes).");
+    value("llmkit_batch_tokens", static_cast<double>(s.batch_tokens));
+    metric("llmkit_slots", "gauge", "Sequence slots (--parallel).");
+    value("llmkit_slots", static_cast<double>(s.slots));
+    metric("llmkit_kv_cache_positions_used", "gauge", "KV cache positions holding a running sequence's tokens.");
+    value("llmkit_kv_cache_positions_used", static_cast<double>(s.kv_positions_used));
+    metric("llmkit_kv_cache_positions_free", "gauge", "KV cache positions free.");
+    value("llmkit_kv_cache_positions_free", static_cast<double>(s.kv_positions_total - s.kv_positions_used));
+    auto histogram = [&](const char* name, const char* help, const serve::LatencyHistogram& h) {
+      metric(name, "histogram", help);
+      uint64_t cum = 0;
+      for (size_t i = 0; i < serve::LatencyHistogram::kN; ++i) {
+        cum += h.counts[i];
+        char le[32];
+        std::snprintf(le, sizeof le, "%g", serve::LatencyHistogram::kBounds[i]);
+        value(str_cat(name, "_bucket{le=\"", le, "\"}"), static_cast<double>(cum));
+      }
+      value(str_cat(name, "_bucket{le=\"+Inf\"}"), static_cast<double>(h.count));
+      value(str_cat(name, "_sum"), h.sum);
+      value(str_cat(name, "_count"), static_cast<double>(h.count));
+    };
+    histogram("llmkit_time_to_first_token_seconds", "From the request's arrival to its first sampled token.", s.ttft);
+    histogram("llmkit_inter_token_latency_seconds", "Between consecutive tokens of one request.", s.itl);
+    res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
+  });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json m = {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "llmkit"},
               {"meta", {{"n_ctx", scheduler->options().n_ctx}, {"n_vocab", model->config().n_vocab},
