@@ -6,6 +6,9 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -205,6 +208,79 @@ TEST_F(Serve, MetricsCountRequestsTokensAndLatencies) {
     prev = v;
   }
   EXPECT_EQ(prev, after.at("llmkit_inter_token_latency_seconds_count"));
+}
+
+// /v1/embeddings on a decoder: the mean-pooled, normalised last hidden state of each input.
+std::vector<float> floats_of(const json& e) {
+  std::vector<float> v;
+  for (const auto& x : e) v.push_back(x.get<float>());
+  return v;
+}
+double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+std::vector<float> from_base64(const std::string& s) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+  };
+  std::string bytes;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : s) {
+    const int v = val(c);
+    if (v < 0) break;  // '=' padding
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  std::vector<float> out(bytes.size() / 4);
+  std::memcpy(out.data(), bytes.data(), out.size() * 4);
+  return out;
+}
+
+TEST_F(Serve, DecoderEmbeddings) {
+  json r = post("/v1/embeddings", {{"input", json::array({"hello world", "hello world", "a different sentence, 中文 🎉"})}});
+  ASSERT_EQ(r["object"], "list");
+  ASSERT_EQ(r["data"].size(), 3u);
+  std::vector<std::vector<float>> v;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(r["data"][i]["index"], i);
+    v.push_back(floats_of(r["data"][i]["embedding"]));
+    ASSERT_EQ(v.back().size(), 576u);  // SmolLM2's d_model
+    double n2 = 0;
+    for (float x : v.back()) n2 += double(x) * x;
+    EXPECT_NEAR(n2, 1.0, 1e-5);
+  }
+  EXPECT_EQ(v[0], v[1]);
+  EXPECT_LT(cosine(v[0], v[2]), 0.999);
+  EXPECT_GT(r["usage"]["prompt_tokens"].get<int>(), 4);
+  // One input alone equals the same input in a list; base64 (what the openai client asks for) is
+  // the same floats, little-endian.
+  json one = post("/v1/embeddings", {{"input", "a different sentence, 中文 🎉"}, {"encoding_format", "base64"}});
+  ASSERT_EQ(one["data"].size(), 1u);
+  EXPECT_EQ(from_base64(one["data"][0]["embedding"].get<std::string>()), v[2]);
+  // Bad requests name the field.
+  struct Case { json body; const char* param; };
+  const Case bad[] = {{json::object(), "input"},
+                      {{{"input", ""}}, "input"},
+                      {{{"input", json::array()}}, "input"},
+                      {{{"input", json::array({1, -5})}}, "input"},
+                      {{{"input", json::array({json::array({1, 2}), json::array({49152})})}}, "input[1]"},
+                      {{{"input", "x"}, {"dimensions", 8}}, "dimensions"},
+                      {{{"input", "x"}, {"encoding_format", "int8"}}, "encoding_format"},
+                      {{{"input", "x"}, {"model", "gpt-4"}}, "model"}};
+  for (const Case& c : bad) {
+    json e = post("/v1/embeddings", c.body, 400);
+    EXPECT_EQ(e["error"]["param"], c.param) << c.body.dump() << " -> " << e.dump();
+  }
 }
 
 TEST_F(Serve, GreedyChatCompletion) {
@@ -503,6 +579,47 @@ TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
   EXPECT_FALSE(b_saw_data.load());
   // B was never admitted: no prompt tokens were counted after it left.
   EXPECT_EQ(h["prompt_tokens"].get<int64_t>(), prompt_tokens_before) << h.dump();
+}
+
+// An encoder model (all-MiniLM-L6-v2 as scripts/setup installs it) serves /v1/embeddings equal to
+// sentence-transformers' (mean pooling + normalisation, truncation at max_seq_length 256) to 1e-4
+// in cosine, on the fixture of tools/gen_embedding_fixture.py; completions get a 400 pointing there.
+TEST(ServeEmbeddings, MiniLmMatchesSentenceTransformers) {
+  const std::string dir = std::filesystem::path(default_model()).parent_path().string() + "/all-MiniLM-L6-v2";
+  if (!std::filesystem::exists(dir + "/model.safetensors")) GTEST_SKIP() << "all-MiniLM-L6-v2 not installed (scripts/setup)";
+  std::ifstream f(std::string(LLMKIT_TESTDATA_DIR) + "/models/minilm_sentence_transformers.json");
+  ASSERT_TRUE(f) << "fixture missing: run tools/gen_embedding_fixture.py";
+  const json ref = json::parse(f);
+  ServeOptions o;
+  o.model = dir;
+  o.port = 0;
+  auto server = Server::create(o);
+  const int port = server->bind();
+  std::thread t([&] { server->run(); });
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  auto r = c.Post("/v1/embeddings", json{{"input", ref["sentences"]}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  ASSERT_EQ(j["data"].size(), ref["embeddings"].size());
+  for (size_t i = 0; i < ref["embeddings"].size(); ++i) {
+    const std::vector<float> got = floats_of(j["data"][i]["embedding"]), want = floats_of(ref["embeddings"][i]);
+    ASSERT_EQ(got.size(), 384u);
+    EXPECT_GE(cosine(got, want), 1.0 - 1e-4) << ref["sentences"][i];
+    double max_d = 0;
+    for (size_t k = 0; k < got.size(); ++k) max_d = std::max(max_d, double(std::fabs(got[k] - want[k])));
+    EXPECT_LE(max_d, 1e-3) << ref["sentences"][i];
+    std::printf("sentence %zu: cosine %.8f, max |d| %.2e\n", i, cosine(got, want), max_d);
+  }
+  auto comp = c.Post("/v1/completions", R"({"prompt": "hi"})", "application/json");
+  ASSERT_TRUE(comp);
+  EXPECT_EQ(comp->status, 400);
+  EXPECT_NE(comp->body.find("/v1/embeddings"), std::string::npos) << comp->body;
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  EXPECT_NE(c.Get("/metrics")->body.find("llmkit_embedding_inputs_total 5"), std::string::npos);
+  server->stop();
+  t.join();
 }
 
 TEST(ServeLimits, ApiKeyGuardsV1Routes) {

@@ -65,6 +65,19 @@ def main(llmkit: str) -> int:
         cmpl = client.completions.create(model=name, prompt="1, 2, 3, 4,", temperature=0, max_tokens=8, stop=["7"])
         assert cmpl.choices[0].text and "7" not in cmpl.choices[0].text, cmpl.choices[0].text
 
+        # Embeddings through the client (it asks for base64 and decodes it): unit vectors of d_model.
+        emb = client.embeddings.create(model=name, input=["hello world", "hello world", "another text"])
+        vecs = [d.embedding for d in emb.data]
+        assert len(vecs) == 3 and all(len(v) == 576 for v in vecs), [len(v) for v in vecs]
+        assert abs(sum(x * x for x in vecs[0]) - 1.0) < 1e-4
+        assert vecs[0] == vecs[1] and vecs[0] != vecs[2]
+        assert emb.usage.prompt_tokens > 0
+        try:
+            client.embeddings.create(model=name, input="")
+            raise AssertionError("empty input accepted")
+        except openai.BadRequestError as e:
+            assert e.body.get("param") == "input", e.body
+
         for bad in ({"n": 2}, {"max_tokens": 100000}, {"temperature": 5}):
             try:
                 client.chat.completions.create(model=name, messages=msgs, **bad)

@@ -1,7 +1,10 @@
 // Public API: the OpenAI-compatible HTTP server behind `llmkit serve`. One model, one scheduler
 // thread that owns it and batches every running request into one forward pass per step
 // (continuous batching, chunked prefill), and an HTTP thread pool that parses, validates and
-// streams. The routes: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+// streams. The routes: GET /health, GET /metrics (Prometheus), GET /v1/models,
+// POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings (mean-pooled, normalised
+// last hidden state). An encoder model (BERT-style sentence embedder, e.g. all-MiniLM-L6-v2)
+// serves embeddings only: no scheduler, completions answer 400.
 // Everything a client sends is untrusted: a bad request gets a 400 with an OpenAI-style JSON error
 // naming the field, a full queue a 429, and nothing a client sends may crash the process.
 #pragma once

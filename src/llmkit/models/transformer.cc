@@ -246,6 +246,28 @@ std::vector<Tensor> Transformer::forward_batch(const std::vector<SeqBatch>& seqs
   return out;
 }
 
+Tensor Transformer::hidden_states(const std::vector<int32_t>& tokens) const {
+  LLMKIT_CHECK(cfg_.decoder, kUnsupported, "hidden_states() is for decoders; use encode() for '", w_.path(), "'");
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  LLMKIT_CHECK(n > 0, kInvalidArgument, "hidden_states needs at least one token");
+  LLMKIT_CHECK(n <= cfg_.n_ctx, kInvalidArgument, n, " tokens exceed the ", cfg_.n_ctx, " positions of this model");
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = tokens[static_cast<size_t>(i)];
+    LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
+                 " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+  }
+  KVCache cache = new_cache(n);
+  Tensor out = Tensor::empty({n, cfg_.d_model}, DType::kF32);  // outside the arena: outlives the passes
+  for (int64_t a = 0; a < n; a += ubatch_) {
+    const int64_t b = std::min(n, a + ubatch_);
+    const std::vector<int32_t> piece(tokens.begin() + a, tokens.begin() + b);
+    arena_.reset();
+    ArenaScope scope(arena_);
+    copy_into(out.slice(0, a, b), forward_pass({SeqBatch{&piece, &cache, b - a}}, /*hidden=*/true)[0]);
+  }
+  return out;
+}
+
 Tensor Transformer::encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
   LLMKIT_CHECK(is_encoder(), kUnsupported, "model '", w_.path(), "' is a decoder; encode() is for encoder models (BERT)");
   arena_.reset();
@@ -372,7 +394,7 @@ Tensor Transformer::moe(const Layer& L, const Tensor& h) const {
   return out;
 }
 
-std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs) const {
+std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs, bool hidden) const {
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
   // Row offsets of each sequence in the stacked activation (inputs checked by forward_batch; a
   // micro-batch piece may want no logits: n_out 0).
@@ -445,6 +467,7 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs)
     arena_.rewind(layer_start);
   }
   for (size_t s = 0; s < seqs.size(); ++s) seqs[s].cache->n_past += off[s + 1] - off[s];
+  if (hidden) return {norm(x, output_norm)};
   // The output head runs only on the rows whose logits are wanted, all sequences in one matmul.
   std::vector<int64_t> out_off(seqs.size() + 1, 0);
   for (size_t s = 0; s < seqs.size(); ++s) out_off[s + 1] = out_off[s] + seqs[s].n_out;

@@ -72,6 +72,9 @@ class Transformer {
   // needs ~4 MB of scratch instead of ~15 MB). Results do not depend on it beyond rounding.
   void set_ubatch(int64_t rows);
   int64_t ubatch() const { return ubatch_; }
+  // Decoders: the last hidden state [n_tokens, d_model] (after the final norm, before the output
+  // head) of one sequence from an empty context: what an embedding of a decoder model pools.
+  Tensor hidden_states(const std::vector<int32_t>& tokens) const;
   // Encoders (BERT): the last hidden state [n_tokens, d_model] of one sequence (bidirectional).
   Tensor encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types = {}) const;
 
@@ -112,7 +115,8 @@ class Transformer {
   void qkv(const Layer& L, const Tensor& h, const Tensor& pos, Tensor* q, Tensor* k, Tensor* v) const;
   Tensor mlp(const Layer& L, const Tensor& h) const;
   Tensor moe(const Layer& L, const Tensor& h) const;
-  std::vector<Tensor> forward_pass(const std::vector<SeqBatch>& seqs) const;
+  // hidden: return the final-normed hidden state of every row (one sequence) instead of logits.
+  std::vector<Tensor> forward_pass(const std::vector<SeqBatch>& seqs, bool hidden = false) const;
   Tensor encode_pass(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const;
   void observe(const std::string& name, const Tensor& t) const {
     if (observer_) observer_(name, t);

@@ -214,6 +214,90 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
   return r;
 }
 
+EmbeddingsRequest parse_embeddings_request(const std::string& body, const ApiLimits& limits, size_t max_inputs) {
+  if (json_too_deep(body, limits.max_json_depth))
+    bad("", "the request JSON nests deeper than " + std::to_string(limits.max_json_depth) + " levels", "json_too_deep");
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) bad("", "the request body is not valid JSON (UTF-8)", "invalid_json");
+  if (!j.is_object()) bad("", std::string("the request body must be a JSON object, not ") + type_name(j), "invalid_type");
+  EmbeddingsRequest r;
+  if (present(j, "model")) {
+    if (!j["model"].is_string()) bad("model", std::string("'model' must be a string, not ") + type_name(j["model"]), "invalid_type");
+    r.model = j["model"].get<std::string>();
+  }
+  if (present(j, "encoding_format")) {
+    const json& f = j["encoding_format"];
+    if (!f.is_string() || (f != "float" && f != "base64"))
+      bad("encoding_format", "'encoding_format' is " + f.dump() + "; use \"float\" or \"base64\"");
+    r.base64 = f == "base64";
+  }
+  if (present(j, "dimensions")) bad("dimensions", "'dimensions' is not supported: the model's width is fixed", "unsupported_parameter");
+  if (!present(j, "input")) bad("input", "'input' is required: a string, a list of strings, or token ids", "missing_required_parameter");
+  const json& in = j["input"];
+  auto ids_of = [&](const json& a, const std::string& param) {
+    std::vector<int32_t> ids;
+    for (const json& t : a) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || (limits.n_vocab > 0 && t.get<int64_t>() >= limits.n_vocab))
+        bad(param, "'" + param + "' holds " + t.dump() + "; token ids must be integers in [0, " + std::to_string(limits.n_vocab) + ")");
+      ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    if (ids.empty()) bad(param, "'" + param + "' is an empty list of token ids");
+    return ids;
+  };
+  if (in.is_string()) {
+    r.texts.push_back(in.get<std::string>());
+  } else if (in.is_array() && !in.empty() && in[0].is_string()) {
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!in[i].is_string())
+        bad("input", "'input[" + std::to_string(i) + "]' must be a string like the others, not " + type_name(in[i]), "invalid_type");
+      r.texts.push_back(in[i].get<std::string>());
+    }
+  } else if (in.is_array() && !in.empty() && in[0].is_number()) {
+    r.token_ids.push_back(ids_of(in, "input"));
+  } else if (in.is_array() && !in.empty() && in[0].is_array()) {
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!in[i].is_array()) bad("input", "'input[" + std::to_string(i) + "]' must be a list of token ids", "invalid_type");
+      r.token_ids.push_back(ids_of(in[i], "input[" + std::to_string(i) + "]"));
+    }
+  } else {
+    bad("input", std::string("'input' must be a non-empty string, list of strings or token ids, not ") +
+                     (in.is_array() ? "an empty list" : type_name(in)), "invalid_type");
+  }
+  for (size_t i = 0; i < r.texts.size(); ++i)
+    if (r.texts[i].empty()) bad("input", "'input" + (in.is_string() ? std::string() : "[" + std::to_string(i) + "]") + "' is an empty string");
+  const size_t n = r.texts.size() + r.token_ids.size();
+  if (n > max_inputs) bad("input", "'input' has " + std::to_string(n) + " items; at most " + std::to_string(max_inputs) + " per request");
+  return r;
+}
+
+std::string base64_encode(const void* data, size_t n) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::string out;
+  out.reserve((n + 2) / 3 * 4);
+  for (size_t i = 0; i < n; i += 3) {
+    const uint32_t v = (uint32_t{p[i]} << 16) | (i + 1 < n ? uint32_t{p[i + 1]} << 8 : 0) | (i + 2 < n ? uint32_t{p[i + 2]} : 0);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < n ? kAlphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < n ? kAlphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+json embeddings_response(const std::string& model, const std::vector<std::vector<float>>& vectors, bool base64,
+                         int64_t n_tokens) {
+  json data = json::array();
+  for (size_t i = 0; i < vectors.size(); ++i) {
+    json e = {{"object", "embedding"}, {"index", i}};
+    if (base64) e["embedding"] = base64_encode(vectors[i].data(), vectors[i].size() * sizeof(float));  // x86/ARM: little-endian
+    else e["embedding"] = vectors[i];
+    data.push_back(std::move(e));
+  }
+  return {{"object", "list"}, {"data", std::move(data)}, {"model", model},
+          {"usage", {{"prompt_tokens", n_tokens}, {"total_tokens", n_tokens}}}};
+}
+
 json usage_json(int64_t n_prompt, int64_t n_completion) {
   return {{"prompt_tokens", n_prompt}, {"completion_tokens", n_completion}, {"total_tokens", n_prompt + n_completion}};
 }

@@ -44,6 +44,21 @@ struct ApiRequest {
 // number, an empty prompt, or a feature not supported yet (n > 1, logprobs).
 ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& limits);
 
+// POST /v1/embeddings: "input" is a string, a list of strings, a list of token ids, or a list of
+// lists of token ids (OpenAI's four forms); "encoding_format" "float" (default) or "base64"
+// (little-endian float32 bytes, what the openai Python client asks for). At most max_inputs inputs.
+struct EmbeddingsRequest {
+  std::string model;
+  std::vector<std::string> texts;                // the string forms
+  std::vector<std::vector<int32_t>> token_ids;   // the token forms (texts empty then)
+  bool base64 = false;
+};
+EmbeddingsRequest parse_embeddings_request(const std::string& body, const ApiLimits& limits, size_t max_inputs = 2048);
+// {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": ...}], "model", "usage"}.
+nlohmann::json embeddings_response(const std::string& model, const std::vector<std::vector<float>>& vectors,
+                                   bool base64, int64_t n_tokens);
+std::string base64_encode(const void* data, size_t n);
+
 // True when `body` nests arrays/objects deeper than max_depth (checked before parsing, so a
 // hostile body never reaches the recursive parser).
 bool json_too_deep(const std::string& body, int max_depth);

@@ -166,6 +166,8 @@ void Scheduler::loop() {
   // warm-up), but on this shared 2-core machine a slow first streamed request still showed up at
   // times, so the cause (thread pool / arena first use, or CPU contention) is not pinned down.
   try {
+    std::unique_lock<std::mutex> compute;
+    if (opts_.compute_mu) compute = std::unique_lock<std::mutex>(*opts_.compute_mu);
     std::vector<int32_t> one = {0};
     for (int i = 0; i < 16 && i + 1 < opts_.n_ctx; ++i) model_.forward(one, caches_[0], 1);
   } catch (const std::exception&) {
@@ -247,6 +249,8 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
   for (Seq* s : batch) seqs.push_back({&s->chunk, s->cache, 1});
   std::vector<Tensor> logits;
   try {
+    std::unique_lock<std::mutex> compute;
+    if (opts_.compute_mu) compute = std::unique_lock<std::mutex>(*opts_.compute_mu);
     logits = model_.forward_batch(seqs);
   } catch (const std::exception& e) {
     // A failed pass fails the requests in it; the server and the other requests carry on.

@@ -68,6 +68,9 @@ struct SchedulerOptions {
   int64_t batch_size = 512;    // most tokens per forward pass; >= n_slots
   size_t max_queue = 64;
   std::vector<int32_t> stop_tokens;  // EOS / end-of-turn ids
+  // Held around every forward pass when set: others that use the model (embeddings) take it too,
+  // since a Transformer runs one pass at a time (its arena) and the thread pool serves one caller.
+  std::mutex* compute_mu = nullptr;
 };
 
 // A latency histogram in Prometheus' form: counts per upper bound (seconds), cumulated on output.

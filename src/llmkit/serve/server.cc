@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <mutex>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -82,15 +84,22 @@ struct Server::Impl {
   std::atomic<uint64_t> next_id{1};
   int64_t created = static_cast<int64_t>(std::time(nullptr));
 
+  // Embeddings: encoders (BERT-style sentence models) serve only these; decoders serve them too,
+  // taking compute_mu between the scheduler's steps.
+  std::mutex compute_mu;
+  int64_t embed_max_tokens = 0;  // encoders: inputs are truncated to this (sentence-transformers' max_seq_length)
+  std::atomic<int64_t> embed_requests{0}, embed_inputs{0}, embed_tokens{0};
+
   void routes();
   void completion(const httplib::Request& req, httplib::Response& res, bool chat);
+  void embeddings(const httplib::Request& req, httplib::Response& res);
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {
   stop();
-  impl_->scheduler->shutdown();
+  if (impl_->scheduler) impl_->scheduler->shutdown();
 }
 
 const std::string& Server::model_name() const { return impl_->name; }
@@ -102,11 +111,28 @@ std::unique_ptr<Server> Server::create(const ServeOptions& o) {
   LLMKIT_CHECK(o.queue_size >= 0 && o.queue_size <= 1 << 16, kInvalidArgument, "--queue ", o.queue_size, " must be in [0, 65536]");
   LLMKIT_CHECK(o.max_body_bytes >= 1024, kInvalidArgument, "body limit ", o.max_body_bytes, " must be >= 1024");
   impl->model = models::Transformer::load(o.model);
-  LLMKIT_CHECK(!impl->model->is_encoder(), kUnsupported, "model '", o.model, "' is an encoder; serve a decoder model");
   impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(o.model));
   const auto& cfg = impl->model->config();
   LLMKIT_CHECK(impl->tokenizer->n_vocab() <= cfg.n_vocab, kInvalidFile, "the tokenizer of '", o.model, "' has ",
                impl->tokenizer->n_vocab(), " tokens but the model only ", cfg.n_vocab);
+  impl->name = o.model_name.empty() ? std::filesystem::path(o.model).stem().string() : o.model_name;
+  if (impl->name.empty()) impl->name = std::filesystem::path(o.model).parent_path().filename().string();
+  impl->limits.max_json_depth = o.max_json_depth;
+  impl->limits.max_tokens = o.max_tokens_limit;
+  impl->limits.n_vocab = impl->tokenizer->n_vocab();
+  impl->embed_max_tokens = cfg.n_ctx;
+  if (impl->model->is_encoder()) {
+    // A sentence-transformers folder says how long its inputs may be (all-MiniLM-L6-v2: 256).
+    const std::filesystem::path sbert = std::filesystem::path(o.model) / "sentence_bert_config.json";
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(sbert, ec)) {
+      json c = json::parse(io::read_text_file(sbert.string(), 1u << 20), nullptr, false);
+      if (c.is_object() && c.contains("max_seq_length") && c["max_seq_length"].is_number_integer())
+        impl->embed_max_tokens = std::clamp<int64_t>(c["max_seq_length"].get<int64_t>(), 2, cfg.n_ctx);
+    }
+    impl->routes();  // embeddings only: no scheduler
+    return std::unique_ptr<Server>(new Server(std::move(impl)));
+  }
   impl->chat_template = chat_template_of(impl->model->weights());
   serve::SchedulerOptions so;
   if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
@@ -125,11 +151,7 @@ std::unique_ptr<Server> Server::create(const ServeOptions& o) {
   so.n_ctx = n_ctx;
   so.batch_size = o.batch_size;
   so.max_queue = static_cast<size_t>(o.queue_size);
-  impl->name = o.model_name.empty() ? std::filesystem::path(o.model).stem().string() : o.model_name;
-  if (impl->name.empty()) impl->name = std::filesystem::path(o.model).parent_path().filename().string();
-  impl->limits.max_json_depth = o.max_json_depth;
-  impl->limits.max_tokens = o.max_tokens_limit;
-  impl->limits.n_vocab = impl->tokenizer->n_vocab();
+  so.compute_mu = &impl->compute_mu;
   impl->scheduler = std::make_unique<serve::Scheduler>(*impl->model, *impl->tokenizer, so);
   impl->routes();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -199,7 +221,7 @@ void Server::Impl::routes() {
   });
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    const serve::SchedulerStats s = scheduler->stats();
+    const serve::SchedulerStats s = scheduler ? scheduler->stats() : serve::SchedulerStats{};
     json j = {{"status", "ok"},      {"model", name},           {"slots", s.slots},
               {"slots_processing", s.running}, {"slots_idle", s.slots - s.running}, {"queue", s.waiting},
               {"steps", s.steps},    {"tokens_generated", s.tokens_generated}, {"prompt_tokens", s.prompt_tokens}};
@@ -209,7 +231,7 @@ void Server::Impl::routes() {
   // llama.cpp's servers expose theirs. KV usage is in positions: the cache is one contiguous
   // block of --ctx-size positions per slot (no paging yet, so no block counts or prefix-cache rate).
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    const serve::SchedulerStats s = scheduler->stats();
+    const serve::SchedulerStats s = scheduler ? scheduler->stats() : serve::SchedulerStats{};
     std::string out;
     auto metric = [&](const char* name, const char* type, const char* help) {
       out += str_cat("# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
@@ -257,23 +279,98 @@ void Server::Impl::routes() {
       value(str_cat(name, "_sum"), h.sum);
       value(str_cat(name, "_count"), static_cast<double>(h.count));
     };
+    metric("llmkit_embedding_requests_total", "counter", "Embedding requests answered.");
+    value("llmkit_embedding_requests_total", static_cast<double>(embed_requests.load()));
+    metric("llmkit_embedding_inputs_total", "counter", "Inputs embedded.");
+    value("llmkit_embedding_inputs_total", static_cast<double>(embed_inputs.load()));
+    metric("llmkit_embedding_tokens_total", "counter", "Tokens of embedded inputs.");
+    value("llmkit_embedding_tokens_total", static_cast<double>(embed_tokens.load()));
     histogram("llmkit_time_to_first_token_seconds", "From the request's arrival to its first sampled token.", s.ttft);
     histogram("llmkit_inter_token_latency_seconds", "Between consecutive tokens of one request.", s.itl);
     res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
   });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json m = {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "llmkit"},
-              {"meta", {{"n_ctx", scheduler->options().n_ctx}, {"n_vocab", model->config().n_vocab},
+              {"meta", {{"n_ctx", scheduler ? scheduler->options().n_ctx : embed_max_tokens}, {"n_vocab", model->config().n_vocab},
                         {"n_params", model->weights().n_params()}}}};
     res.set_content(serve::dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
   });
   http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { completion(req, res, true); });
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completion(req, res, false); });
+  http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
+}
+
+// Mean of the last hidden state over the input's tokens, scaled to unit length (sentence-
+// transformers' mean pooling + Normalize, as all-MiniLM-L6-v2 is configured; for a decoder the
+// same pooling of its final-normed hidden state).
+void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
+  serve::EmbeddingsRequest r;
+  std::vector<std::vector<int32_t>> inputs;
+  try {
+    r = serve::parse_embeddings_request(req.body, limits);
+    if (!r.model.empty() && r.model != name)
+      throw ApiError{400, "model '" + r.model + "' is not served here; this server serves '" + name + "' (GET /v1/models)",
+                     "invalid_request_error", "model", "model_not_found"};
+    inputs = std::move(r.token_ids);
+    for (const std::string& t : r.texts) inputs.push_back(tokenizer->encode(t, true));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      auto& ids = inputs[i];
+      const std::string param = inputs.size() == 1 ? "input" : "input[" + std::to_string(i) + "]";
+      if (ids.empty()) throw ApiError{400, "'" + param + "' is empty after tokenization", "invalid_request_error", param, "invalid_value"};
+      if (static_cast<int64_t>(ids.size()) > embed_max_tokens) {
+        if (!model->is_encoder())
+          throw ApiError{400, "'" + param + "' has " + std::to_string(ids.size()) + " tokens; this model embeds at most " +
+                                  std::to_string(embed_max_tokens), "invalid_request_error", param, "context_length_exceeded"};
+        // As sentence-transformers truncates: the first tokens, then the closing one ([SEP]).
+        const int32_t last = ids.back();
+        ids.resize(static_cast<size_t>(embed_max_tokens - 1));
+        ids.push_back(last);
+      }
+    }
+  } catch (const ApiError& e) {
+    send_error(res, e);
+    return;
+  }
+  std::vector<std::vector<float>> vectors;
+  int64_t n_tokens = 0;
+  try {
+    std::lock_guard<std::mutex> lk(compute_mu);
+    for (const auto& ids : inputs) {
+      Tensor h = model->is_encoder() ? model->encode(ids) : model->hidden_states(ids);  // [n, d]
+      const int64_t n = h.dim(0), d = h.dim(1);
+      std::vector<double> sum(static_cast<size_t>(d), 0.0);
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t c = 0; c < d; ++c) sum[static_cast<size_t>(c)] += h.data<float>()[t * d + c];
+      double norm = 0;
+      for (double& x : sum) {
+        x /= static_cast<double>(n);
+        norm += x * x;
+      }
+      norm = std::sqrt(norm);
+      std::vector<float> v(static_cast<size_t>(d));
+      for (int64_t c = 0; c < d; ++c) v[static_cast<size_t>(c)] = static_cast<float>(norm > 0 ? sum[static_cast<size_t>(c)] / norm : 0.0);
+      vectors.push_back(std::move(v));
+      n_tokens += n;
+    }
+  } catch (const Error& e) {
+    send_error(res, ApiError{400, e.what(), "invalid_request_error", "input", "invalid_value"});
+    return;
+  }
+  embed_requests.fetch_add(1);
+  embed_inputs.fetch_add(static_cast<int64_t>(vectors.size()));
+  embed_tokens.fetch_add(n_tokens);
+  res.set_content(serve::dump(serve::embeddings_response(name, vectors, r.base64, n_tokens)), "application/json");
 }
 
 void Server::Impl::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   serve::ApiRequest r;
   serve::GenRequest g;
+  if (!scheduler) {
+    send_error(res, ApiError{400, "model '" + name + "' is an encoder (" + models::family_name(model->config().family) +
+                                      "): it makes embeddings, not text; use POST /v1/embeddings",
+                             "invalid_request_error", "model", "model_not_supported"});
+    return;
+  }
   try {
     r = serve::parse_request(req.body, chat, limits);
     if (!r.model.empty() && r.model != name)
