@@ -66,10 +66,11 @@ class Transformer {
     int64_t n_out = 1;
   };
   std::vector<Tensor> forward_batch(const std::vector<SeqBatch>& seqs) const;
-  // Passes stack at most this many token rows (default 128): a longer prompt, or a batch with
-  // more rows, runs as consecutive micro-batches, each appending to the caches before the next, so
-  // activation memory is bounded by the micro-batch, not the prompt (a 512-token SmolLM2 prefill
-  // needs ~4 MB of scratch instead of ~15 MB). Results do not depend on it beyond rounding.
+  // Passes stack at most this many token rows (default 128 for quantized weights, 256 for dense
+  // float ones): a longer prompt, or a batch with more rows, runs as consecutive micro-batches,
+  // each appending to the caches before the next, so activation memory is bounded by the
+  // micro-batch, not the prompt (a 512-token SmolLM2 Q4_1 prefill needs ~4 MB of scratch instead
+  // of ~15 MB). Results do not depend on it beyond rounding.
   void set_ubatch(int64_t rows);
   int64_t ubatch() const { return ubatch_; }
   // Decoders: the last hidden state [n_tokens, d_model] (after the final norm, before the output
