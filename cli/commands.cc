@@ -195,7 +195,7 @@ const std::vector<Command> kCommands = {
        app.add_option("-t,--threads", t, "CPU threads, repeatable or a comma list (1,2); 0 = all cores")
            ->delimiter(',');
        app.add_option("-r,--repetitions", reps, "Timed repetitions per test")->check(CLI::Range(1, 1000));
-       app.add_option("--ubatch-size,--ub", ub, "Rows per forward pass (prompts run in micro-batches); 0 = the default (128 quantized, 256 dense)")
+       app.add_option("--ubatch-size,--ub", ub, "Rows per forward pass (prompts run in micro-batches); 0 = the default (128 quantized, 512 dense)")
            ->check(CLI::Range(0, 1 << 20));
        app.add_flag("--json", json, "Print the rows as JSON (with every sample) instead of the table");
        return std::function<int()>([] { return run_bench(model, p, n, t, reps, ub, json); });

@@ -151,13 +151,14 @@ void Transformer::load_tensors() {
     layers_.push_back(std::move(L));
   }
   // Micro-batch rows: the dense float GEMM packs (and converts) each weight panel once per pass,
-  // so it wants longer passes (SmolLM2 F16 pp512, 1 thread: 128 rows ~7% slower than 256 or 512);
+  // so it wants longer passes (SmolLM2 F16 pp512: 1 thread, 128 rows ~7% slower than 256 or 512;
+  // 2 threads, 256 rows ~8% slower than 512: each pass pays the per-op thread hand-offs);
   // the quantized kernels decode weights per tile whatever the row count, and 128 rows keep the
   // scratch at ~4 MB (peak RSS within ~7% of file + KV cache).
   if (!layers_.empty()) {
     const Layer& L0 = layers_.front();
     const Tensor& wd = L0.experts.empty() ? L0.w_down : L0.experts.front().down;
-    ubatch_ = wd.defined() && !is_quantized(wd.dtype()) ? 256 : 128;
+    ubatch_ = wd.defined() && !is_quantized(wd.dtype()) ? 512 : 128;
   }
 }
 

@@ -66,7 +66,7 @@ class Transformer {
     int64_t n_out = 1;
   };
   std::vector<Tensor> forward_batch(const std::vector<SeqBatch>& seqs) const;
-  // Passes stack at most this many token rows (default 128 for quantized weights, 256 for dense
+  // Passes stack at most this many token rows (default 128 for quantized weights, 512 for dense
   // float ones): a longer prompt, or a batch with more rows, runs as consecutive micro-batches,
   // each appending to the caches before the next, so activation memory is bounded by the
   // micro-batch, not the prompt (a 512-token SmolLM2 Q4_1 prefill needs ~4 MB of scratch instead

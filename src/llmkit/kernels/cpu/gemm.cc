@@ -207,8 +207,12 @@ void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   float* pw = tl_pack.get(static_cast<size_t>(kNC * kKC));
   float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
-  for (int64_t nb = n0; nb < n1; nb += kNC) {
-    const int64_t nn = std::min(kNC, n1 - nb);
+  // Equal column blocks of at most kNC (a multiple of NR): a thread's 288 columns run as 2 x 144,
+  // not 256 + 32, whose thin block streams every x row for 2 panels of work.
+  const int64_t n_blocks = (n1 - n0 + kNC - 1) / kNC;
+  const int64_t nc = std::min(kNC, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
+  for (int64_t nb = n0; nb < n1; nb += nc) {
+    const int64_t nn = std::min(nc, n1 - nb);
     for (int64_t kb = 0; kb < K; kb += kKC) {
       const int64_t kc = std::min(kKC, K - kb);
       PackW(w, wt, K, nb, nn, kb, kc, pw, row_tmp);
