@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
+#include <string>
 
 #include "commands.h"
 #include "llmkit/error.h"
@@ -46,8 +47,9 @@ int run_serve(const ServeFlags& f) {
   g_server = server.get();
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  std::printf("llmkit serve: %s on http://%s:%d (%d slots%s)\n", server->model_name().c_str(), o.host.c_str(), port,
-              o.parallel, o.api_key.empty() ? "" : ", API key required");
+  const std::string what = server->embeddings_only() ? "embeddings only" : std::to_string(o.parallel) + " slots";
+  std::printf("llmkit serve: %s on http://%s:%d (%s%s)\n", server->model_name().c_str(), o.host.c_str(), port,
+              what.c_str(), o.api_key.empty() ? "" : ", API key required");
   std::fflush(stdout);
   server->run();
   g_server = nullptr;

@@ -44,6 +44,8 @@ class Server {
   // Stops accepting, cancels running requests; run() returns. Safe from any thread.
   void stop();
   const std::string& model_name() const;
+  // True for an encoder model: /v1/embeddings only, no generation slots.
+  bool embeddings_only() const;
 
   struct Impl;
 

@@ -103,6 +103,7 @@ Server::~Server() {
 }
 
 const std::string& Server::model_name() const { return impl_->name; }
+bool Server::embeddings_only() const { return impl_->scheduler == nullptr; }
 
 std::unique_ptr<Server> Server::create(const ServeOptions& o) {
   auto impl = std::make_unique<Impl>();
