@@ -180,6 +180,12 @@ Tensor Transformer::forward(const std::vector<int32_t>& tokens, KVCache& cache, 
   return forward_batch({SeqBatch{&tokens, &cache, n_out}})[0];
 }
 
+void Transformer::check_token_ids(const std::vector<int32_t>& tokens) const {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    LLMKIT_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.n_vocab, kInvalidArgument, "token id ", tokens[i], " at position ",
+                 i, " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+}
+
 void Transformer::set_ubatch(int64_t rows) {
   LLMKIT_CHECK(rows >= 1 && rows <= (int64_t{1} << 20), kInvalidArgument, "micro-batch size ", rows,
                " is out of range; use 1 .. 1048576");
@@ -206,11 +212,7 @@ std::vector<Tensor> Transformer::forward_batch(const std::vector<SeqBatch>& seqs
                  "the KV cache was made for another model (", cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
     for (size_t t = 0; t < s; ++t)
       LLMKIT_CHECK(seqs[t].cache != b.cache, kInvalidArgument, "sequences ", t, " and ", s, " share one KV cache");
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = (*b.tokens)[static_cast<size_t>(i)];
-      LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
-                   " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
-    }
+    check_token_ids(*b.tokens);
     total += n;
   }
   auto run = [&](const std::vector<SeqBatch>& part) {
@@ -261,11 +263,7 @@ Tensor Transformer::hidden_states(const std::vector<int32_t>& tokens) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   LLMKIT_CHECK(n > 0, kInvalidArgument, "hidden_states needs at least one token");
   LLMKIT_CHECK(n <= cfg_.n_ctx, kInvalidArgument, n, " tokens exceed the ", cfg_.n_ctx, " positions of this model");
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = tokens[static_cast<size_t>(i)];
-    LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
-                 " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
-  }
+  check_token_ids(tokens);
   KVCache cache = new_cache(n);
   Tensor out = Tensor::empty({n, cfg_.d_model}, DType::kF32);  // outside the arena: outlives the passes
   for (int64_t a = 0; a < n; a += ubatch_) {
@@ -280,6 +278,7 @@ Tensor Transformer::hidden_states(const std::vector<int32_t>& tokens) const {
 
 Tensor Transformer::encode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& token_types) const {
   LLMKIT_CHECK(is_encoder(), kUnsupported, "model '", w_.path(), "' is a decoder; encode() is for encoder models (BERT)");
+  check_token_ids(tokens);
   arena_.reset();
   Tensor h;
   {
@@ -298,12 +297,7 @@ Tensor Transformer::embed(const std::vector<int32_t>& tokens, const Tensor& pos,
                           const std::vector<int32_t>& token_types) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   Tensor ids = Tensor::empty({n}, DType::kI32);
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = tokens[static_cast<size_t>(i)];
-    LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " at position ", i,
-                 " is outside the vocabulary [0, ", cfg_.n_vocab, ")");
-    ids.data<int32_t>()[i] = id;
-  }
+  std::copy(tokens.begin(), tokens.end(), ids.data<int32_t>());  // checked by the public entry points
   Tensor x = ops::embedding(tok_embd, ids);  // [n, d_model]
   if (cfg_.embedding_scale != 1.0f) x = ops::scale(x, cfg_.embedding_scale);
   if (pos_embd.defined()) {

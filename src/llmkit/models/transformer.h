@@ -110,6 +110,9 @@ class Transformer {
 
   explicit Transformer(Weights w) : w_(std::move(w)), cfg_(w_.config()) {}
   void load_tensors();
+  // Every id in [0, n_vocab), else Error(kInvalidArgument) naming it: checked once per public call,
+  // before any pass writes to a cache.
+  void check_token_ids(const std::vector<int32_t>& tokens) const;
   Tensor norm(const Tensor& x, const Norm& n) const;
   Tensor embed(const std::vector<int32_t>& tokens, const Tensor& pos, const std::vector<int32_t>& token_types) const;
   // q [n, H, hd], k and v [n, Hkv, hd] of one layer (bias and RoPE applied).

@@ -69,6 +69,23 @@ std::string content_text(const json& c, const std::string& param) {
   return out;
 }
 
+// The body as a JSON object, its nesting checked before the recursive parser sees it.
+json parse_body(const std::string& body, const ApiLimits& limits) {
+  if (json_too_deep(body, limits.max_json_depth))
+    bad("", "the request JSON nests deeper than " + std::to_string(limits.max_json_depth) + " levels", "json_too_deep");
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) bad("", "the request body is not valid JSON (UTF-8)", "invalid_json");
+  if (!j.is_object()) bad("", std::string("the request body must be a JSON object, not ") + type_name(j), "invalid_type");
+  return j;
+}
+
+// "model": optional, a string.
+std::string model_of(const json& j) {
+  if (!present(j, "model")) return "";
+  if (!j.at("model").is_string()) bad("model", std::string("'model' must be a string, not ") + type_name(j.at("model")), "invalid_type");
+  return j.at("model").get<std::string>();
+}
+
 }  // namespace
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -101,11 +118,7 @@ bool json_too_deep(const std::string& body, int max_depth) {
 }
 
 ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& limits) {
-  if (json_too_deep(body, limits.max_json_depth))
-    bad("", "the request JSON nests deeper than " + std::to_string(limits.max_json_depth) + " levels", "json_too_deep");
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) bad("", "the request body is not valid JSON (UTF-8)", "invalid_json");
-  if (!j.is_object()) bad("", std::string("the request body must be a JSON object, not ") + type_name(j), "invalid_type");
+  json j = parse_body(body, limits);
 
   ApiRequest r;
   r.chat = chat;
@@ -118,10 +131,7 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
   r.sampling.repeat_last_n = -1;
   r.sampling.seed = std::random_device{}();
 
-  if (present(j, "model")) {
-    if (!j["model"].is_string()) bad("model", std::string("'model' must be a string, not ") + type_name(j["model"]), "invalid_type");
-    r.model = j["model"].get<std::string>();
-  }
+  r.model = model_of(j);
   if (chat) {
     if (!j.contains("messages")) bad("messages", "'messages' is required", "missing_required_parameter");
     const json& m = j["messages"];
@@ -215,16 +225,9 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
 }
 
 EmbeddingsRequest parse_embeddings_request(const std::string& body, const ApiLimits& limits, size_t max_inputs) {
-  if (json_too_deep(body, limits.max_json_depth))
-    bad("", "the request JSON nests deeper than " + std::to_string(limits.max_json_depth) + " levels", "json_too_deep");
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) bad("", "the request body is not valid JSON (UTF-8)", "invalid_json");
-  if (!j.is_object()) bad("", std::string("the request body must be a JSON object, not ") + type_name(j), "invalid_type");
+  json j = parse_body(body, limits);
   EmbeddingsRequest r;
-  if (present(j, "model")) {
-    if (!j["model"].is_string()) bad("model", std::string("'model' must be a string, not ") + type_name(j["model"]), "invalid_type");
-    r.model = j["model"].get<std::string>();
-  }
+  r.model = model_of(j);
   if (present(j, "encoding_format")) {
     const json& f = j["encoding_format"];
     if (!f.is_string() || (f != "float" && f != "base64"))

@@ -247,26 +247,21 @@ void Server::Impl::routes() {
     value("llmkit_requests_total{reason=\"length\"}", static_cast<double>(s.finished_length));
     value("llmkit_requests_total{reason=\"cancelled\"}", static_cast<double>(s.finished_cancelled));
     value("llmkit_requests_total{reason=\"error\"}", static_cast<double>(s.finished_error));
-    metric("llmkit_requests_rejected_total", "counter", "Requests answered 429 because the queue was full.");
-    value("llmkit_requests_rejected_total", static_cast<double>(s.rejected));
-    metric("llmkit_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.");
-    value("llmkit_prompt_tokens_total", static_cast<double>(s.prompt_tokens));
-    metric("llmkit_generation_tokens_total", "counter", "Tokens generated.");
-    value("llmkit_generation_tokens_total", static_cast<double>(s.tokens_generated));
-    metric("llmkit_steps_total", "counter", "Forward passes of the scheduler.");
-    value("llmkit_steps_total", static_cast<double>(s.steps));
-    metric("llmkit_queue_length", "gauge", "Requests waiting for a slot.");
-    value("llmkit_queue_length", static_cast<double>(s.waiting));
-    metric("llmkit_running_sequences", "gauge", "Sequences in the running batch.");
-    value("llmkit_running_sequences", static_cast<double>(s.running));
-    metric("llmkit_batch_tokens", "gauge", "Token rows of the last forward pass (prompt chunks + decodes).");
-    value("llmkit_batch_tokens", static_cast<double>(s.batch_tokens));
-    metric("llmkit_slots", "gauge", "Sequence slots (--parallel).");
-    value("llmkit_slots", static_cast<double>(s.slots));
-    metric("llmkit_kv_cache_positions_used", "gauge", "KV cache positions holding a running sequence's tokens.");
-    value("llmkit_kv_cache_positions_used", static_cast<double>(s.kv_positions_used));
-    metric("llmkit_kv_cache_positions_free", "gauge", "KV cache positions free.");
-    value("llmkit_kv_cache_positions_free", static_cast<double>(s.kv_positions_total - s.kv_positions_used));
+    auto single = [&](const char* name, const char* type, const char* help, int64_t v) {
+      metric(name, type, help);
+      value(name, static_cast<double>(v));
+    };
+    single("llmkit_requests_rejected_total", "counter", "Requests answered 429 because the queue was full.", s.rejected);
+    single("llmkit_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.", s.prompt_tokens);
+    single("llmkit_generation_tokens_total", "counter", "Tokens generated.", s.tokens_generated);
+    single("llmkit_steps_total", "counter", "Forward passes of the scheduler.", s.steps);
+    single("llmkit_queue_length", "gauge", "Requests waiting for a slot.", s.waiting);
+    single("llmkit_running_sequences", "gauge", "Sequences in the running batch.", s.running);
+    single("llmkit_batch_tokens", "gauge", "Token rows of the last forward pass (prompt chunks + decodes).", s.batch_tokens);
+    single("llmkit_slots", "gauge", "Sequence slots (--parallel).", s.slots);
+    single("llmkit_kv_cache_positions_used", "gauge", "KV cache positions holding a running sequence's tokens.",
+           s.kv_positions_used);
+    single("llmkit_kv_cache_positions_free", "gauge", "KV cache positions free.", s.kv_positions_total - s.kv_positions_used);
     auto histogram = [&](const char* name, const char* help, const serve::LatencyHistogram& h) {
       metric(name, "histogram", help);
       uint64_t cum = 0;
@@ -280,12 +275,9 @@ void Server::Impl::routes() {
       value(str_cat(name, "_sum"), h.sum);
       value(str_cat(name, "_count"), static_cast<double>(h.count));
     };
-    metric("llmkit_embedding_requests_total", "counter", "Embedding requests answered.");
-    value("llmkit_embedding_requests_total", static_cast<double>(embed_requests.load()));
-    metric("llmkit_embedding_inputs_total", "counter", "Inputs embedded.");
-    value("llmkit_embedding_inputs_total", static_cast<double>(embed_inputs.load()));
-    metric("llmkit_embedding_tokens_total", "counter", "Tokens of embedded inputs.");
-    value("llmkit_embedding_tokens_total", static_cast<double>(embed_tokens.load()));
+    single("llmkit_embedding_requests_total", "counter", "Embedding requests answered.", embed_requests.load());
+    single("llmkit_embedding_inputs_total", "counter", "Inputs embedded.", embed_inputs.load());
+    single("llmkit_embedding_tokens_total", "counter", "Tokens of embedded inputs.", embed_tokens.load());
     histogram("llmkit_time_to_first_token_seconds", "From the request's arrival to its first sampled token.", s.ttft);
     histogram("llmkit_inter_token_latency_seconds", "Between consecutive tokens of one request.", s.itl);
     res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
