@@ -131,6 +131,15 @@ void gemm_args_dtype(benchmark::internal::Benchmark* b) {
   }
   b->ArgNames({"M", "N", "K", "threads", "wtype"})->UseRealTime()->Unit(benchmark::kMillisecond);
 }
+// SmolLM2-135M's projections over a 512-token prompt micro-batch (q/o, k/v, gate/up, down), F16
+// weights: the shapes behind `llmkit bench -p 512` on the F16 file.
+void model_args(benchmark::internal::Benchmark* b) {
+  for (int th : {1, 2}) {
+    b->Args({512, 576, 576, th, 1})->Args({512, 192, 576, th, 1})->Args({512, 1536, 576, th, 1});
+    b->Args({512, 576, 1536, th, 1});
+  }
+  b->ArgNames({"M", "N", "K", "threads", "wtype"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt : {0, 1, 2}) {
     for (int th : {1, 2}) b->Args({1, 4096, 4096, th, dt})->Args({4, 4096, 4096, th, dt})->Args({16, 4096, 4096, th, dt});
@@ -143,6 +152,7 @@ void gemv_args_blas(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_llmkit_matmul)->Apply(gemm_args_dtype);
+BENCHMARK(BM_llmkit_matmul)->Name("BM_llmkit_model")->Apply(model_args);
 BENCHMARK(BM_llmkit_matmul)->Name("BM_llmkit_gemv")->Apply(gemv_args);
 BENCHMARK(BM_llmkit_matmul_bf16)->Apply(gemm_args);
 #if LLMKIT_BENCH_OPENBLAS

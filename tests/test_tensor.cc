@@ -149,6 +149,34 @@ TEST(ThreadPool, NestedRunIsInline) {
   EXPECT_EQ(inner.load(), 2);
 }
 
+// More shares than threads: every share runs exactly once and sees the share count, also when
+// the call is nested in a pool task (then inline, in order).
+TEST(ThreadPool, SharesBeyondThreadsEachRunOnce) {
+  ThreadPool pool(2);
+  for (int n_shares : {1, 2, 3, 8, 37}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n_shares));
+    auto fn = [&](int s, int n) {
+      EXPECT_EQ(n, n_shares);
+      hits[static_cast<size_t>(s)]++;
+    };
+    pool.run(fn, n_shares);
+    for (int s = 0; s < n_shares; ++s) EXPECT_EQ(hits[static_cast<size_t>(s)].load(), 1) << s << " of " << n_shares;
+  }
+  std::atomic<int> inner{0};
+  auto outer = [&](int, int) {
+    auto in = [&](int, int n) { EXPECT_EQ(n, 5); inner++; };
+    pool.run(in, 5);
+  };
+  pool.run(outer);
+  EXPECT_EQ(inner.load(), 10);
+  // parallel_for covers [0, n) exactly once with more ranges than threads.
+  std::vector<std::atomic<int>> seen(1000);
+  pool.parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) seen[static_cast<size_t>(i)]++;
+  });
+  for (auto& v : seen) EXPECT_EQ(v.load(), 1);
+}
+
 // mark/rewind: a loop that rewinds each iteration reuses the same memory, keeps what came before
 // the mark, and never grows past one iteration's need, even across block boundaries.
 TEST(Arena, RewindReleasesAnIterationsBuffers) {

@@ -53,7 +53,7 @@ constexpr uint64_t kJoinedMask = kClosed - 1;
 }  // namespace
 
 void ThreadPool::run_shares() {
-  for (int tid; (tid = next_tid_.fetch_add(1, std::memory_order_relaxed)) < n_threads_;) (*task_)(tid, n_threads_);
+  for (int s; (s = next_tid_.fetch_add(1, std::memory_order_relaxed)) < n_shares_;) (*task_)(s, n_shares_);
 }
 
 void ThreadPool::run(FunctionRef<void(int, int)> fn) {
@@ -64,9 +64,22 @@ void ThreadPool::run(FunctionRef<void(int, int)> fn) {
     t_in_worker = was;
     return;
   }
+  run(fn, n_threads_);
+}
+
+void ThreadPool::run(FunctionRef<void(int, int)> fn, int n_shares) {
+  if (n_shares <= 0) return;
+  if (n_threads_ == 1 || t_in_worker || n_shares == 1) {
+    bool was = t_in_worker;
+    t_in_worker = true;
+    for (int s = 0; s < n_shares; ++s) fn(s, n_shares);
+    t_in_worker = was;
+    return;
+  }
   // Every worker that joined the previous task has finished (we waited for it), so nobody reads
   // these while they change.
   task_ = &fn;
+  n_shares_ = n_shares;
   next_tid_.store(0, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;

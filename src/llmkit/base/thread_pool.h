@@ -12,6 +12,7 @@
 // tokens/s while another process kept one of the 2 vCPUs busy).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -49,6 +50,13 @@ class ThreadPool {
   // have finished. Called from inside a pool task, it runs fn(0, 1) inline.
   void run(FunctionRef<void(int, int)> fn);
 
+  // Runs fn(share, n_shares) once for each share in [0, n_shares), the shares claimed one at a
+  // time by the caller and the workers that join (inline, in order, when called from a pool task
+  // or on a one-thread pool): with more shares than threads, a thread that is
+  // slowed (a vCPU preempted by the hypervisor, another process) takes fewer of them instead of
+  // holding every other thread at the end of the op.
+  void run(FunctionRef<void(int, int)> fn, int n_shares);
+
   // Splits [0, n) into contiguous ranges of at least `grain` items and calls fn(begin, end).
   template <typename F>
   void parallel_for(int64_t n, int64_t grain, F&& fn) {
@@ -59,13 +67,13 @@ class ThreadPool {
       fn(int64_t{0}, n);
       return;
     }
-    auto body = [&](int tid, int nth) {
-      int64_t parts = nth < max_chunks ? nth : max_chunks;
-      if (tid >= parts) return;
-      int64_t b = n * tid / parts, e = n * (tid + 1) / parts;
+    // kSharesPerThread contiguous ranges per thread, claimed dynamically (see run()).
+    const int64_t parts = std::min<int64_t>(max_chunks, int64_t{n_threads_} * kSharesPerThread);
+    auto body = [&](int share, int) {
+      int64_t b = n * share / parts, e = n * (share + 1) / parts;
       fn(b, e);
     };
-    run(body);
+    run(body, static_cast<int>(parts));
   }
 
   // The process-wide pool used by ops; its size is set by set_global_threads() or LLMKIT_THREADS.
@@ -79,7 +87,9 @@ class ThreadPool {
   // Claims and runs tids of the current task until none is left.
   void run_shares();
 
+  static constexpr int kSharesPerThread = 4;
   int n_threads_;
+  int n_shares_ = 0;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   // (generation & 0xffffffff) << 32 | closed << 31 | workers joined: a worker joins the task of

@@ -49,6 +49,9 @@ using DF = hn::ScalableTag<float>;
 constexpr int kMR = 6;
 constexpr int64_t kKC = 256;
 constexpr int64_t kNC = 256;
+// The packed block (nc x kc floats) is kept to kPackFloats = 256 KiB, half of L2: nc shrinks when
+// kc is long.
+constexpr int64_t kPackFloats = 64 * 1024;
 // M up to this uses the GEMV path: packing costs one pass over w per call, which pays off only
 // once enough rows of x reuse each packed panel. Measured (N=K=4096, 1 thread, interleaved runs,
 // same noisy machine): M=4 GEMV 10-11 vs packed GEMM 5.5-6.5 GFLOPS; M=16 both 13-19 GFLOPS.
@@ -205,12 +208,13 @@ void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int
                int64_t n0, int64_t n1) {
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
-  float* pw = tl_pack.get(static_cast<size_t>(kNC * kKC));
+  float* pw = tl_pack.get(static_cast<size_t>(kPackFloats));
   float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
-  // Equal column blocks of at most kNC (a multiple of NR): a thread's 288 columns run as 2 x 144,
-  // not 256 + 32, whose thin block streams every x row for 2 panels of work.
-  const int64_t n_blocks = (n1 - n0 + kNC - 1) / kNC;
-  const int64_t nc = std::min(kNC, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
+  // Equal column blocks of at most nc_max (a multiple of NR): 288 columns run as 2 x 144, not
+  // 256 + 32, whose thin block streams every x row for 2 panels of work.
+  const int64_t nc_max = std::min(kNC, kPackFloats / std::min(kKC, K) / NR * NR);
+  const int64_t n_blocks = (n1 - n0 + nc_max - 1) / nc_max;
+  const int64_t nc = std::min(nc_max, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
   for (int64_t nb = n0; nb < n1; nb += nc) {
     const int64_t nn = std::min(nc, n1 - nb);
     for (int64_t kb = 0; kb < K; kb += kKC) {
