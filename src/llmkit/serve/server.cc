@@ -29,6 +29,11 @@ using serve::ApiError;
 
 namespace {
 
+// The web chat page (chat.html, embedded by CMake): plain HTML/JS/CSS, no external assets.
+constexpr char kChatPage[] =
+#include "chat_page.inc"
+    ;
+
 // The model's chat template: GGUF tokenizer.chat_template, or a Hugging Face folder's
 // chat_template.jinja / tokenizer_config.json "chat_template" (a string, or the "default" of a
 // list of named templates). Empty when the model has none. (llm.cc reads it the same way.)
@@ -221,6 +226,15 @@ void Server::Impl::routes() {
     send_error(res, ApiError{500, what, "server_error", "", ""});
   });
 
+  // The chat page is public like /health; it asks for the API key itself when the server has one
+  // (sent from the page as a Bearer header, kept in the browser's localStorage).
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Content-Security-Policy",
+                   "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(kChatPage, sizeof(kChatPage) - 1, "text/html; charset=utf-8");
+  });
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const serve::SchedulerStats s = scheduler ? scheduler->stats() : serve::SchedulerStats{};
     json j = {{"status", "ok"},      {"model", name},           {"slots", s.slots},
