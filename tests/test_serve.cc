@@ -21,7 +21,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "llmkit/models/transformer.h"
 #include "llmkit/serve.h"
+#include "llmkit/tokenizer.h"
 
 namespace llmkit {
 namespace {
@@ -127,6 +129,112 @@ std::vector<json> sse_events(const std::string& body) {
   }
   EXPECT_TRUE(done) << "no data: [DONE]";
   return out;
+}
+
+// Completions with logprobs: the first token's logprob and its alternatives equal log_softmax of
+// the model's own logits for the prompt (Transformer::forward, independent of the server), greedy
+// picks the top alternative at every step, the tokens spell the text, and n = 2 greedy choices agree.
+TEST_F(Serve, CompletionLogprobsMatchTheModel) {
+  const std::string prompt = "The capital of France is";
+  json j = post("/v1/completions", {{"prompt", prompt}, {"temperature", 0}, {"max_tokens", 6}, {"logprobs", 3}, {"n", 2}});
+  ASSERT_EQ(j["choices"].size(), 2u) << j.dump();
+  const json& lp = j["choices"][0]["logprobs"];
+  ASSERT_TRUE(lp.is_object()) << j.dump();
+  const std::string text = j["choices"][0]["text"];
+  EXPECT_EQ(j["choices"][1]["text"], text);
+  EXPECT_EQ(j["choices"][1]["index"], 1);
+  EXPECT_EQ(j["usage"]["completion_tokens"].get<int64_t>(), 2 * static_cast<int64_t>(lp["tokens"].size()));
+  std::string spelled;
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    spelled += lp["tokens"][i].get<std::string>();
+    const float got = lp["token_logprobs"][i];
+    EXPECT_LE(got, 0.0f);
+    float best = -1e30f;
+    for (auto& [tok, v] : lp["top_logprobs"][i].items()) best = std::max(best, v.get<float>());
+    EXPECT_FLOAT_EQ(got, best) << "greedy token " << i << " is not the top alternative";
+    EXPECT_EQ(lp["text_offset"][i].get<size_t>(), spelled.size() - lp["tokens"][i].get<std::string>().size());
+  }
+  EXPECT_EQ(spelled, text);
+
+  auto model = models::Transformer::load(default_model());
+  Tokenizer tok = Tokenizer::load(default_model());
+  std::vector<int32_t> ids = tok.encode(prompt, true);
+  models::KVCache cache = model->new_cache(64);
+  Tensor logits = model->forward(ids, cache, 1);
+  const float* l = logits.data<float>();
+  const int64_t V = logits.dim(-1);
+  double mx = -1e30, z = 0;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(l[i]));
+  for (int64_t i = 0; i < V; ++i) z += std::exp(l[i] - mx);
+  std::vector<int64_t> order(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) order[static_cast<size_t>(i)] = i;
+  std::partial_sort(order.begin(), order.begin() + 3, order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b]; });
+  for (int r = 0; r < 3; ++r) {
+    const std::string t = tok.token_bytes(static_cast<int32_t>(order[static_cast<size_t>(r)]));
+    ASSERT_TRUE(lp["top_logprobs"][0].contains(t)) << "alternative " << r << " '" << t << "' missing: " << lp["top_logprobs"][0].dump();
+    EXPECT_NEAR(lp["top_logprobs"][0][t].get<double>(), l[order[static_cast<size_t>(r)]] - mx - std::log(z), 1e-4);
+  }
+  EXPECT_EQ(lp["tokens"][0], tok.token_bytes(static_cast<int32_t>(order[0])));
+}
+
+// Chat, n = 3 sampled choices with a seed, streamed with logprobs: every choice ends once, its
+// logprob tokens spell its streamed text, the choices differ (seed + i each), and the same request
+// unstreamed gives the same three texts.
+TEST_F(Serve, StreamedChoicesWithLogprobs) {
+  json body = chat_body("Write one word about the sea.", 12);
+  body["temperature"] = 1.0;
+  body["top_p"] = 1.0;
+  body["seed"] = 1234;
+  body["n"] = 3;
+  body["logprobs"] = true;
+  body["top_logprobs"] = 2;
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto c = server_->client();
+  auto r = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::map<int, std::string> text, spelled;
+  std::map<int, int> finishes, n_tokens;
+  int64_t usage = -1;
+  for (const json& ev : sse_events(r->body)) {
+    if (ev.contains("usage") && ev["usage"].is_object()) usage = ev["usage"]["completion_tokens"];
+    for (const json& ch : ev["choices"]) {
+      const int i = ch["index"];
+      if (ch["delta"].contains("content")) text[i] += ch["delta"]["content"].get<std::string>();
+      if (ch["logprobs"].is_object()) {
+        for (const json& t : ch["logprobs"]["content"]) {
+          spelled[i] += t["token"].get<std::string>();
+          EXPECT_EQ(t["top_logprobs"].size(), 2u);
+          EXPECT_LE(t["logprob"].get<double>(), 0.0);
+          ++n_tokens[i];
+        }
+      }
+      if (!ch["finish_reason"].is_null()) ++finishes[i];
+    }
+  }
+  ASSERT_EQ(finishes.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(finishes[i], 1) << i;
+    EXPECT_EQ(spelled[i], text[i]) << i;
+  }
+  EXPECT_EQ(usage, n_tokens[0] + n_tokens[1] + n_tokens[2]);
+  EXPECT_FALSE(text[0] == text[1] && text[1] == text[2]) << "three seeds gave one text: " << text[0];
+
+  body["stream"] = false;
+  body.erase("stream_options");
+  json full = post("/v1/chat/completions", body);
+  ASSERT_EQ(full["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(full["choices"][i]["message"]["content"], text[i]) << i;
+    EXPECT_EQ(full["choices"][i]["logprobs"]["content"].size(), static_cast<size_t>(n_tokens[i])) << i;
+  }
+  // Without a seed, two identical sampled requests differ (the server draws a seed per request).
+  body.erase("seed");
+  body["n"] = 1;
+  body["max_tokens"] = 24;
+  json a = post("/v1/chat/completions", body), b = post("/v1/chat/completions", body);
+  EXPECT_NE(a["choices"][0]["message"]["content"], b["choices"][0]["message"]["content"]);
 }
 
 TEST_F(Serve, HealthAndModels) {
@@ -398,7 +506,7 @@ TEST_F(Serve, BadRequestsGet400NamingTheField) {
       {chat.c_str(), R"({"messages": [{"role": "wizard", "content": "hi"}]})", "messages[0].role"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": 5}]})", "messages[0].content"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"})", "model"},
-      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "n": 2})", "n"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "n": 17})", "n"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "n": -1})", "n"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5})", "max_tokens"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e300})", "max_tokens"},
@@ -413,7 +521,9 @@ TEST_F(Serve, BadRequestsGet400NamingTheField) {
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stop": 7})", "stop"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stop": ["a", 1]})", "stop[1]"},
       {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"})", "stream"},
-      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})", "logprobs"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": 1})", "logprobs"},
+      {chat.c_str(), R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21})", "top_logprobs"},
+      {cmpl.c_str(), R"({"prompt": "hi", "logprobs": 6})", "logprobs"},
       {cmpl.c_str(), R"({"prompt": ""})", "prompt"},
       {cmpl.c_str(), R"({"prompt": 42})", "prompt"},
       {cmpl.c_str(), R"({"prompt": [1, 2, 99999999]})", "prompt"},

@@ -1,12 +1,14 @@
 // The OpenAI request parser and response builders of the server (src/llmkit/serve/api.h) without a
 // model or a socket, so these checks run everywhere: defaults, every field's type and range, the
 // error body shape, the JSON depth pre-check, and the response / stream chunk formats.
+#include <cmath>
 #include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "llmkit/serve/api.h"
+#include "llmkit/serve/scheduler.h"
 
 namespace llmkit::serve {
 namespace {
@@ -94,7 +96,7 @@ TEST(ServeApi, EveryBadFieldIsNamed) {
       {R"({"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]})", true, "messages[0].content[0].text"},
       {"{" + m + R"(, "model": 5})", true, "model"},
       {"{" + m + R"(, "n": 0})", true, "n"},
-      {"{" + m + R"(, "n": 3})", true, "n"},
+      {"{" + m + R"(, "n": 17})", true, "n"},
       {"{" + m + R"(, "n": 1e100})", true, "n"},
       {"{" + m + R"(, "max_tokens": 0})", true, "max_tokens"},
       {"{" + m + R"(, "max_tokens": 5000})", true, "max_tokens"},
@@ -116,8 +118,12 @@ TEST(ServeApi, EveryBadFieldIsNamed) {
       {"{" + m + R"(, "stream": 1})", true, "stream"},
       {"{" + m + R"(, "stream_options": true})", true, "stream_options"},
       {"{" + m + R"(, "stream_options": {"include_usage": "yes"}})", true, "stream_options.include_usage"},
-      {"{" + m + R"(, "logprobs": true})", true, "logprobs"},
-      {"{" + m + R"(, "top_logprobs": 2})", true, "top_logprobs"},
+      {"{" + m + R"(, "logprobs": 2})", true, "logprobs"},
+      {"{" + m + R"(, "top_logprobs": 2})", true, "top_logprobs"},  // without "logprobs": true
+      {"{" + m + R"(, "logprobs": true, "top_logprobs": 21})", true, "top_logprobs"},
+      {R"({"prompt": "x", "logprobs": true})", false, "logprobs"},
+      {R"({"prompt": "x", "logprobs": 6})", false, "logprobs"},
+      {R"({"prompt": "x", "top_logprobs": 2})", false, "top_logprobs"},
       {"{" + m + R"(, "tools": []})", true, "tools"},
       {R"({})", false, "prompt"},
       {R"({"prompt": ""})", false, "prompt"},
@@ -132,6 +138,77 @@ TEST(ServeApi, EveryBadFieldIsNamed) {
       {R"({"prompt": "x", "suffix": "y"})", false, "suffix"},
   };
   for (const Case& c : cases) EXPECT_EQ(param_of_error(c.body, c.chat), c.param) << c.body.substr(0, 120);
+}
+
+TEST(ServeApi, ChoicesAndLogprobsParse) {
+  const std::string m = R"("messages": [{"role": "user", "content": "hi"}])";
+  ApiRequest a = parse_request("{" + m + R"(, "n": 3, "logprobs": true, "top_logprobs": 5})", true, limits());
+  EXPECT_EQ(a.n, 3);
+  EXPECT_EQ(a.top_logprobs, 5);
+  EXPECT_FALSE(a.has_seed);
+  ApiRequest b = parse_request("{" + m + R"(, "logprobs": true, "seed": 7})", true, limits());
+  EXPECT_EQ(b.top_logprobs, 0);
+  EXPECT_TRUE(b.has_seed);
+  EXPECT_EQ(parse_request("{" + m + R"(, "logprobs": false})", true, limits()).top_logprobs, -1);
+  EXPECT_EQ(parse_request("{" + m + "}", true, limits()).top_logprobs, -1);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 3})", false, limits()).top_logprobs, 3);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 0})", false, limits()).top_logprobs, 0);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "n": 16})", false, limits()).n, 16);
+}
+
+// log_softmax by hand on 4 logits: exp sums to 1, the top list is sorted, ties go to the lower id.
+TEST(ServeApi, TokenLogprobIsLogSoftmaxOfRawLogits) {
+  const float logits[4] = {1.0f, 3.0f, 3.0f, -2.0f};
+  TokenLogprob lp;
+  token_logprob(logits, 4, 0, 3, &lp);
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  EXPECT_NEAR(lp.logprob, 1.0 - std::log(z), 1e-6);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);
+  EXPECT_EQ(lp.top[1].first, 2);
+  EXPECT_EQ(lp.top[2].first, 0);
+  EXPECT_NEAR(lp.top[0].second, 3.0 - std::log(z), 1e-6);
+  double total = 0;
+  token_logprob(logits, 4, 3, 4, &lp);
+  for (const auto& t : lp.top) total += std::exp(static_cast<double>(t.second));
+  EXPECT_NEAR(total, 1.0, 1e-6);
+  token_logprob(logits, 4, 3, 0, &lp);
+  EXPECT_TRUE(lp.top.empty());
+}
+
+TEST(ServeApi, LogprobsJsonInBothFormats) {
+  std::vector<LogprobEntry> e = {{"Hi", -0.5f, {{"Hi", -0.5f}, {"Hey", -1.5f}}}, {"\xe4\xbd", -0.1f, {}}};
+  int64_t off = 0;
+  json c = logprobs_json(true, e, &off);
+  ASSERT_EQ(c["content"].size(), 2u);
+  EXPECT_EQ(c["content"][0]["token"], "Hi");
+  EXPECT_FLOAT_EQ(c["content"][0]["logprob"].get<float>(), -0.5f);
+  EXPECT_EQ(c["content"][0]["bytes"], json::array({72, 105}));
+  EXPECT_EQ(c["content"][0]["top_logprobs"][1]["token"], "Hey");
+  EXPECT_EQ(c["content"][1]["bytes"], json::array({0xe4, 0xbd}));  // half a character: the bytes say so
+  EXPECT_TRUE(c["refusal"].is_null());
+  EXPECT_FALSE(json::parse(dump(c), nullptr, false).is_discarded());
+  off = 10;
+  json t = logprobs_json(false, e, &off);
+  EXPECT_EQ(t["tokens"][0], "Hi");
+  EXPECT_FLOAT_EQ(t["token_logprobs"][1].get<float>(), -0.1f);
+  EXPECT_FLOAT_EQ(t["top_logprobs"][0]["Hey"].get<float>(), -1.5f);
+  EXPECT_EQ(t["text_offset"], json::array({10, 12}));
+  EXPECT_EQ(off, 14);
+
+  ResponseMeta meta{"chatcmpl-1", "m", 123, true};
+  json full = full_response(meta, {Choice{"a", "stop", true, e}, Choice{"b", "length", true, {}}}, 3, 4);
+  ASSERT_EQ(full["choices"].size(), 2u);
+  EXPECT_EQ(full["choices"][1]["index"], 1);
+  EXPECT_EQ(full["choices"][1]["message"]["content"], "b");
+  EXPECT_EQ(full["choices"][0]["logprobs"]["content"].size(), 2u);
+  EXPECT_EQ(full["usage"]["total_tokens"], 7);
+  json lj = logprobs_json(true, e, &off);
+  json chunk = stream_chunk(meta, "x", "", false, 1, &lj);
+  EXPECT_EQ(chunk["choices"][0]["index"], 1);
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["content"].size(), 2u);
+  EXPECT_TRUE(full_response(meta, "a", "stop", 1, 1)["choices"][0]["logprobs"].is_null());
 }
 
 TEST(ServeApi, DepthCheckIgnoresBracketsInStrings) {

@@ -62,6 +62,17 @@ def main(llmkit: str) -> int:
         assert finish == full.choices[0].finish_reason
         assert usage is not None and usage.completion_tokens == full.usage.completion_tokens
 
+        # n choices and logprobs, typed by the client's own models.
+        lp = client.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=6, n=2,
+                                            logprobs=True, top_logprobs=2)
+        assert len(lp.choices) == 2 and lp.choices[1].index == 1
+        content = lp.choices[0].logprobs.content
+        assert "".join(t.token for t in content) == lp.choices[0].message.content, content
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 and t.logprob == t.top_logprobs[0].logprob for t in content)
+        assert lp.usage.completion_tokens == 2 * len(content)
+        clp = client.completions.create(model=name, prompt="1, 2, 3,", temperature=0, max_tokens=4, logprobs=2)
+        assert "".join(clp.choices[0].logprobs.tokens) == clp.choices[0].text
+
         cmpl = client.completions.create(model=name, prompt="1, 2, 3, 4,", temperature=0, max_tokens=8, stop=["7"])
         assert cmpl.choices[0].text and "7" not in cmpl.choices[0].text, cmpl.choices[0].text
 
@@ -78,7 +89,7 @@ def main(llmkit: str) -> int:
         except openai.BadRequestError as e:
             assert e.body.get("param") == "input", e.body
 
-        for bad in ({"n": 2}, {"max_tokens": 100000}, {"temperature": 5}):
+        for bad in ({"n": 17}, {"max_tokens": 100000}, {"temperature": 5}):
             try:
                 client.chat.completions.create(model=name, messages=msgs, **bad)
                 raise AssertionError(f"{bad} was accepted")

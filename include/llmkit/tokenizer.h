@@ -37,6 +37,11 @@ class Tokenizer {
   // are skipped. Invalid UTF-8 that byte tokens produce becomes U+FFFD.
   std::string decode(std::span<const int32_t> ids, bool skip_special = true) const;
 
+  // One token's bytes as decoding it alone gives them, invalid UTF-8 kept (a byte token of a
+  // multi-byte character is that byte): what OpenAI's logprobs report as "bytes". Decoders that
+  // strip the first token's leading space (SentencePiece) strip it here too. "" when out of range.
+  std::string token_bytes(int32_t id) const;
+
   int64_t n_vocab() const;
   // The token's text as the vocabulary stores it ("Ġthe", "▁the", "##ing"); "" when out of range.
   const std::string& piece(int32_t id) const;

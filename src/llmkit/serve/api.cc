@@ -183,8 +183,7 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
       r.include_usage = so["include_usage"].get<bool>();
     }
   }
-  if (present(j, "n") && get_int(j, "n", 1, 128) != 1)
-    bad("n", "n > 1 (several choices per request) is not supported yet; send n separate requests");
+  if (present(j, "n")) r.n = static_cast<int>(get_int(j, "n", 1, kMaxChoices));
   for (const char* key : {"max_tokens", "max_completion_tokens"})
     if (present(j, key)) r.max_tokens = get_int(j, key, 1, limits.max_tokens);
   if (present(j, "temperature")) r.sampling.temperature = static_cast<float>(get_number(j, "temperature", 0, 2));
@@ -197,11 +196,23 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
   if (present(j, "min_p")) r.sampling.min_p = static_cast<float>(get_number(j, "min_p", 0, 1));
   if (present(j, "presence_penalty")) r.sampling.presence_penalty = static_cast<float>(get_number(j, "presence_penalty", -2, 2));
   if (present(j, "frequency_penalty")) r.sampling.frequency_penalty = static_cast<float>(get_number(j, "frequency_penalty", -2, 2));
-  if (present(j, "seed"))
+  r.has_seed = present(j, "seed");
+  if (r.has_seed)
     r.sampling.seed = static_cast<uint64_t>(get_int(j, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
-  if (present(j, "logprobs") && (j["logprobs"].is_boolean() ? j["logprobs"].get<bool>() : true))
-    bad("logprobs", "logprobs are not supported yet");
-  if (present(j, "top_logprobs")) bad("top_logprobs", "top_logprobs are not supported yet");
+  if (chat) {  // "logprobs": bool, "top_logprobs": 0..20 (only with logprobs: true, as OpenAI checks)
+    const bool want = present(j, "logprobs") && get_bool(j, "logprobs");
+    if (present(j, "top_logprobs")) {
+      const auto k = static_cast<int>(get_int(j, "top_logprobs", 0, 20));
+      if (!want) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+      r.top_logprobs = k;
+    } else if (want) {
+      r.top_logprobs = 0;
+    }
+  } else {  // completions: "logprobs": 0..5 alternatives per token
+    if (present(j, "logprobs") && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))  // false: none
+      r.top_logprobs = static_cast<int>(get_int(j, "logprobs", 0, 5));
+    if (present(j, "top_logprobs")) bad("top_logprobs", "'top_logprobs' is a chat parameter; completions take \"logprobs\": N");
+  }
   if (present(j, "tools") || present(j, "functions")) bad(present(j, "tools") ? "tools" : "functions", "tool calls are not supported yet");
   if (present(j, "stop")) {
     const json& s = j["stop"];
@@ -305,22 +316,66 @@ json usage_json(int64_t n_prompt, int64_t n_completion) {
   return {{"prompt_tokens", n_prompt}, {"completion_tokens", n_completion}, {"total_tokens", n_prompt + n_completion}};
 }
 
-json full_response(const ResponseMeta& m, const std::string& text, const std::string& finish_reason, int64_t n_prompt,
-                   int64_t n_completion) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
-  if (m.chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else choice["text"] = text;
+namespace {
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+}  // namespace
+
+json logprobs_json(bool chat, const std::vector<LogprobEntry>& entries, int64_t* text_offset) {
+  if (chat) {
+    json content = json::array();
+    for (const LogprobEntry& e : entries) {
+      json top = json::array();
+      for (const auto& [tok, lp] : e.top) top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", bytes_of(tok)}});
+      content.push_back({{"token", e.token}, {"logprob", e.logprob}, {"bytes", bytes_of(e.token)}, {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(e.token);
+    lps.push_back(e.logprob);
+    json top = json::object();
+    for (const auto& [tok, lp] : e.top)
+      if (!top.contains(tok)) top[tok] = lp;  // two ids with the same text: the likelier one
+    tops.push_back(top);
+    offsets.push_back(*text_offset);
+    *text_offset += static_cast<int64_t>(e.token.size());
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json full_response(const ResponseMeta& m, const std::vector<Choice>& choices, int64_t n_prompt, int64_t n_completion) {
+  json arr = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    int64_t offset = 0;
+    json choice = {{"index", i}, {"finish_reason", c.finish_reason},
+                   {"logprobs", c.logprobs ? logprobs_json(m.chat, c.entries, &offset) : json(nullptr)}};
+    if (m.chat) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else choice["text"] = c.text;
+    arr.push_back(std::move(choice));
+  }
   return {{"id", m.id},
           {"object", m.chat ? "chat.completion" : "text_completion"},
           {"created", m.created},
           {"model", m.model},
           {"system_fingerprint", "llmkit"},
-          {"choices", json::array({choice})},
+          {"choices", std::move(arr)},
           {"usage", usage_json(n_prompt, n_completion)}};
 }
 
-json stream_chunk(const ResponseMeta& m, const std::string& text, const std::string& finish_reason, bool role_chunk) {
-  json choice = {{"index", 0}, {"logprobs", nullptr},
+json full_response(const ResponseMeta& m, const std::string& text, const std::string& finish_reason, int64_t n_prompt,
+                   int64_t n_completion) {
+  return full_response(m, std::vector<Choice>{Choice{text, finish_reason, false, {}}}, n_prompt, n_completion);
+}
+
+json stream_chunk(const ResponseMeta& m, const std::string& text, const std::string& finish_reason, bool role_chunk,
+                  int index, const json* logprobs) {
+  json choice = {{"index", index}, {"logprobs", logprobs ? *logprobs : json(nullptr)},
                  {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
   if (m.chat) {
     json delta = json::object();

@@ -37,11 +37,16 @@ struct ApiRequest {
   std::vector<int32_t> prompt_ids;     // completions, as token ids (used when non-empty)
   int64_t max_tokens = -1;             // -1: until the context is full
   runtime::SamplingParams sampling;
+  bool has_seed = false;               // "seed" given (else the server draws one)
   std::vector<std::string> stop;
+  int n = 1;                           // choices, 1..kMaxChoices
+  int top_logprobs = -1;               // -1: no logprobs; chat: "logprobs": true + "top_logprobs" (0..20);
+                                       // completions: "logprobs": 0..5
 };
+constexpr int kMaxChoices = 16;
 
 // Throws ApiError (status 400) for malformed JSON, too deep nesting, a wrong type, an out-of-range
-// number, an empty prompt, or a feature not supported yet (n > 1, logprobs).
+// number, an empty prompt, or a feature not supported (tools, echo, suffix, best_of > 1).
 ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& limits);
 
 // POST /v1/embeddings: "input" is a string, a list of strings, a list of token ids, or a list of
@@ -72,13 +77,35 @@ struct ResponseMeta {
   bool chat = false;
 };
 nlohmann::json usage_json(int64_t n_prompt, int64_t n_completion);
-// The whole non-streamed response.
+
+// One generated token's logprob, as text: `token` its bytes (token_bytes), `top` the most likely
+// alternatives at that step, most likely first.
+struct LogprobEntry {
+  std::string token;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+};
+// The "logprobs" object of a choice. Chat: {"content": [{token, logprob, bytes, top_logprobs:
+// [{token, logprob, bytes}]}], "refusal": null}. Completions: {tokens, token_logprobs,
+// top_logprobs: [{token: logprob}], text_offset}, offsets counted in bytes of the completion from
+// *text_offset, which advances (so stream chunks continue where the last one ended).
+nlohmann::json logprobs_json(bool chat, const std::vector<LogprobEntry>& entries, int64_t* text_offset);
+
+struct Choice {
+  std::string text, finish_reason;
+  bool logprobs = false;              // requested: "logprobs" is an object, else null
+  std::vector<LogprobEntry> entries;
+};
+// The whole non-streamed response: choices[i] has index i.
+nlohmann::json full_response(const ResponseMeta& m, const std::vector<Choice>& choices, int64_t n_prompt,
+                             int64_t n_completion);
 nlohmann::json full_response(const ResponseMeta& m, const std::string& text, const std::string& finish_reason,
                              int64_t n_prompt, int64_t n_completion);
-// One stream chunk: a piece of text (finish_reason empty), or the last one (finish_reason set).
-// Chat's first chunk carries the role (role_chunk).
+// One stream chunk of choice `index`: a piece of text (finish_reason empty), or the last one
+// (finish_reason set). Chat's first chunk carries the role (role_chunk). `logprobs`, when given,
+// is the choice's "logprobs" value for this chunk's tokens.
 nlohmann::json stream_chunk(const ResponseMeta& m, const std::string& text, const std::string& finish_reason,
-                            bool role_chunk = false);
+                            bool role_chunk = false, int index = 0, const nlohmann::json* logprobs = nullptr);
 nlohmann::json usage_chunk(const ResponseMeta& m, int64_t n_prompt, int64_t n_completion);
 
 }  // namespace llmkit::serve

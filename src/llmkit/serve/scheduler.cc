@@ -2,7 +2,9 @@
 #include "llmkit/serve/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
+#include <limits>
 
 #include "llmkit/base/check.h"
 
@@ -15,6 +17,24 @@ void Job::push(const std::string& text) {
     pending_ += text;
   }
   cv_.notify_all();
+}
+
+void Job::push_logprob(TokenLogprob lp) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_logprobs_.push_back(std::move(lp));
+  }
+  cv_.notify_all();
+}
+
+bool Job::ready() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return done_ || !pending_.empty() || !pending_logprobs_.empty();
+}
+
+bool Job::wait_ready(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty() || !pending_logprobs_.empty(); });
 }
 
 void Job::finish(const std::string& reason, int64_t n_prompt_tokens, int64_t n_completion_tokens) {
@@ -40,12 +60,41 @@ void Job::fail(const std::string& message) {
   cv_.notify_all();
 }
 
-bool Job::wait(std::string* text, std::chrono::milliseconds timeout) {
+bool Job::wait(std::string* text, std::chrono::milliseconds timeout, std::vector<TokenLogprob>* logprobs) {
   std::unique_lock<std::mutex> lk(mu_);
-  cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
+  cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty() || !pending_logprobs_.empty(); });
   text->append(pending_);
   pending_.clear();
+  if (logprobs) {
+    for (auto& lp : pending_logprobs_) logprobs->push_back(std::move(lp));
+    pending_logprobs_.clear();
+  }
   return done_;
+}
+
+void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, TokenLogprob* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n_vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  const float log_z = mx + static_cast<float>(std::log(sum));
+  out->id = id;
+  out->logprob = logits[id] - log_z;
+  out->top.clear();
+  if (n_top <= 0) return;
+  // The n_top largest logits, ties by lower id: one pass keeping a small sorted list.
+  const auto k = static_cast<size_t>(std::min<int64_t>(n_top, n_vocab));
+  std::vector<std::pair<int32_t, float>>& top = out->top;
+  auto better = [](const std::pair<int32_t, float>& a, const std::pair<int32_t, float>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  for (int64_t i = 0; i < n_vocab; ++i) {
+    const std::pair<int32_t, float> c{static_cast<int32_t>(i), logits[i]};
+    if (top.size() == k && !better(c, top.back())) continue;
+    top.insert(std::upper_bound(top.begin(), top.end(), c, better), c);
+    if (top.size() > k) top.pop_back();
+  }
+  for (auto& t : top) t.second -= log_z;
 }
 
 void LatencyHistogram::observe(double seconds) {
@@ -271,7 +320,12 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
     if (s.n_fed < s.context.size()) continue;  // more prompt to feed next step
     try {
       const int64_t n_vocab = logits[i].dim(-1);
+      TokenLogprob lp;
+      const int n_top = s.job->req.top_logprobs;
+      std::vector<float> raw;  // the sampler changes the logits in place; logprobs use them unchanged
+      if (n_top >= 0) raw.assign(logits[i].data<float>(), logits[i].data<float>() + n_vocab);
       const int32_t tok = s.sampler.sample(logits[i].data<float>(), n_vocab, s.context);
+      if (n_top >= 0) token_logprob(raw.data(), n_vocab, tok, n_top, &lp);
       const bool first = s.context.size() == s.n_prompt;
       const bool end = std::find(opts_.stop_tokens.begin(), opts_.stop_tokens.end(), tok) != opts_.stop_tokens.end();
       {  // counted before the token or the end reaches the client
@@ -286,6 +340,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
       }
       ++s.produced;
       s.context.push_back(tok);
+      if (n_top >= 0) s.job->push_logprob(std::move(lp));
       s.job->push(s.stops.feed(s.utf8.feed(s.dec.push(tok))));
       if (s.stops.stopped()) {
         retire(s, "stop");

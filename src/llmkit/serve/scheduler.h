@@ -32,7 +32,19 @@ struct GenRequest {
   int64_t max_tokens = 16;            // n_prompt + max_tokens <= n_ctx (validated before submit)
   runtime::SamplingParams sampling;   // validated before submit
   std::vector<std::string> stop;      // stop strings, not part of the output
+  int top_logprobs = -1;              // -1: no logprobs; else each token's logprob and this many alternatives (<= 20)
 };
+
+// A sampled token's log-probability under the model (log_softmax of the raw logits, before
+// temperature, penalties or truncation, as OpenAI and vLLM report them) and the top alternatives,
+// most likely first.
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+// Fills `out` for the token `id` from logits [n_vocab] (not modified).
+void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, TokenLogprob* out);
 
 class Job {
  public:
@@ -42,12 +54,18 @@ class Job {
 
   // Scheduler side.
   void push(const std::string& text);
+  void push_logprob(TokenLogprob lp);
   void finish(const std::string& reason, int64_t n_prompt, int64_t n_completion);
   void fail(const std::string& message);
 
   // HTTP side: waits up to `timeout` for news, appends new text to *text; returns true once the
   // job is over (then finish_reason / error / usage are final).
-  bool wait(std::string* text, std::chrono::milliseconds timeout);
+  // Logprobs of the tokens sampled since the last call go to *logprobs when it is given.
+  bool wait(std::string* text, std::chrono::milliseconds timeout, std::vector<TokenLogprob>* logprobs = nullptr);
+  // Without taking it: whether news is there (text, logprobs or the end); wait_ready waits up to
+  // `timeout` for it.
+  bool ready();
+  bool wait_ready(std::chrono::milliseconds timeout);
   void cancel() { cancelled_.store(true); }
   bool cancelled() const { return cancelled_.load(); }
 
@@ -58,6 +76,7 @@ class Job {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
+  std::vector<TokenLogprob> pending_logprobs_;
   bool done_ = false;
   std::atomic<bool> cancelled_{false};
 };

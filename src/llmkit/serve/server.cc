@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <mutex>
+#include <random>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -87,6 +88,7 @@ struct Server::Impl {
   httplib::Server http;
   serve::ApiLimits limits;
   std::atomic<uint64_t> next_id{1};
+  std::random_device seed_source;  // seeds of requests that give none
   int64_t created = static_cast<int64_t>(std::time(nullptr));
 
   // Embeddings: encoders (BERT-style sentence models) serve only these; decoders serve them too,
@@ -420,11 +422,23 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     return;
   }
 
-  auto job = std::make_shared<serve::Job>(std::move(g));
-  if (!scheduler->submit(job)) {
-    send_error(res, ApiError{429, "the server is busy: every slot is running and the queue is full; retry shortly",
-                             "rate_limit_error", "", "server_busy"});
-    return;
+  // A request without a seed gets a fresh one, so that sampled replies differ between requests (as
+  // OpenAI's do); choice i of n samples with seed + i, so n > 1 gives n different samples.
+  if (!r.has_seed) g.sampling.seed = (static_cast<uint64_t>(seed_source()) << 32) ^ seed_source();
+  g.top_logprobs = r.top_logprobs;
+  std::vector<std::shared_ptr<serve::Job>> jobs;
+  for (int i = 0; i < r.n; ++i) {
+    serve::GenRequest gi = g;
+    gi.sampling.seed = g.sampling.seed + static_cast<uint64_t>(i);
+    auto job = std::make_shared<serve::Job>(std::move(gi));
+    if (!scheduler->submit(job)) {
+      for (auto& j : jobs) j->cancel();
+      send_error(res, ApiError{429, "the server is busy: every slot is running and the queue is full" +
+                                        std::string(r.n > 1 ? " (n > 1 takes one place per choice)" : "") + "; retry shortly",
+                               "rate_limit_error", "", "server_busy"});
+      return;
+    }
+    jobs.push_back(std::move(job));
   }
   serve::ResponseMeta meta;
   meta.chat = chat;
@@ -434,73 +448,135 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   std::snprintf(id, sizeof id, "%s-%llx", chat ? "chatcmpl" : "cmpl", static_cast<unsigned long long>(next_id.fetch_add(1)));
   meta.id = id;
   const bool verbose = opt.verbose;
-  auto log = [verbose, id = meta.id](const serve::Job& j) {
+  auto log = [verbose, id = meta.id](const serve::Job& j, size_t index) {
     if (verbose)
-      std::fprintf(stderr, "serve: %s %lld prompt + %lld completion tokens, %s\n", id.c_str(),
+      std::fprintf(stderr, "serve: %s[%zu] %lld prompt + %lld completion tokens, %s\n", id.c_str(), index,
                    static_cast<long long>(j.n_prompt), static_cast<long long>(j.n_completion), j.finish_reason.c_str());
   };
+  const Tokenizer* tok = tokenizer.get();
+  auto entries_of = [tok](const std::vector<serve::TokenLogprob>& lps) {
+    std::vector<serve::LogprobEntry> out;
+    for (const serve::TokenLogprob& lp : lps) {
+      serve::LogprobEntry e{tok->token_bytes(lp.id), lp.logprob, {}};
+      for (const auto& [tid, v] : lp.top) e.top.emplace_back(tok->token_bytes(tid), v);
+      out.push_back(std::move(e));
+    }
+    return out;
+  };
+  const bool want_logprobs = r.top_logprobs >= 0;
 
   if (!r.stream) {
-    std::string text;
-    while (!job->wait(&text, std::chrono::milliseconds(200))) {
+    std::vector<serve::Choice> choices;
+    int64_t n_prompt = 0, n_completion = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      std::string text;
+      std::vector<serve::TokenLogprob> lps;
+      while (!jobs[i]->wait(&text, std::chrono::milliseconds(200), &lps)) {
+      }
+      log(*jobs[i], i);
+      if (!jobs[i]->error.empty()) {
+        for (auto& j : jobs) j->cancel();
+        send_error(res, ApiError{500, jobs[i]->error, "server_error", "", ""});
+        return;
+      }
+      choices.push_back({std::move(text), jobs[i]->finish_reason, want_logprobs, entries_of(lps)});
+      n_prompt = jobs[i]->n_prompt;  // the prompt counts once, as OpenAI counts it
+      n_completion += jobs[i]->n_completion;
     }
-    log(*job);
-    if (!job->error.empty()) {
-      send_error(res, ApiError{500, job->error, "server_error", "", ""});
-      return;
-    }
-    res.set_content(serve::dump(serve::full_response(meta, text, job->finish_reason, job->n_prompt, job->n_completion)),
-                     "application/json");
+    res.set_content(serve::dump(serve::full_response(meta, choices, n_prompt, n_completion)), "application/json");
     return;
   }
 
   res.set_header("Cache-Control", "no-cache");
-  auto started = std::make_shared<bool>(false);
-  // Time of the last write. While a request waits in the queue or in a long prefill, an SSE comment
-  // (": keep-alive", which SSE clients skip) goes out every second: writing is how a hang-up is
-  // noticed, so a client that leaves while queued is dropped before it takes a slot.
-  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  // The state of one stream across calls of the content provider. While a request waits in the
+  // queue or in a long prefill, an SSE comment (": keep-alive", which SSE clients skip) goes out
+  // every second: writing is how a hang-up is noticed, so a client that leaves while queued is
+  // dropped before it takes a slot.
+  struct StreamState {
+    std::vector<std::shared_ptr<serve::Job>> jobs;
+    std::vector<bool> ended;
+    std::vector<int64_t> offsets;  // completions' text_offset, per choice
+    bool started = false;
+    std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
+    void cancel_all() {
+      for (auto& j : jobs) j->cancel();
+    }
+  };
+  auto st = std::make_shared<StreamState>();
+  st->jobs = jobs;
+  st->ended.assign(jobs.size(), false);
+  st->offsets.assign(jobs.size(), 0);
   const bool include_usage = r.include_usage;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [job, meta, started, last_write, include_usage, log](size_t, httplib::DataSink& sink) {
+      [st, meta, include_usage, want_logprobs, entries_of, log](size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) {
-          *last_write = std::chrono::steady_clock::now();
+          st->last_write = std::chrono::steady_clock::now();
           if (!sink.write(s.data(), s.size())) {
-            job->cancel();
+            st->cancel_all();
             return false;
           }
           return true;
         };
-        if (!*started) {
-          *started = true;
-          if (meta.chat && !write(sse(serve::stream_chunk(meta, "", "", true)))) return false;
+        const size_t n = st->jobs.size();
+        if (!st->started) {
+          st->started = true;
+          for (size_t i = 0; i < n && meta.chat; ++i)
+            if (!write(sse(serve::stream_chunk(meta, "", "", true, static_cast<int>(i))))) return false;
         }
-        std::string text;
-        const bool done = job->wait(&text, std::chrono::milliseconds(100));
+        // Wait for news on any choice: on the first one still running, briefly when there are several.
+        size_t first = 0;
+        while (first < n && st->ended[first]) ++first;
+        bool any = false;
+        for (size_t i = first; i < n && !any; ++i) any = !st->ended[i] && st->jobs[i]->ready();
+        if (!any) st->jobs[first]->wait_ready(std::chrono::milliseconds(n > 1 ? 20 : 100));
         if (!sink.is_writable()) {
-          job->cancel();
+          st->cancel_all();
           return false;
         }
-        if (!text.empty() && !write(sse(serve::stream_chunk(meta, text, "")))) return false;
-        if (!done) {
-          if (text.empty() && std::chrono::steady_clock::now() - *last_write > std::chrono::seconds(1))
+        bool wrote = false;
+        for (size_t i = first; i < n; ++i) {
+          if (st->ended[i]) continue;
+          serve::Job& job = *st->jobs[i];
+          std::string text;
+          std::vector<serve::TokenLogprob> lps;
+          const bool done = job.wait(&text, std::chrono::milliseconds(0), want_logprobs ? &lps : nullptr);
+          const int index = static_cast<int>(i);
+          if (!text.empty() || !lps.empty()) {
+            json lj;
+            if (want_logprobs) lj = serve::logprobs_json(meta.chat, entries_of(lps), &st->offsets[i]);
+            if (!write(sse(serve::stream_chunk(meta, text, "", false, index, want_logprobs ? &lj : nullptr)))) return false;
+            wrote = true;
+          }
+          if (!done) continue;
+          log(job, i);
+          if (!job.error.empty()) {
+            st->cancel_all();
+            write(sse(json::parse(serve::error_body(ApiError{500, job.error, "server_error", "", ""}))));
+            write("data: [DONE]\n\n");
+            sink.done();
+            return true;
+          }
+          if (!write(sse(serve::stream_chunk(meta, "", job.finish_reason, false, index)))) return false;
+          st->ended[i] = true;
+          wrote = true;
+        }
+        if (std::find(st->ended.begin(), st->ended.end(), false) != st->ended.end()) {
+          if (!wrote && std::chrono::steady_clock::now() - st->last_write > std::chrono::seconds(1))
             return write(": keep-alive\n\n");
           return true;
         }
-        log(*job);
-        if (!job->error.empty()) {
-          write(sse(json::parse(serve::error_body(ApiError{500, job->error, "server_error", "", ""}))));
-        } else {
-          if (!write(sse(serve::stream_chunk(meta, "", job->finish_reason)))) return false;
-          if (include_usage && !write(sse(serve::usage_chunk(meta, job->n_prompt, job->n_completion)))) return false;
+        if (include_usage) {
+          int64_t n_completion = 0;
+          for (auto& j : st->jobs) n_completion += j->n_completion;
+          if (!write(sse(serve::usage_chunk(meta, st->jobs[0]->n_prompt, n_completion)))) return false;
         }
         write("data: [DONE]\n\n");
         sink.done();
         return true;
       },
-      [job](bool success) {
-        if (!success) job->cancel();
+      [st](bool success) {
+        if (!success) st->cancel_all();
       });
 }
 

@@ -229,6 +229,12 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   return impl_->decode(ids, skip_special, false);
 }
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  if (id < 0 || id >= n_vocab()) return "";
+  const int32_t one[1] = {id};
+  return impl_->decode(one, false, true);
+}
 int64_t Tokenizer::n_vocab() const { return static_cast<int64_t>(impl_->pieces.size()); }
 const std::string& Tokenizer::piece(int32_t id) const {
   static const std::string kEmpty;
