@@ -67,11 +67,9 @@ class Serve : public ::testing::Test {
     o.parallel = 4;
     o.ctx_size = 512;
     // Small, so a longer prompt is prefilled in several chunks interleaved with the others' decodes.
-    // Also below the CPU kernels' kQuantGemmMinM (32): passes of >= 32 rows take the F32 GEMM over
-    // rounded activations, equal to the integer kernel only to float rounding, so a greedy near-tie
-    // can flip when a row lands in a pass of another size (measured: max |dlogit| 0.48 for a decode
-    // row batched with a 40-token prefill). Below it every row's logits are bitwise independent of
-    // what shares its pass, which is what makes "concurrent == one at a time" exact.
+    // Every row's logits are independent of what shares its pass (the int8 kernels and attention
+    // are batch invariant: quant_i8.h, kernels/cpu/attention.cc), which is what makes "concurrent
+    // == one at a time" exact; tests/test_serve_load.py checks it at the default batch size.
     o.batch_size = 16;
     o.queue_size = 16;
     server_ = new Running(o);
