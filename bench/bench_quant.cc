@@ -57,6 +57,30 @@ void BM_QuantMatVec(benchmark::State& st, DType t) {
                                            benchmark::Counter::kIsRate);
 }
 
+// M activation rows (a serving batch of M decoding sequences) against one weight matrix: time per
+// call and per row, to see how much of the weight work M rows share.
+void BM_QuantMatBatch(benchmark::State& st, DType t) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  llmkit::ThreadPool::set_global_threads(static_cast<int>(st.range(3)));
+  const auto& w = weights(t, N, K);
+  std::vector<float> x(static_cast<size_t>(M * K)), y(static_cast<size_t>(M * N));
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  for (auto _ : st) {
+    llmkit::cpu::quant_matmul(x.data(), w.data(), t, y.data(), M, N, K);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["rows/s"] = benchmark::Counter(static_cast<double>(M) * static_cast<double>(st.iterations()),
+                                             benchmark::Counter::kIsRate);
+}
+void batch_args(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2})
+    for (int m : {1, 2, 4, 5, 8, 16}) b->Args({m, 1536, 576, threads});
+  b->ArgNames({"M", "N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 // K = 576 is not a multiple of the k-quant super-block (256), so Q4_K/Q6_K cannot store 1536 x 576
 // (llama.cpp falls back to a legacy type for such tensors); k-quants skip that shape.
 void shapes(benchmark::internal::Benchmark* b, bool k_quant) {
@@ -73,6 +97,7 @@ void args_k(benchmark::internal::Benchmark* b) { shapes(b, true); }
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_0, DType::kQ4_0)->Apply(args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_1, DType::kQ4_1)->Apply(args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q8_0, DType::kQ8_0)->Apply(args);
+BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_1, DType::kQ4_1)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_k, DType::kQ4_K)->Apply(args_k);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q6_k, DType::kQ6_K)->Apply(args_k);
 

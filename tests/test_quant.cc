@@ -287,26 +287,29 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, QuantMatmulTest, ::testing::ValuesIn(kMatmulT
 // Batch invariance: a row's result does not depend on how many rows are multiplied with it (what
 // keeps a prompt's last logits equal to the same tokens decoded one by one, and a serving batch
 // from changing any sequence's output). M = 70 crosses every row-grouping boundary of the kernels
-// (groups of 4, quant_i8's in-register/L1-scratch switch at 4 rows and its 64-row passes).
+// (groups of 4, quant_i8's in-register/L1-scratch switch at 4 rows and its 64-row passes); M = 5
+// and 8 take quant_i8's two register passes per tile (a serving batch of 5-8 decodes).
 TEST_P(QuantMatmulTest, RowsAreBitwiseIndependentOfM) {
   const DType wt = GetParam();
-  const int64_t M = 70, N = 37, K = 512;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd;
-  std::vector<float> wf(N * K), x(M * K);
-  for (auto& v : wf) v = nd(rng) * 0.05f;
-  for (auto& v : x) v = nd(rng);
-  const size_t rb = row_bytes(wt, K);
-  std::vector<uint8_t> w(rb * N);
-  for (int64_t n = 0; n < N; ++n) ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
-  for (const auto& target : cpu_targets()) {
-    set_cpu_target(target);
-    std::vector<float> all(M * N), one(N);
-    cpu::quant_matmul(x.data(), w.data(), wt, all.data(), M, N, K);
-    for (int64_t m = 0; m < M; ++m) {
-      cpu::quant_matmul(x.data() + m * K, w.data(), wt, one.data(), 1, N, K);
-      for (int64_t n = 0; n < N; ++n)
-        ASSERT_EQ(all[m * N + n], one[n]) << dtype_name(wt) << " target " << target << " m=" << m << " n=" << n;
+  const int64_t N = 37, K = 512;
+  for (const int64_t M : {int64_t{5}, int64_t{8}, int64_t{70}}) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    std::vector<float> wf(N * K), x(M * K);
+    for (auto& v : wf) v = nd(rng) * 0.05f;
+    for (auto& v : x) v = nd(rng);
+    const size_t rb = row_bytes(wt, K);
+    std::vector<uint8_t> w(rb * N);
+    for (int64_t n = 0; n < N; ++n) ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
+    for (const auto& target : cpu_targets()) {
+      set_cpu_target(target);
+      std::vector<float> all(M * N), one(N);
+      cpu::quant_matmul(x.data(), w.data(), wt, all.data(), M, N, K);
+      for (int64_t m = 0; m < M; ++m) {
+        cpu::quant_matmul(x.data() + m * K, w.data(), wt, one.data(), 1, N, K);
+        for (int64_t n = 0; n < N; ++n)
+          ASSERT_EQ(all[m * N + n], one[n]) << dtype_name(wt) << " target " << target << " M=" << M << " m=" << m << " n=" << n;
+      }
     }
   }
   reset_cpu_target();

@@ -175,6 +175,24 @@ TEST_F(Serve, CompletionLogprobsMatchTheModel) {
   EXPECT_EQ(lp["tokens"][0], tok.token_bytes(static_cast<int32_t>(order[0])));
 }
 
+// logit_bias +100 on one token makes greedy decoding emit only it; -100 on the greedy first token
+// changes the first token.
+TEST_F(Serve, LogitBiasSteersSampling) {
+  json j = post("/v1/completions", {{"prompt", "Hello"}, {"temperature", 0}, {"max_tokens", 4}, {"logprobs", 0},
+                                    {"logit_bias", {{"330", 100}}}});
+  for (const json& t : j["choices"][0]["logprobs"]["tokens"]) EXPECT_EQ(t, j["choices"][0]["logprobs"]["tokens"][0]);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(Tokenizer::load(default_model()).encode(j["choices"][0]["logprobs"]["tokens"][0].get<std::string>(), false),
+            std::vector<int32_t>{330});
+  json base = post("/v1/completions", {{"prompt", "Hello"}, {"temperature", 0}, {"max_tokens", 1}, {"logprobs", 0}});
+  const std::string first = base["choices"][0]["logprobs"]["tokens"][0];
+  const std::vector<int32_t> ids = Tokenizer::load(default_model()).encode(first, false);
+  ASSERT_EQ(ids.size(), 1u) << first;
+  json banned = post("/v1/completions", {{"prompt", "Hello"}, {"temperature", 0}, {"max_tokens", 1}, {"logprobs", 0},
+                                         {"logit_bias", {{std::to_string(ids[0]), -100}}}});
+  EXPECT_NE(banned["choices"][0]["logprobs"]["tokens"][0], first);
+}
+
 // Chat, n = 3 sampled choices with a seed, streamed with logprobs: every choice ends once, its
 // logprob tokens spell its streamed text, the choices differ (seed + i each), and the same request
 // unstreamed gives the same three texts.

@@ -1,6 +1,7 @@
 // The OpenAI request parser and response builders of the server (src/llmkit/serve/api.h) without a
 // model or a socket, so these checks run everywhere: defaults, every field's type and range, the
 // error body shape, the JSON depth pre-check, and the response / stream chunk formats.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -154,6 +155,20 @@ TEST(ServeApi, ChoicesAndLogprobsParse) {
   EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 3})", false, limits()).top_logprobs, 3);
   EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 0})", false, limits()).top_logprobs, 0);
   EXPECT_EQ(parse_request(R"({"prompt": "x", "n": 16})", false, limits()).n, 16);
+  ApiRequest lb = parse_request(R"({"prompt": "x", "logit_bias": {"5": -100, "17": 2.5}})", false, limits());
+  std::sort(lb.logit_bias.begin(), lb.logit_bias.end());
+  EXPECT_EQ(lb.logit_bias, (std::vector<std::pair<int32_t, float>>{{5, -100.0f}, {17, 2.5f}}));
+  for (const char* bad : {R"({"prompt": "x", "logit_bias": [1]})", R"({"prompt": "x", "logit_bias": {"a": 1}})",
+                          R"({"prompt": "x", "logit_bias": {"-1": 1}})", R"({"prompt": "x", "logit_bias": {"5": 101}})",
+                          R"({"prompt": "x", "logit_bias": {"5": "1"}})", R"({"prompt": "x", "logit_bias": {"99999999999": 1}})"}) {
+    try {
+      parse_request(bad, false, limits());
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_EQ(e.param.rfind("logit_bias", 0), 0u) << e.param;
+    }
+  }
 }
 
 // log_softmax by hand on 4 logits: exp sums to 1, the top list is sorted, ties go to the lower id.

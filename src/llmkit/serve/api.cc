@@ -213,6 +213,24 @@ ApiRequest parse_request(const std::string& body, bool chat, const ApiLimits& li
       r.top_logprobs = static_cast<int>(get_int(j, "logprobs", 0, 5));
     if (present(j, "top_logprobs")) bad("top_logprobs", "'top_logprobs' is a chat parameter; completions take \"logprobs\": N");
   }
+  if (present(j, "logit_bias")) {  // {"token id": bias}, as OpenAI: ids as strings, bias in [-100, 100]
+    const json& lb = j["logit_bias"];
+    if (!lb.is_object()) bad("logit_bias", std::string("'logit_bias' must be an object of token id -> bias, not ") + type_name(lb), "invalid_type");
+    if (lb.size() > 1024) bad("logit_bias", "'logit_bias' has more than 1024 entries");
+    for (auto it = lb.begin(); it != lb.end(); ++it) {
+      const std::string& key = it.key();
+      const std::string param = "logit_bias." + key.substr(0, 32);
+      int64_t id = -1;
+      const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+      if (digits) id = std::stoll(key);
+      if (!digits || id >= (limits.n_vocab > 0 ? limits.n_vocab : int64_t{1} << 31))
+        bad(param, "'logit_bias' keys are token ids in [0, " + std::to_string(limits.n_vocab) + "); got '" + key.substr(0, 32) + "'");
+      if (!it.value().is_number()) bad(param, "a logit bias must be a number", "invalid_type");
+      const double v = it.value().get<double>();
+      if (!(v >= -100 && v <= 100)) bad(param, "a logit bias must be in [-100, 100]");
+      r.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(v));
+    }
+  }
   if (present(j, "tools") || present(j, "functions")) bad(present(j, "tools") ? "tools" : "functions", "tool calls are not supported yet");
   if (present(j, "stop")) {
     const json& s = j["stop"];

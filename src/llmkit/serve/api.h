@@ -39,6 +39,7 @@ struct ApiRequest {
   runtime::SamplingParams sampling;
   bool has_seed = false;               // "seed" given (else the server draws one)
   std::vector<std::string> stop;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> bias in [-100, 100], added to the logits
   int n = 1;                           // choices, 1..kMaxChoices
   int top_logprobs = -1;               // -1: no logprobs; chat: "logprobs": true + "top_logprobs" (0..20);
                                        // completions: "logprobs": 0..5

@@ -124,7 +124,14 @@ struct Scheduler::Seq {
 
   Seq(std::shared_ptr<Job> j, const Tokenizer& tok)
       : job(std::move(j)), context(job->req.prompt), n_prompt(context.size()), sampler(job->req.sampling),
-        stops(job->req.stop), dec(tok.stream_decoder(true)) {}
+        stops(job->req.stop), dec(tok.stream_decoder(true)) {
+    if (!job->req.logit_bias.empty()) {
+      sampler.add_processor([bias = job->req.logit_bias](float* logits, int64_t n_vocab, const std::vector<int32_t>&) {
+        for (const auto& [id, b] : bias)
+          if (id >= 0 && id < n_vocab) logits[id] += b;
+      });
+    }
+  }
 };
 
 Scheduler::Scheduler(const models::Transformer& model, const Tokenizer& tokenizer, SchedulerOptions opts)

@@ -32,6 +32,7 @@ struct GenRequest {
   int64_t max_tokens = 16;            // n_prompt + max_tokens <= n_ctx (validated before submit)
   runtime::SamplingParams sampling;   // validated before submit
   std::vector<std::string> stop;      // stop strings, not part of the output
+  std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logits before sampling (ids < n_vocab)
   int top_logprobs = -1;              // -1: no logprobs; else each token's logprob and this many alternatives (<= 20)
 };
 

@@ -426,6 +426,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   // OpenAI's do); choice i of n samples with seed + i, so n > 1 gives n different samples.
   if (!r.has_seed) g.sampling.seed = (static_cast<uint64_t>(seed_source()) << 32) ^ seed_source();
   g.top_logprobs = r.top_logprobs;
+  g.logit_bias = r.logit_bias;
   std::vector<std::shared_ptr<serve::Job>> jobs;
   for (int i = 0; i < r.n; ++i) {
     serve::GenRequest gi = g;

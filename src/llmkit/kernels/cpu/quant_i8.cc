@@ -280,7 +280,12 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
   for (int64_t m = m0; m < m1; ++m) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      __m256i w[8];
+      // The next tile's bytes, fetched while the first row runs over this one (a serving batch of
+      // 5-16 decoding sequences streams every weight from memory once per step, as decode does).
+      if (next && m == m0) {
+        for (int64_t l = 0; l < lines_per_block; ++l)
+          _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T0);
+      }
       const __m256i* wb = reinterpret_cast<const __m256i*>(ws + b * kVecs * 32);
       acc = Step<T>(wb, _mm256_load_ps(wds + b * 8), _mm256_load_ps(wms + b * 8), a, m, b, acc,
                     T == DType::kQ8_0 ? wb + 8 : nullptr);
@@ -296,6 +301,20 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   // At least ~64k multiply-adds per task: below that, waking a worker costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, 8 * a.K * M));
   ThreadPool::global().parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
+    if (M > kDirectMaxM && M <= 2 * kDirectMaxM) {
+      // A serving batch of 5-8 decoding rows: two register passes over each tile (its bytes still
+      // in L1 for the second), the first prefetching the next tile, rather than the L1 scratch.
+      const int64_t h = (M + 1) / 2;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * 8;
+        const int nr = static_cast<int>(std::min<int64_t>(8, N - n0));
+        const uint8_t* rows[8];
+        for (int i = 0; i < 8; ++i) rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
+        Tile<T>(rows, nr, a, 0, h, y, N, n0, t + 1 < t1 ? w + static_cast<size_t>(n0 + 8) * row_bytes : nullptr);
+        Tile<T>(rows, nr, a, h, M, y, N, n0, nullptr);
+      }
+      return;
+    }
     for (int64_t m0 = 0; m0 < M; m0 += kRowsPerPass) {
       const int64_t m1 = std::min(M, m0 + kRowsPerPass);
       for (int64_t t = t0; t < t1; ++t) {

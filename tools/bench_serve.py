@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Developer tool: `llmkit serve` against llama.cpp's server (PyPI llama-cpp-python[server]) under the
+same load, side by side in one run.
+
+For each engine: start its server on a free loopback port with the same GGUF, threads and context,
+warm it up with one request, then for each concurrency level C (default 1, 4, 8, 16) start C
+streaming chat clients at once (the openai package; prompt i of a fixed set of mixed lengths, greedy,
+max_tokens fixed), `--rounds` times. Reported per engine and level:
+
+  agg t/s   completion tokens of all C requests / wall time from the first request to the last end;
+  TTFT      p50 / p99 over requests: request sent -> first content chunk;
+  ITL       p50 / p99 over every gap between consecutive content chunks of one stream.
+
+Tokens are counted by tokenizing each reply with the model's own vocabulary (llama_cpp, vocab
+only), so both engines are measured the same way whatever their chunking. The engines alternate
+(llmkit level C, llama.cpp level C, ...), so both see the same machine load.
+
+  python3 tools/bench_serve.py --llmkit build/bin/llmkit [--model M.gguf] [--threads 2]
+      [--levels 1,4,8,16] [--max-tokens 64] [--rounds 2]
+"""
+import argparse
+import concurrent.futures as cf
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_up(url: str, proc, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not come up")
+
+
+def pct(v, q):
+    if not v:
+        return float("nan")
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def make_prompts(root: pathlib.Path, n: int):
+    words = (root / "testdata/text/kjv_genesis_1-10.txt").read_text(encoding="utf-8").split()
+    out = []
+    for i in range(n):
+        k = 8 + (i * 29) % 120  # 8 .. 127 words: ~12 .. ~170 tokens
+        start = (i * 131) % (len(words) - k)
+        out.append("Retell this passage in modern English, in detail: " + " ".join(words[start:start + k]))
+    return out
+
+
+class Engine:
+    def __init__(self, name, cmd, base):
+        self.name, self.cmd, self.base = name, cmd, base
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_up(self.base + "/v1/models", self.proc)
+        return self
+
+    def __exit__(self, *a):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
+    def run(p):
+        t0 = time.perf_counter()
+        first, last, gaps, text = None, None, [], []
+        stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
+                                                temperature=0, max_tokens=max_tokens, stream=True,
+                                                logit_bias=bias)
+        for ch in stream:
+            if ch.choices and ch.choices[0].delta and ch.choices[0].delta.content:
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                else:
+                    gaps.append(now - last)
+                last = now
+                text.append(ch.choices[0].delta.content)
+        return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter()
+
+    t_start = time.perf_counter()
+    with cf.ThreadPoolExecutor(len(prompts)) as ex:
+        res = list(ex.map(run, prompts))
+    t_end = max(r[4] for r in res)
+    tokens = sum(count_tokens(r[3]) for r in res)
+    return {"tokens": tokens, "wall": t_end - t_start, "ttft": [r[1] for r in res],
+            "itl": [g for r in res for g in r[2]]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--llmkit", default="build/bin/llmkit")
+    home = os.environ.get("LLMKIT_HOME", str(pathlib.Path.home() / ".cache/llmkit"))
+    ap.add_argument("--model", default=str(pathlib.Path(home) / "models/SmolLM2-135M-Instruct-Q4_1.gguf"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=512, help="positions per sequence (llmkit: per slot)")
+    a = ap.parse_args()
+    import openai
+    import llama_cpp
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    levels = [int(x) for x in a.levels.split(",")]
+    prompts = make_prompts(root, max(levels))
+    vocab = llama_cpp.Llama(model_path=a.model, vocab_only=True, verbose=False)
+
+    # Every reply runs to max_tokens: the end-of-text and end-of-turn tokens are banned (logit_bias
+    # -100, which both servers take), so both engines generate the same number of tokens.
+    ends = {vocab.token_eos()}
+    for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        ids = vocab.tokenize(t.encode(), add_bos=False, special=True)
+        if len(ids) == 1:
+            ends.add(ids[0])
+    bias = {str(t): -100 for t in ends if t >= 0}
+
+    def count_tokens(text):
+        return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+
+    p1, p2 = free_port(), free_port()
+    engines = [
+        Engine("llmkit", [a.llmkit, "serve", "-m", a.model, "--port", str(p1), "-t", str(a.threads), "-c", str(a.ctx),
+                          "-P", str(max(levels))], f"http://127.0.0.1:{p1}"),
+        Engine("llama.cpp", [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--port", str(p2),
+                             "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
+                             "--n_ctx", str(a.ctx * max(levels)), "--n_batch", "512",
+                             "--interrupt_requests", "False"], f"http://127.0.0.1:{p2}"),
+    ]
+    results = {e.name: {c: [] for c in levels} for e in engines}
+    t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    load0 = os.getloadavg()[0]
+    with engines[0] as e0, engines[1] as e1:
+        clients = {}
+        for e in (e0, e1):
+            c = openai.OpenAI(base_url=e.base + "/v1", api_key="none", max_retries=0, timeout=600)
+            mid = c.models.list().data[0].id
+            one_level(c, mid, prompts[:1], 8, count_tokens)  # warm-up
+            clients[e.name] = (c, mid)
+        for r in range(a.rounds):
+            for c in levels:
+                for e in (e0, e1):
+                    cl, mid = clients[e.name]
+                    m = one_level(cl, mid, prompts[:c], a.max_tokens, count_tokens, bias)
+                    results[e.name][c].append(m)
+                    print(f"round {r + 1} {e.name:9s} C={c:2d}: {m['tokens'] / m['wall']:7.1f} t/s "
+                          f"({m['tokens']} tokens in {m['wall']:.2f} s)", file=sys.stderr)
+    t1 = time.strftime("%H:%M", time.gmtime())
+    print(f"{t0}-{t1} UTC; {os.cpu_count()} CPUs; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+          f"llama-cpp-python {llama_cpp.__version__}; {pathlib.Path(a.model).name}, {a.threads} threads, "
+          f"max_tokens {a.max_tokens}, greedy, {a.rounds} rounds\n")
+    print("| streams | llmkit agg t/s | llama.cpp agg t/s | ratio | llmkit TTFT p50 / p99 ms | llama.cpp TTFT p50 / p99 ms "
+          "| llmkit ITL p50 / p99 ms | llama.cpp ITL p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    base1 = None
+    for c in levels:
+        row = {}
+        for name in ("llmkit", "llama.cpp"):
+            ms = results[name][c]
+            agg = statistics.mean(m["tokens"] / m["wall"] for m in ms)
+            ttft = [x for m in ms for x in m["ttft"]]
+            itl = [x for m in ms for x in m["itl"]]
+            row[name] = (agg, pct(ttft, 50) * 1e3, pct(ttft, 99) * 1e3, pct(itl, 50) * 1e3, pct(itl, 99) * 1e3)
+        if c == levels[0]:
+            base1 = row["llmkit"][0]
+        lk, lc = row["llmkit"], row["llama.cpp"]
+        print(f"| {c} | {lk[0]:.1f} ({lk[0] / base1:.2f}x of {levels[0]}) | {lc[0]:.1f} | **{lk[0] / lc[0]:.2f}** | "
+              f"{lk[1]:.0f} / {lk[2]:.0f} | {lc[1]:.0f} / {lc[2]:.0f} | {lk[3]:.1f} / {lk[4]:.1f} | {lc[3]:.1f} / {lc[4]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
