@@ -289,6 +289,35 @@ std::map<std::string, double> scrape(const Running& server) {
   return m;
 }
 
+// Prefix caching: a repeated prompt reuses all but its last token from the slot the first request
+// left, and the reply is the same as computed from scratch; the next turn of the conversation
+// reuses the previous turn's prompt and reply.
+TEST_F(Serve, PrefixCacheReusesAFinishedRequestsTokens) {
+  const json body = chat_body("Prefix cache check: name a fruit that is yellow.", 12);
+  auto before = scrape(*server_);
+  json first = post("/v1/chat/completions", body);
+  const int64_t n_prompt = first["usage"]["prompt_tokens"];
+  auto mid = scrape(*server_);
+  // At most the chat template's default system prompt is shared with earlier requests.
+  EXPECT_LT(mid["llmkit_prefix_cache_hit_tokens_total"] - before["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 8);
+  EXPECT_GT(mid["llmkit_kv_cache_positions_cached"], 0);
+  json again = post("/v1/chat/completions", body);
+  EXPECT_EQ(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+  auto after = scrape(*server_);
+  EXPECT_EQ(after["llmkit_prefix_cache_hit_tokens_total"] - mid["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 1);
+  EXPECT_GT(after["llmkit_prefix_cache_hit_rate"], 0);
+  EXPECT_EQ(after["llmkit_kv_cache_positions_used"], 0);
+
+  json turn2 = body;
+  turn2["messages"].push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
+  turn2["messages"].push_back({{"role", "user"}, {"content", "And a red one?"}});
+  json second = post("/v1/chat/completions", turn2);
+  auto last = scrape(*server_);
+  EXPECT_GE(last["llmkit_prefix_cache_hit_tokens_total"] - after["llmkit_prefix_cache_hit_tokens_total"], n_prompt)
+      << "the second turn did not reuse the first turn's tokens";
+  EXPECT_FALSE(second["choices"][0]["message"]["content"].get<std::string>().empty());
+}
+
 TEST_F(Serve, MetricsCountRequestsTokensAndLatencies) {
   const auto before = scrape(*server_);
   ASSERT_TRUE(before.count("llmkit_generation_tokens_total"));

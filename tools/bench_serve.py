@@ -167,7 +167,10 @@ def main():
             for c in levels:
                 for e in (e0, e1):
                     cl, mid = clients[e.name]
-                    m = one_level(cl, mid, prompts[:c], a.max_tokens, count_tokens, bias)
+                    # Unique per round and level, so no engine serves a prompt from its prefix cache
+                    # beyond the chat template's shared system prompt.
+                    ps = [f"(request {r}.{c}.{i}) {p}" for i, p in enumerate(prompts[:c])]
+                    m = one_level(cl, mid, ps, a.max_tokens, count_tokens, bias)
                     results[e.name][c].append(m)
                     print(f"round {r + 1} {e.name:9s} C={c:2d}: {m['tokens'] / m['wall']:7.1f} t/s "
                           f"({m['tokens']} tokens in {m['wall']:.2f} s)", file=sys.stderr)

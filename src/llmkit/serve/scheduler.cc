@@ -145,6 +145,8 @@ Scheduler::Scheduler(const models::Transformer& model, const Tokenizer& tokenize
     caches_.push_back(model_.new_cache(opts_.n_ctx));
     free_slots_.push_back(opts_.n_slots - 1 - i);
   }
+  slot_tokens_.resize(static_cast<size_t>(opts_.n_slots));
+  slot_used_.assign(static_cast<size_t>(opts_.n_slots), 0);
   stats_.slots = opts_.n_slots;
   stats_.kv_positions_total = opts_.n_slots * opts_.n_ctx;
   thread_ = std::thread([this] { loop(); });
@@ -209,9 +211,39 @@ void Scheduler::retire(Seq& s, const std::string& reason) {
   }
   count_finished(reason);  // before the client can see the end (and scrape /metrics)
   if (reason != "error") s.job->finish(reason, static_cast<int64_t>(s.n_prompt), s.produced);
+  // The slot keeps the K/V of the tokens fed so far for a later request with the same prefix; after
+  // a failed pass its cache is not trusted.
+  auto& kept = slot_tokens_[static_cast<size_t>(s.slot)];
+  if (reason == "error") kept.clear();
+  else kept.assign(s.context.begin(), s.context.begin() + static_cast<long>(s.n_fed));
   s.cache->n_past = 0;
   free_slots_.push_back(s.slot);
   s.slot = -1;
+}
+
+// The free slot for a prompt: the one whose cached tokens share the longest prefix with it (at
+// most n_prompt - 1, so at least one token is fed and yields logits); with no shared prefix, the
+// least recently used one. Every model input that changes K/V is in the key: the cache holds one
+// model, and a token's K/V depends only on the tokens before it. Called with mu_ held.
+int Scheduler::take_slot(const std::vector<int32_t>& prompt, size_t* reused) {
+  size_t best_i = 0, best_lcp = 0;
+  for (size_t i = 0; i < free_slots_.size(); ++i) {
+    const auto& t = slot_tokens_[static_cast<size_t>(free_slots_[i])];
+    const size_t lim = std::min(t.size(), prompt.size() - 1);
+    size_t l = 0;
+    while (l < lim && t[l] == prompt[l]) ++l;
+    const bool older = slot_used_[static_cast<size_t>(free_slots_[i])] < slot_used_[static_cast<size_t>(free_slots_[best_i])];
+    if (l > best_lcp || (l == best_lcp && older)) {
+      best_i = i;
+      best_lcp = l;
+    }
+  }
+  const int slot = free_slots_[best_i];
+  free_slots_.erase(free_slots_.begin() + static_cast<long>(best_i));
+  slot_used_[static_cast<size_t>(slot)] = ++admissions_;
+  slot_tokens_[static_cast<size_t>(slot)].resize(best_lcp);
+  *reused = best_lcp;
+  return slot;
 }
 
 void Scheduler::loop() {
@@ -246,11 +278,13 @@ void Scheduler::loop() {
         }
         try {
           auto s = std::make_unique<Seq>(job, tokenizer_);
-          s->slot = free_slots_.back();
-          free_slots_.pop_back();
+          size_t reused = 0;
+          s->slot = take_slot(s->context, &reused);
           s->cache = &caches_[static_cast<size_t>(s->slot)];
-          s->cache->n_past = 0;
+          s->cache->n_past = static_cast<int64_t>(reused);
+          s->n_fed = reused;
           stats_.prompt_tokens += static_cast<int64_t>(s->n_prompt);
+          stats_.prefix_cache_hit_tokens += static_cast<int64_t>(reused);
           active.push_back(std::move(s));
         } catch (const std::exception& e) {
           job->fail(e.what());
@@ -261,11 +295,13 @@ void Scheduler::loop() {
       stats_.running = static_cast<int64_t>(active.size());
     }
     step(active);
-    int64_t kv_used = 0;
+    int64_t kv_used = 0, kv_cached = 0;
     for (const auto& s : active) kv_used += s->cache->n_past;
     std::lock_guard<std::mutex> lk(mu_);
+    for (int slot : free_slots_) kv_cached += static_cast<int64_t>(slot_tokens_[static_cast<size_t>(slot)].size());
     stats_.running = static_cast<int64_t>(active.size());
     stats_.kv_positions_used = kv_used;
+    stats_.kv_positions_cached = kv_cached;
     ++stats_.steps;
   }
   for (auto& s : active) retire(*s, "cancelled");

@@ -110,6 +110,10 @@ struct SchedulerStats {
   int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0, rejected = 0;
   int64_t batch_tokens = 0;                        // token rows of the last forward pass
   int64_t kv_positions_used = 0, kv_positions_total = 0;  // over every slot's KV cache
+  // Prefix caching: prompt tokens whose K/V were already in the slot a request was given (a
+  // finished request leaves its tokens in its slot; the next request takes the free slot sharing
+  // the longest prefix with its prompt), and positions held that way by idle slots.
+  int64_t prefix_cache_hit_tokens = 0, kv_positions_cached = 0;
   LatencyHistogram ttft;  // request arrival -> its first sampled token
   LatencyHistogram itl;   // between consecutive tokens of one request
 };
@@ -137,6 +141,12 @@ class Scheduler {
   SchedulerOptions opts_;
   std::vector<models::KVCache> caches_;  // [n_slots]
   std::vector<int> free_slots_;
+  // Per slot: the tokens whose K/V its cache holds, in order (positions 0 .. size-1), and when it
+  // was last used (least recently used slots are overwritten first).
+  std::vector<std::vector<int32_t>> slot_tokens_;
+  std::vector<uint64_t> slot_used_;
+  uint64_t admissions_ = 0;
+  int take_slot(const std::vector<int32_t>& prompt, size_t* reused);
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -246,7 +246,8 @@ void Server::Impl::routes() {
   });
   // Prometheus text format (version 0.0.4). Public like /health (no API key), as vLLM's and
   // llama.cpp's servers expose theirs. KV usage is in positions: the cache is one contiguous
-  // block of --ctx-size positions per slot (no paging yet, so no block counts or prefix-cache rate).
+  // block of --ctx-size positions per slot (no paging yet, so no block counts); the prefix cache
+  // is per slot (a finished request's tokens stay in its slot for the next request sharing them).
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     const serve::SchedulerStats s = scheduler ? scheduler->stats() : serve::SchedulerStats{};
     std::string out;
@@ -278,6 +279,13 @@ void Server::Impl::routes() {
     single("llmkit_kv_cache_positions_used", "gauge", "KV cache positions holding a running sequence's tokens.",
            s.kv_positions_used);
     single("llmkit_kv_cache_positions_free", "gauge", "KV cache positions free.", s.kv_positions_total - s.kv_positions_used);
+    single("llmkit_kv_cache_positions_cached", "gauge",
+           "Free positions that still hold a finished request's tokens, reusable as a prompt prefix.", s.kv_positions_cached);
+    single("llmkit_prefix_cache_hit_tokens_total", "counter",
+           "Prompt tokens whose K/V were reused from a slot's cache instead of computed.", s.prefix_cache_hit_tokens);
+    metric("llmkit_prefix_cache_hit_rate", "gauge", "Prefix-cache hit tokens / prompt tokens since start.");
+    value("llmkit_prefix_cache_hit_rate",
+          s.prompt_tokens > 0 ? static_cast<double>(s.prefix_cache_hit_tokens) / static_cast<double>(s.prompt_tokens) : 0.0);
     auto histogram = [&](const char* name, const char* help, const serve::LatencyHistogram& h) {
       metric(name, "histogram", help);
       uint64_t cum = 0;
