@@ -675,6 +675,63 @@ TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
   EXPECT_EQ(r->status, 200) << r->body;
 }
 
+// n > 1: a client that hangs up cancels every choice (all their slots idle at once), and a request
+// whose n choices do not all fit is answered 429 without leaving any choice running.
+TEST(ServeLimits, ChoicesAreCancelledTogether) {
+  if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model not installed (scripts/setup)";
+  ServeOptions o;
+  o.parallel = 3;
+  o.queue_size = 0;
+  o.ctx_size = 1024;
+  o.batch_size = 64;
+  Running s(o);
+  auto health = [&] {
+    auto c = s.client();
+    auto r = c.Get("/health");
+    return r ? json::parse(r->body) : json();
+  };
+  std::atomic<int> chunks{0};
+  std::thread streamer([&] {
+    auto c = s.client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", "Count: 1, 2, 3,"}, {"temperature", 0.7}, {"n", 3}, {"max_tokens", 900}, {"stream", true}}.dump();
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      if (std::string(d, n).find("data: {") == std::string::npos) return true;
+      return ++chunks < 6;
+    };
+    c.send(req);
+  });
+  streamer.join();
+  ASSERT_GE(chunks.load(), 6);
+  bool idle = false;
+  for (int i = 0; i < 300 && !idle; ++i) {
+    json h = health();
+    idle = h["slots_processing"] == 0 && h["queue"] == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(idle) << health().dump();
+  EXPECT_LT(health()["tokens_generated"].get<int>(), 3 * 100);
+
+  auto c = s.client();
+  auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"n", 5}, {"max_tokens", 4}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429) << r->body;
+  idle = false;
+  for (int i = 0; i < 300 && !idle; ++i) {
+    json h = health();
+    idle = h["slots_processing"] == 0 && h["queue"] == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(idle) << health().dump();
+  auto ok = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"n", 3}, {"max_tokens", 4}}.dump(), "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(json::parse(ok->body)["choices"].size(), 3u);
+}
+
 // A streaming client that hangs up while its request waits in the queue never gets a slot.
 TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
   if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model not installed (scripts/setup)";
