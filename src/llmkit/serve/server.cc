@@ -88,7 +88,15 @@ struct Server::Impl {
   httplib::Server http;
   serve::ApiLimits limits;
   std::atomic<uint64_t> next_id{1};
-  std::random_device seed_source;  // seeds of requests that give none
+  // Seeds of requests that give none: splitmix64 over a counter started from the OS's entropy
+  // (atomic, so concurrent requests never share one; std::random_device is not thread-safe).
+  std::atomic<uint64_t> seed_state{(static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}()};
+  uint64_t fresh_seed() {
+    uint64_t z = seed_state.fetch_add(0x9E3779B97F4A7C15ull) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
   int64_t created = static_cast<int64_t>(std::time(nullptr));
 
   // Embeddings: encoders (BERT-style sentence models) serve only these; decoders serve them too,
@@ -432,7 +440,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
 
   // A request without a seed gets a fresh one, so that sampled replies differ between requests (as
   // OpenAI's do); choice i of n samples with seed + i, so n > 1 gives n different samples.
-  if (!r.has_seed) g.sampling.seed = (static_cast<uint64_t>(seed_source()) << 32) ^ seed_source();
+  if (!r.has_seed) g.sampling.seed = fresh_seed();
   g.top_logprobs = r.top_logprobs;
   g.logit_bias = r.logit_bias;
   std::vector<std::shared_ptr<serve::Job>> jobs;
