@@ -297,13 +297,22 @@ TEST_F(Serve, PrefixCacheReusesAFinishedRequestsTokens) {
   auto before = scrape(*server_);
   json first = post("/v1/chat/completions", body);
   const int64_t n_prompt = first["usage"]["prompt_tokens"];
-  auto mid = scrape(*server_);
+  // Gauges follow at the end of the scheduler's step; counters are final with the response.
+  auto settled = [&] {
+    auto m = scrape(*server_);
+    for (int i = 0; i < 50 && (m["llmkit_running_sequences"] != 0 || m["llmkit_kv_cache_positions_used"] != 0); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      m = scrape(*server_);
+    }
+    return m;
+  };
+  auto mid = settled();
   // At most the chat template's default system prompt is shared with earlier requests.
   EXPECT_LT(mid["llmkit_prefix_cache_hit_tokens_total"] - before["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 8);
   EXPECT_GT(mid["llmkit_kv_cache_positions_cached"], 0);
   json again = post("/v1/chat/completions", body);
   EXPECT_EQ(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
-  auto after = scrape(*server_);
+  auto after = settled();
   EXPECT_EQ(after["llmkit_prefix_cache_hit_tokens_total"] - mid["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 1);
   EXPECT_GT(after["llmkit_prefix_cache_hit_rate"], 0);
   EXPECT_EQ(after["llmkit_kv_cache_positions_used"], 0);

@@ -17,32 +17,6 @@ namespace llmkit {
 
 void set_threads(int n_threads) { ThreadPool::set_global_threads(n_threads); }
 
-namespace {
-
-// The chat template of a model: GGUF tokenizer.chat_template, or a Hugging Face folder's
-// chat_template.jinja / tokenizer_config.json "chat_template" (a string, or a list of named
-// templates of which "default" is used). Empty when the model has none.
-std::string chat_template_of(const models::Weights& w) {
-  if (const io::GgufFile* f = w.gguf()) return f->get_string("tokenizer.chat_template").value_or("");
-  namespace fs = std::filesystem;
-  const fs::path dir(w.path());
-  std::error_code ec;
-  if (fs::exists(dir / "chat_template.jinja", ec))
-    return io::read_text_file(io::confine_to_folder(w.path(), "chat_template.jinja"), 4u << 20);
-  if (!fs::exists(dir / "tokenizer_config.json", ec)) return "";
-  auto tc = nlohmann::json::parse(io::read_text_file((dir / "tokenizer_config.json").string()), nullptr, false);
-  if (!tc.is_object() || !tc.contains("chat_template")) return "";
-  const auto& t = tc["chat_template"];
-  if (t.is_string()) return t.get<std::string>();
-  if (t.is_array())
-    for (const auto& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-        return e["template"].get<std::string>();
-  return "";
-}
-
-}  // namespace
-
 struct LLM::Impl {
   std::unique_ptr<models::Transformer> model;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -93,7 +67,7 @@ std::unique_ptr<LLM> LLM::load(const std::string& path, int64_t n_ctx) {
   impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(path));
   LLMKIT_CHECK(impl->tokenizer->n_vocab() <= impl->model->config().n_vocab, kInvalidFile, "the tokenizer of '", path,
                "' has ", impl->tokenizer->n_vocab(), " tokens but the model only ", impl->model->config().n_vocab);
-  impl->chat_template = chat_template_of(impl->model->weights());
+  impl->chat_template = impl->model->weights().chat_template();
   if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
   if (auto e = impl->tokenizer->eos_id()) {
     impl->eos = impl->tokenizer->piece(*e);

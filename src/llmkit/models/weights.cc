@@ -3,6 +3,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "llmkit/base/check.h"
 #include "llmkit/io/hf_folder.h"
 #include "llmkit/models/arch_table.h"
@@ -105,6 +107,26 @@ uint64_t Weights::n_params() const {
   uint64_t n = 0;
   for (const auto& [name, t] : tensors_) n += static_cast<uint64_t>(t.numel());
   return n;
+}
+
+std::string Weights::chat_template() const {
+  if (gguf_) return gguf_->get_string("tokenizer.chat_template").value_or("");
+  namespace fs = std::filesystem;
+  const fs::path dir(path_);
+  std::error_code ec;
+  if (fs::exists(dir / "chat_template.jinja", ec))
+    return io::read_text_file(io::confine_to_folder(path_, "chat_template.jinja"), 4u << 20);
+  if (!fs::exists(dir / "tokenizer_config.json", ec)) return "";
+  const nlohmann::json tc = nlohmann::json::parse(
+      io::read_text_file(io::confine_to_folder(path_, "tokenizer_config.json"), 64u << 20), nullptr, false);
+  if (!tc.is_object() || !tc.contains("chat_template")) return "";
+  const nlohmann::json& t = tc["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return "";
 }
 
 }  // namespace llmkit::models

@@ -36,6 +36,10 @@ class Weights {
   const std::string& path() const { return path_; }
   // The GGUF file when the weights came from one (its metadata: tokenizer, chat template), else null.
   const io::GgufFile* gguf() const { return gguf_.get(); }
+  // The model's chat template: GGUF tokenizer.chat_template, or a Hugging Face folder's
+  // chat_template.jinja / tokenizer_config.json "chat_template" (a string, or the "default" of a
+  // list of named templates). Empty when the model has none.
+  std::string chat_template() const;
 
   const Tensor* find(const std::string& name) const;
   // Throws Error(kInvalidFile) naming the missing tensor, or the shape found and the one needed.

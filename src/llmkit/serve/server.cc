@@ -35,28 +35,6 @@ constexpr char kChatPage[] =
 #include "chat_page.inc"
     ;
 
-// The model's chat template: GGUF tokenizer.chat_template, or a Hugging Face folder's
-// chat_template.jinja / tokenizer_config.json "chat_template" (a string, or the "default" of a
-// list of named templates). Empty when the model has none. (llm.cc reads it the same way.)
-std::string chat_template_of(const models::Weights& w) {
-  if (const io::GgufFile* f = w.gguf()) return f->get_string("tokenizer.chat_template").value_or("");
-  namespace fs = std::filesystem;
-  const fs::path dir(w.path());
-  std::error_code ec;
-  if (fs::exists(dir / "chat_template.jinja", ec))
-    return io::read_text_file(io::confine_to_folder(w.path(), "chat_template.jinja"), 4u << 20);
-  if (!fs::exists(dir / "tokenizer_config.json", ec)) return "";
-  json tc = json::parse(io::read_text_file(io::confine_to_folder(w.path(), "tokenizer_config.json"), 64u << 20), nullptr, false);
-  if (!tc.is_object() || !tc.contains("chat_template")) return "";
-  const json& t = tc["chat_template"];
-  if (t.is_string()) return t.get<std::string>();
-  if (t.is_array())
-    for (const auto& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-        return e["template"].get<std::string>();
-  return "";
-}
-
 // Compares every byte whatever the first difference, so timing reveals nothing about the key.
 bool constant_time_equal(const std::string& a, const std::string& b) {
   const size_t n = std::max(a.size(), b.size());
@@ -149,7 +127,7 @@ std::unique_ptr<Server> Server::create(const ServeOptions& o) {
     impl->routes();  // embeddings only: no scheduler
     return std::unique_ptr<Server>(new Server(std::move(impl)));
   }
-  impl->chat_template = chat_template_of(impl->model->weights());
+  impl->chat_template = impl->model->weights().chat_template();
   serve::SchedulerOptions so;
   if (auto b = impl->tokenizer->bos_id()) impl->bos = impl->tokenizer->piece(*b);
   if (auto e = impl->tokenizer->eos_id()) {
