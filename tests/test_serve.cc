@@ -57,6 +57,20 @@ struct Running {
     c.set_read_timeout(120, 0);
     return c;
   }
+  nlohmann::json health() const {
+    auto c = client();
+    auto r = c.Get("/health");
+    return r ? nlohmann::json::parse(r->body) : nlohmann::json();
+  }
+  // Polls /health for up to ~3 s until no slot is processing and nothing is queued.
+  bool wait_idle() const {
+    for (int i = 0; i < 300; ++i) {
+      const nlohmann::json h = health();
+      if (h["slots_processing"] == 0 && h["queue"] == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
 };
 
 class Serve : public ::testing::Test {
@@ -632,11 +646,6 @@ TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
   o.ctx_size = 1024;
   o.batch_size = 64;
   Running s(o);
-  auto health = [&] {
-    auto c = s.client();
-    auto r = c.Get("/health");
-    return r ? json::parse(r->body) : json();
-  };
 
   std::atomic<int> chunks{0};
   std::thread streamer([&] {
@@ -670,14 +679,8 @@ TEST(ServeLimits, FullQueueGets429AndDisconnectFreesTheSlot) {
   }
   streamer.join();
   // The disconnected stream is cancelled: the slot is idle again long before 900 tokens.
-  bool idle = false;
-  for (int i = 0; i < 300 && !idle; ++i) {
-    json h = health();
-    idle = h["slots_processing"] == 0 && h["queue"] == 0;
-    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(idle) << health().dump();
-  EXPECT_LT(health()["tokens_generated"].get<int>(), 200);
+  EXPECT_TRUE(s.wait_idle()) << s.health().dump();
+  EXPECT_LT(s.health()["tokens_generated"].get<int>(), 200);
   auto c = s.client();
   auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"max_tokens", 4}}.dump(), "application/json");
   ASSERT_TRUE(r);
@@ -694,11 +697,6 @@ TEST(ServeLimits, ChoicesAreCancelledTogether) {
   o.ctx_size = 1024;
   o.batch_size = 64;
   Running s(o);
-  auto health = [&] {
-    auto c = s.client();
-    auto r = c.Get("/health");
-    return r ? json::parse(r->body) : json();
-  };
   std::atomic<int> chunks{0};
   std::thread streamer([&] {
     auto c = s.client();
@@ -715,26 +713,14 @@ TEST(ServeLimits, ChoicesAreCancelledTogether) {
   });
   streamer.join();
   ASSERT_GE(chunks.load(), 6);
-  bool idle = false;
-  for (int i = 0; i < 300 && !idle; ++i) {
-    json h = health();
-    idle = h["slots_processing"] == 0 && h["queue"] == 0;
-    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(idle) << health().dump();
-  EXPECT_LT(health()["tokens_generated"].get<int>(), 3 * 100);
+  EXPECT_TRUE(s.wait_idle()) << s.health().dump();
+  EXPECT_LT(s.health()["tokens_generated"].get<int>(), 3 * 100);
 
   auto c = s.client();
   auto r = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"n", 5}, {"max_tokens", 4}}.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 429) << r->body;
-  idle = false;
-  for (int i = 0; i < 300 && !idle; ++i) {
-    json h = health();
-    idle = h["slots_processing"] == 0 && h["queue"] == 0;
-    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(idle) << health().dump();
+  EXPECT_TRUE(s.wait_idle()) << s.health().dump();
   auto ok = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"n", 3}, {"max_tokens", 4}}.dump(), "application/json");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
@@ -749,11 +735,6 @@ TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
   o.queue_size = 1;
   o.ctx_size = 1024;
   Running s(o);
-  auto health = [&] {
-    auto c = s.client();
-    auto r = c.Get("/health");
-    return r ? json::parse(r->body) : json();
-  };
   auto stream = [&](const std::string& prompt, int max_tokens, std::function<bool(const std::string&)> on_data) {
     auto c = s.client();
     httplib::Request req;
@@ -786,17 +767,11 @@ TEST(ServeLimits, DisconnectWhileQueuedNeverRuns) {
   // A hang-up is noticed when a write fails: the keep-alive after the client closed usually still
   // succeeds (the peer answers it with a reset), the next one fails, so give it two keep-alives.
   std::this_thread::sleep_for(std::chrono::milliseconds(3000));
-  const int64_t prompt_tokens_before = health()["prompt_tokens"].get<int64_t>();
+  const int64_t prompt_tokens_before = s.health()["prompt_tokens"].get<int64_t>();
   release = true;
   a.join();
-  bool idle = false;
-  json h;
-  for (int i = 0; i < 300 && !idle; ++i) {
-    h = health();
-    idle = h["slots_processing"] == 0 && h["queue"] == 0;
-    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(idle) << h.dump();
+  EXPECT_TRUE(s.wait_idle()) << s.health().dump();
+  const json h = s.health();
   EXPECT_FALSE(b_saw_data.load());
   // B was never admitted: no prompt tokens were counted after it left.
   EXPECT_EQ(h["prompt_tokens"].get<int64_t>(), prompt_tokens_before) << h.dump();

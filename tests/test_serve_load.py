@@ -9,14 +9,12 @@ Exit 77 (skipped) when the openai package or the default model is missing.
 
 usage: test_serve_load.py PATH/TO/llmkit"""
 import concurrent.futures as cf
-import os
 import pathlib
-import subprocess
 import sys
 import time
 import urllib.request
 
-SKIP = 77
+from serve_testlib import SKIP, default_model, serve
 N_CLIENTS = 16
 MAX_TOKENS = 32
 
@@ -49,20 +47,13 @@ def main(llmkit: str) -> int:
     except ImportError:
         print("skipped: the openai package is not installed (pip install openai)")
         return SKIP
-    home = os.environ.get("LLMKIT_HOME", str(pathlib.Path.home() / ".cache/llmkit"))
-    model = pathlib.Path(home) / "models/SmolLM2-135M-Instruct-Q4_1.gguf"
-    if not model.exists():
-        print(f"skipped: default model not installed ({model}); run scripts/setup")
+    model = default_model()
+    if model is None:
         return SKIP
     root = pathlib.Path(__file__).resolve().parent.parent
     ps = prompts(root)
 
-    proc = subprocess.Popen([llmkit, "serve", "-m", str(model), "--port", "0", "-c", "512", "-P", str(N_CLIENTS)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "http://" in line, f"server did not start: {line!r}"
-        base = "http://" + line.split("http://", 1)[1].split()[0]
+    with serve(llmkit, model, "-c", "512", "-P", str(N_CLIENTS)) as (base, _):
         client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=300)
         name = client.models.list().data[0].id
 
@@ -112,12 +103,6 @@ def main(llmkit: str) -> int:
         print(f"ok: {peak_note}, one at a time {t_seq:.1f} s; all {N_CLIENTS} outputs identical "
               f"({n_tok} characters); KV back to 0")
         return 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,9 @@ completions, and errors surfacing as the client's exception types (BadRequestErr
 AuthenticationError). Exit 77 (skipped) when the package or the default model is missing.
 
 usage: test_serve_openai.py PATH/TO/llmkit"""
-import os
-import pathlib
-import subprocess
 import sys
 
-SKIP = 77
+from serve_testlib import SKIP, default_model, serve
 
 
 def main(llmkit: str) -> int:
@@ -19,20 +16,13 @@ def main(llmkit: str) -> int:
     except ImportError:
         print("skipped: the openai package is not installed (pip install openai)")
         return SKIP
-    home = os.environ.get("LLMKIT_HOME", str(pathlib.Path.home() / ".cache/llmkit"))
-    model = pathlib.Path(home) / "models/SmolLM2-135M-Instruct-Q4_1.gguf"
-    if not model.exists():
-        print(f"skipped: default model not installed ({model}); run scripts/setup")
+    model = default_model()
+    if model is None:
         return SKIP
 
     key = "sk-llmkit-test"
-    proc = subprocess.Popen([llmkit, "serve", "-m", str(model), "--port", "0", "-c", "512", "-P", "2",
-                             "--api-key", key], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()  # "llmkit serve: NAME on http://127.0.0.1:PORT (...)"
-        assert "http://" in line, f"server did not start: {line!r}"
-        port = int(line.split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        base = f"http://127.0.0.1:{port}/v1"
+    with serve(llmkit, model, "-c", "512", "-P", "2", "--api-key", key) as (root, port):
+        base = root + "/v1"
         client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
 
         models = client.models.list()
@@ -110,12 +100,6 @@ def main(llmkit: str) -> int:
             assert e.status_code == 401
         print(f"ok: openai {openai.__version__} against llmkit serve on port {port}: {text!r}")
         return 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 if __name__ == "__main__":

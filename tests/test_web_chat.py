@@ -7,16 +7,13 @@ drains back to zero. Screenshots go to ARTIFACT_DIR (default: the current direct
 web_chat.png. Exit 77 (skipped) when selenium, chromium or the default model is missing.
 
 usage: test_web_chat.py PATH/TO/llmkit [ARTIFACT_DIR]"""
-import json
 import os
-import pathlib
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
 
-SKIP = 77
+from serve_testlib import SKIP, default_model, serve
 
 
 def find(*names):
@@ -49,112 +46,99 @@ def main(llmkit: str, artifacts: str) -> int:
     if not chromium or not driver_bin:
         print("skipped: chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
         return SKIP
-    home = os.environ.get("LLMKIT_HOME", str(pathlib.Path.home() / ".cache/llmkit"))
-    model = pathlib.Path(home) / "models/SmolLM2-135M-Instruct-Q4_1.gguf"
-    if not model.exists():
-        print(f"skipped: default model not installed ({model}); run scripts/setup")
+    model = default_model()
+    if model is None:
         return SKIP
 
-    proc = subprocess.Popen([llmkit, "serve", "-m", str(model), "--port", "0", "-c", "1024", "-P", "2"],
-                            stdout=subprocess.PIPE, text=True)
     driver = None
-    try:
-        line = proc.stdout.readline()
-        assert "http://" in line, f"server did not start: {line!r}"
-        base = "http://" + line.split("http://", 1)[1].split()[0]
-
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1100,800", "--no-first-run", "--disable-extensions"):
-            opts.add_argument(a)
-        driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
-        driver.set_page_load_timeout(30)
-        driver.get(base + "/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: "SmolLM2" in d.find_element(By.ID, "model").text)
-
-        system = driver.find_element(By.ID, "system")
-        system.clear()
-        system.send_keys("You are a helpful assistant. Answer briefly.")
-        driver.execute_script("document.getElementById('temperature').value = '0';"
-                              "document.getElementById('max_tokens').value = '48';")
-
-        def ask(text):
-            box = driver.find_element(By.ID, "input")
-            box.send_keys(text)
-            driver.find_element(By.ID, "send").click()
-            # While it streams, the text grows chunk by chunk; record what the page shows midway.
-            seen = set()
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                msgs = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")
-                if msgs:
-                    last = msgs[-1]
-                    state = last.get_attribute("data-state")
-                    if state == "streaming":
-                        seen.add(driver.execute_script("return arguments[0].firstChild ? arguments[0].firstChild.textContent : ''", last))
-                    if state in ("done", "error", "stopped"):
-                        return last, state, seen
-                time.sleep(0.02)
-            raise AssertionError("no finished reply within 120 s")
-
-        last, state, seen = ask("What is the capital of France?")
-        assert state == "done", (state, driver.find_element(By.ID, "log").text)
-        chunks = int(last.get_attribute("data-chunks"))
-        reply = driver.execute_script("return arguments[0].firstChild.textContent", last)
-        assert reply.strip(), "empty reply"
-        assert chunks > 1, f"the reply arrived in {chunks} chunk(s), not streamed"
-        partial = [s for s in seen if s and s != reply]
-        assert partial, "never saw a partial reply on the page while streaming"
-        assert all(reply.startswith(p) for p in partial), (partial, reply)
-        print(f"turn 1: {chunks} chunks, {len(partial)} partial renderings seen: {reply!r}")
-
-        # Turn 2 carries the history: system, user, assistant, user.
-        last2, state2, _ = ask("Name three colours.")
-        assert state2 == "done", state2
-        body = driver.execute_script("return window.llmkit.lastRequest")
-        roles = [m["role"] for m in body["messages"]]
-        assert roles == ["system", "user", "assistant", "user"], roles
-        assert body["messages"][2]["content"] == reply
-        assert body["stream"] is True and body["temperature"] == 0 and body["max_tokens"] == 48
-        assert len(driver.find_elements(By.CSS_SELECTOR, ".msg.user")) == 2
-
-        os.makedirs(artifacts, exist_ok=True)
-        shot = os.path.join(artifacts, "web_chat.png")
-        driver.save_screenshot(shot)
-        assert os.path.getsize(shot) > 10000, "screenshot too small"
-
-        # Stop: a long reply is cut by the button; the server frees the sequence.
-        driver.execute_script("document.getElementById('max_tokens').value = '400';")
-        driver.find_element(By.ID, "input").send_keys("Write a long story about a lighthouse keeper.")
-        driver.find_element(By.ID, "send").click()
-        WebDriverWait(driver, 60).until(
-            lambda d: int(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].get_attribute("data-chunks")) >= 3)
-        driver.find_element(By.ID, "stop").click()
-        WebDriverWait(driver, 10).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].get_attribute("data-state") == "stopped")
-        assert driver.find_element(By.ID, "send").is_enabled()
-        deadline = time.time() + 10
-        while metric(base, "llmkit_running_sequences") != 0 and time.time() < deadline:
-            time.sleep(0.05)
-        assert metric(base, "llmkit_running_sequences") == 0, "the stopped reply still runs on the server"
-        assert metric(base, "llmkit_kv_cache_positions_used") == 0
-        cancelled = [l for l in urllib.request.urlopen(base + "/metrics").read().decode().splitlines()
-                     if l.startswith('llmkit_requests_total{reason="cancelled"}')]
-        assert cancelled and float(cancelled[0].split()[1]) >= 1, cancelled
-        print(f"ok: chat page in {os.path.basename(chromium)} "
-              f"{driver.capabilities.get('browserVersion', '?')}; screenshot {shot}")
-        return 0
-    finally:
-        if driver is not None:
-            driver.quit()
-        proc.terminate()
+    with serve(llmkit, model, "-c", "1024", "-P", "2") as (base, _):
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            opts = webdriver.ChromeOptions()
+            opts.binary_location = chromium
+            for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                      "--window-size=1100,800", "--no-first-run", "--disable-extensions"):
+                opts.add_argument(a)
+            driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+            driver.set_page_load_timeout(30)
+            driver.get(base + "/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(lambda d: "SmolLM2" in d.find_element(By.ID, "model").text)
 
+            system = driver.find_element(By.ID, "system")
+            system.clear()
+            system.send_keys("You are a helpful assistant. Answer briefly.")
+            driver.execute_script("document.getElementById('temperature').value = '0';"
+                                  "document.getElementById('max_tokens').value = '48';")
+
+            def ask(text):
+                box = driver.find_element(By.ID, "input")
+                box.send_keys(text)
+                driver.find_element(By.ID, "send").click()
+                # While it streams, the text grows chunk by chunk; record what the page shows midway.
+                seen = set()
+                deadline = time.time() + 120
+                while time.time() < deadline:
+                    msgs = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                    if msgs:
+                        last = msgs[-1]
+                        state = last.get_attribute("data-state")
+                        if state == "streaming":
+                            seen.add(driver.execute_script("return arguments[0].firstChild ? arguments[0].firstChild.textContent : ''", last))
+                        if state in ("done", "error", "stopped"):
+                            return last, state, seen
+                    time.sleep(0.02)
+                raise AssertionError("no finished reply within 120 s")
+
+            last, state, seen = ask("What is the capital of France?")
+            assert state == "done", (state, driver.find_element(By.ID, "log").text)
+            chunks = int(last.get_attribute("data-chunks"))
+            reply = driver.execute_script("return arguments[0].firstChild.textContent", last)
+            assert reply.strip(), "empty reply"
+            assert chunks > 1, f"the reply arrived in {chunks} chunk(s), not streamed"
+            partial = [s for s in seen if s and s != reply]
+            assert partial, "never saw a partial reply on the page while streaming"
+            assert all(reply.startswith(p) for p in partial), (partial, reply)
+            print(f"turn 1: {chunks} chunks, {len(partial)} partial renderings seen: {reply!r}")
+
+            # Turn 2 carries the history: system, user, assistant, user.
+            last2, state2, _ = ask("Name three colours.")
+            assert state2 == "done", state2
+            body = driver.execute_script("return window.llmkit.lastRequest")
+            roles = [m["role"] for m in body["messages"]]
+            assert roles == ["system", "user", "assistant", "user"], roles
+            assert body["messages"][2]["content"] == reply
+            assert body["stream"] is True and body["temperature"] == 0 and body["max_tokens"] == 48
+            assert len(driver.find_elements(By.CSS_SELECTOR, ".msg.user")) == 2
+
+            os.makedirs(artifacts, exist_ok=True)
+            shot = os.path.join(artifacts, "web_chat.png")
+            driver.save_screenshot(shot)
+            assert os.path.getsize(shot) > 10000, "screenshot too small"
+
+            # Stop: a long reply is cut by the button; the server frees the sequence.
+            driver.execute_script("document.getElementById('max_tokens').value = '400';")
+            driver.find_element(By.ID, "input").send_keys("Write a long story about a lighthouse keeper.")
+            driver.find_element(By.ID, "send").click()
+            WebDriverWait(driver, 60).until(
+                lambda d: int(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].get_attribute("data-chunks")) >= 3)
+            driver.find_element(By.ID, "stop").click()
+            WebDriverWait(driver, 10).until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].get_attribute("data-state") == "stopped")
+            assert driver.find_element(By.ID, "send").is_enabled()
+            deadline = time.time() + 10
+            while metric(base, "llmkit_running_sequences") != 0 and time.time() < deadline:
+                time.sleep(0.05)
+            assert metric(base, "llmkit_running_sequences") == 0, "the stopped reply still runs on the server"
+            assert metric(base, "llmkit_kv_cache_positions_used") == 0
+            cancelled = [l for l in urllib.request.urlopen(base + "/metrics").read().decode().splitlines()
+                         if l.startswith('llmkit_requests_total{reason="cancelled"}')]
+            assert cancelled and float(cancelled[0].split()[1]) >= 1, cancelled
+            print(f"ok: chat page in {os.path.basename(chromium)} "
+                  f"{driver.capabilities.get('browserVersion', '?')}; screenshot {shot}")
+            return 0
+        finally:
+            if driver is not None:
+                driver.quit()
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/bin/llmkit",
