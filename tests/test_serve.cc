@@ -303,9 +303,10 @@ std::map<std::string, double> scrape(const Running& server) {
   return m;
 }
 
-// Prefix caching: a repeated prompt reuses all but its last token from the slot the first request
-// left, and the reply is the same as computed from scratch; the next turn of the conversation
-// reuses the previous turn's prompt and reply.
+// Prefix caching: a repeated prompt reuses every whole 16-token page of it but the one holding its
+// last token (that token is fed to get logits) from the pages the first request left cached, and
+// the reply is the same as computed from scratch; the next turn of the conversation reuses the
+// previous turn's prompt and reply.
 TEST_F(Serve, PrefixCacheReusesAFinishedRequestsTokens) {
   const json body = chat_body("Prefix cache check: name a fruit that is yellow.", 12);
   auto before = scrape(*server_);
@@ -314,7 +315,7 @@ TEST_F(Serve, PrefixCacheReusesAFinishedRequestsTokens) {
   // Gauges follow at the end of the scheduler's step; counters are final with the response.
   auto settled = [&] {
     auto m = scrape(*server_);
-    for (int i = 0; i < 50 && (m["llmkit_running_sequences"] != 0 || m["llmkit_kv_cache_positions_used"] != 0); ++i) {
+    for (int i = 0; i < 50 && (m["llmkit_running_sequences"] != 0 || m["llmkit_kv_blocks_used"] != 0); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       m = scrape(*server_);
     }
@@ -322,23 +323,57 @@ TEST_F(Serve, PrefixCacheReusesAFinishedRequestsTokens) {
   };
   auto mid = settled();
   // At most the chat template's default system prompt is shared with earlier requests.
-  EXPECT_LT(mid["llmkit_prefix_cache_hit_tokens_total"] - before["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 8);
-  EXPECT_GT(mid["llmkit_kv_cache_positions_cached"], 0);
+  EXPECT_LT(mid["llmkit_prefix_cache_hit_tokens_total"] - before["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 16);
+  EXPECT_GE(mid["llmkit_kv_blocks_cached"], n_prompt / 16);
+  EXPECT_EQ(mid["llmkit_kv_blocks_used"], 0);
   json again = post("/v1/chat/completions", body);
   EXPECT_EQ(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
   auto after = settled();
-  EXPECT_EQ(after["llmkit_prefix_cache_hit_tokens_total"] - mid["llmkit_prefix_cache_hit_tokens_total"], n_prompt - 1);
+  EXPECT_EQ(after["llmkit_prefix_cache_hit_tokens_total"] - mid["llmkit_prefix_cache_hit_tokens_total"],
+            (n_prompt - 1) / 16 * 16);
   EXPECT_GT(after["llmkit_prefix_cache_hit_rate"], 0);
   EXPECT_EQ(after["llmkit_kv_cache_positions_used"], 0);
+  EXPECT_EQ(after["llmkit_kv_blocks_used"], 0);
 
   json turn2 = body;
   turn2["messages"].push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
   turn2["messages"].push_back({{"role", "user"}, {"content", "And a red one?"}});
   json second = post("/v1/chat/completions", turn2);
   auto last = scrape(*server_);
-  EXPECT_GE(last["llmkit_prefix_cache_hit_tokens_total"] - after["llmkit_prefix_cache_hit_tokens_total"], n_prompt)
+  EXPECT_GE(last["llmkit_prefix_cache_hit_tokens_total"] - after["llmkit_prefix_cache_hit_tokens_total"], n_prompt / 16 * 16)
       << "the second turn did not reuse the first turn's tokens";
   EXPECT_FALSE(second["choices"][0]["message"]["content"].get<std::string>().empty());
+}
+
+// Prefix sharing among running requests: the n choices of one request compute the prompt once
+// (the others wait a step for its pages and share them, read-only), and their replies are those of
+// the same prompt computed alone. Every page comes back afterwards.
+TEST_F(Serve, ConcurrentChoicesShareThePromptsPages) {
+  std::string question = "Now name a colour.";
+  for (int i = 0; i < 12; ++i) question += " Here is sentence number " + std::to_string(i) + " of a long postscript.";
+  // A system prompt of its own: no page of this prompt was published by another test.
+  json body = chat_body(question, 6);
+  body["messages"].insert(body["messages"].begin(), json{{"role", "system"}, {"content", "Sharing test: be brief."}});
+  json body3 = body;
+  body3["n"] = 3;
+  auto before = scrape(*server_);
+  json three = post("/v1/chat/completions", body3);
+  ASSERT_EQ(three["choices"].size(), 3u);
+  json single = post("/v1/chat/completions", body);  // greedy: every choice must equal it
+  const int64_t n_prompt = single["usage"]["prompt_tokens"];
+  EXPECT_EQ(three["usage"]["prompt_tokens"], n_prompt);  // counted once, as OpenAI does
+  ASSERT_GT(n_prompt, 128);
+  for (const auto& c : three["choices"]) EXPECT_EQ(c["message"]["content"], single["choices"][0]["message"]["content"]);
+  auto after = scrape(*server_);
+  for (int i = 0; i < 50 && (after["llmkit_running_sequences"] != 0 || after["llmkit_kv_blocks_used"] != 0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    after = scrape(*server_);
+  }
+  // Two of the three choices, then the single request, found the prompt's pages published.
+  EXPECT_EQ(after["llmkit_prefix_cache_hit_tokens_total"] - before["llmkit_prefix_cache_hit_tokens_total"],
+            3 * ((n_prompt - 1) / 16 * 16));
+  EXPECT_EQ(after["llmkit_kv_blocks_used"], 0);
+  EXPECT_EQ(after["llmkit_kv_cache_positions_used"], 0);
 }
 
 TEST_F(Serve, MetricsCountRequestsTokensAndLatencies) {
@@ -374,8 +409,10 @@ TEST_F(Serve, MetricsCountRequestsTokensAndLatencies) {
   EXPECT_EQ(delta("llmkit_inter_token_latency_seconds_count"), sampled - 2);
   EXPECT_GT(delta("llmkit_time_to_first_token_seconds_sum"), 0);
   EXPECT_EQ(after.at("llmkit_running_sequences"), 0);
-  EXPECT_EQ(after.at("llmkit_kv_cache_positions_used"), 0);  // every slot back to empty
-  EXPECT_EQ(after.at("llmkit_kv_cache_positions_free"), 4 * 512);
+  EXPECT_EQ(after.at("llmkit_kv_cache_positions_used"), 0);  // every page back: free or cached
+  EXPECT_EQ(after.at("llmkit_kv_blocks_used"), 0);
+  EXPECT_EQ(after.at("llmkit_kv_blocks_total"), 4 * 512 / 16);
+  EXPECT_EQ(after.at("llmkit_kv_blocks_free") + after.at("llmkit_kv_blocks_cached"), 4 * 512 / 16);
   // Buckets are cumulative and end at the count.
   double prev = 0;
   for (const char* le : {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "+Inf"}) {

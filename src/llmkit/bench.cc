@@ -90,8 +90,8 @@ std::vector<BenchRow> bench(const BenchOptions& opt) {
   const uint64_t n_params = model->weights().n_params();
   const std::string desc = describe(model->weights(), n_params);
   models::KVCache cache = model->new_cache(n_ctx);
-  uint64_t kv_bytes = 0, file_bytes = 0;
-  for (size_t l = 0; l < cache.k.size(); ++l) kv_bytes += cache.k[l].nbytes() + cache.v[l].nbytes();
+  const uint64_t kv_bytes = cache.pages->nbytes();
+  uint64_t file_bytes = 0;
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(opt.model, ec)) {

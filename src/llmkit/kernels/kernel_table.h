@@ -17,7 +17,8 @@
 
 namespace llmkit {
 namespace ref {
-struct AttentionParams;  // kernels/ref/ops.h
+struct AttentionParams;       // kernels/ref/ops.h
+struct PagedAttentionParams;  // kernels/ref/ops.h
 }
 
 struct KernelTable {
@@ -43,6 +44,9 @@ struct KernelTable {
   // (ref::attention's contract, kernels/ref/ops.h); single-threaded: the ops layer splits the work.
   void (*attention)(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o,
                     float* lse) = nullptr;
+  // Attention over a paged KV cache (ref::paged_attention's contract); single-threaded like attention.
+  void (*paged_attention)(const ref::PagedAttentionParams& p, const float* q, const float* k_pages,
+                          const float* v_pages, float* o) = nullptr;
 };
 
 const KernelTable& ref_table();

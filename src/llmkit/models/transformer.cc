@@ -162,17 +162,34 @@ void Transformer::load_tensors() {
   }
 }
 
+size_t KVPages::nbytes() const {
+  size_t n = 0;
+  for (size_t l = 0; l < k.size(); ++l) n += k[l].nbytes() + v[l].nbytes();
+  return n;
+}
+
+std::shared_ptr<KVPages> Transformer::new_kv_pages(int64_t n_pages) const {
+  LLMKIT_CHECK(n_pages > 0 && n_pages <= (int64_t{1} << 22) / kKVPage, kInvalidArgument, "KV pool of ", n_pages,
+               " pages (", kKVPage, " positions each) is out of range; use 1 .. ", (int64_t{1} << 22) / kKVPage);
+  auto p = std::make_shared<KVPages>();
+  p->n_pages = n_pages;
+  // Not zeroed: attention reads only the positions already written, and untouched pages of a large
+  // allocation are never made resident, so memory grows with the context actually used.
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    p->k.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, cfg_.head_dim, kKVPage}, DType::kF32));
+    p->v.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, kKVPage, cfg_.head_dim}, DType::kF32));
+  }
+  return p;
+}
+
 KVCache Transformer::new_cache(int64_t n_ctx) const {
   LLMKIT_CHECK(n_ctx > 0 && n_ctx <= (int64_t{1} << 22), kInvalidArgument, "context size ", n_ctx,
                " is out of range; use 1 .. 4194304");
   KVCache c;
   c.n_ctx = n_ctx;
-  // Not zeroed: attention reads only the n_past positions already written, and untouched pages of a
-  // large allocation are never made resident, so memory grows with the context actually used.
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    c.k.push_back(Tensor::empty({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
-    c.v.push_back(Tensor::empty({n_ctx, cfg_.n_kv_heads, cfg_.head_dim}, DType::kF32));
-  }
+  c.pages = new_kv_pages((n_ctx + kKVPage - 1) / kKVPage);
+  c.blocks.resize(static_cast<size_t>(c.pages->n_pages));
+  for (size_t b = 0; b < c.blocks.size(); ++b) c.blocks[b] = static_cast<int32_t>(b);
   return c;
 }
 
@@ -208,8 +225,15 @@ std::vector<Tensor> Transformer::forward_batch(const std::vector<SeqBatch>& seqs
     LLMKIT_CHECK(cache.n_past + n <= cache.n_ctx, kInvalidArgument, "context is full: ", cache.n_past, " + ", n,
                  " tokens exceed the context size ", cache.n_ctx, "; start a new conversation or raise --ctx-size");
     LLMKIT_CHECK(b.n_out >= 1 && b.n_out <= n, kInvalidArgument, "n_out ", b.n_out, " must be in [1, ", n, "]");
-    LLMKIT_CHECK(static_cast<int64_t>(cache.k.size()) == cfg_.n_layers, kInvalidArgument,
-                 "the KV cache was made for another model (", cache.k.size(), " layers, this one has ", cfg_.n_layers, ")");
+    LLMKIT_CHECK(cache.pages && static_cast<int64_t>(cache.pages->k.size()) == cfg_.n_layers &&
+                     cache.pages->k.front().dim(1) == cfg_.n_kv_heads && cache.pages->k.front().dim(2) == cfg_.head_dim,
+                 kInvalidArgument, "the KV cache was made for another model (or has no pages); make it with this model's new_cache()");
+    LLMKIT_CHECK(cache.n_past + n <= static_cast<int64_t>(cache.blocks.size()) * kKVPage, kInvalidArgument,
+                 "the KV cache's block table holds ", cache.blocks.size(), " pages, too few for ", cache.n_past + n,
+                 " positions; add pages before the pass");
+    for (int32_t page : cache.blocks)
+      LLMKIT_CHECK(page >= 0 && page < cache.pages->n_pages, kInvalidArgument, "KV block ", page, " is outside the pool of ",
+                   cache.pages->n_pages, " pages");
     for (size_t t = 0; t < s; ++t)
       LLMKIT_CHECK(seqs[t].cache != b.cache, kInvalidArgument, "sequences ", t, " and ", s, " share one KV cache");
     check_token_ids(*b.tokens);
@@ -399,7 +423,7 @@ Tensor Transformer::moe(const Layer& L, const Tensor& h) const {
 }
 
 std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs, bool hidden) const {
-  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const int64_t H = cfg_.n_heads, hd = cfg_.head_dim;
   // Row offsets of each sequence in the stacked activation (inputs checked by forward_batch; a
   // micro-batch piece may want no logits: n_out 0).
   std::vector<int64_t> off(seqs.size() + 1, 0);
@@ -424,6 +448,13 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs,
   Tensor resid = Tensor::empty({N, cfg_.d_model}, DType::kF32);
   copy_into(resid, x);
   x = resid;
+  std::vector<ops::PagedSeq> paged(seqs.size());
+  bool one_pool = true;
+  for (const SeqBatch& b : seqs) one_pool = one_pool && b.cache->pages == seqs[0].cache->pages;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    paged[s].n_q = off[s + 1] - off[s];
+    paged[s].blocks = &seqs[s].cache->blocks;
+  }
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Arena::Mark layer_start = arena_.mark();
     const Layer& L = layers_[l];
@@ -432,18 +463,25 @@ std::vector<Tensor> Transformer::forward_pass(const std::vector<SeqBatch>& seqs,
     observe(p + "attn_norm", h);
     Tensor q, k, v;
     qkv(L, h, pos, &q, &k, &v);
-    Tensor att = seqs.size() == 1 ? Tensor() : Tensor::empty({N, H, hd}, DType::kF32);
+    // Each sequence's new K/V go into its pages; then one attention call over every sequence.
     for (size_t s = 0; s < seqs.size(); ++s) {
       KVCache& cache = *seqs[s].cache;
-      const int64_t n = off[s + 1] - off[s], past = cache.n_past, total = past + n;
-      copy_into(cache.k[l].slice(0, past, total), k.slice(0, off[s], off[s + 1]));
-      copy_into(cache.v[l].slice(0, past, total), v.slice(0, off[s], off[s + 1]));
-      Tensor kc = cache.k[l].slice(0, 0, total).view({1, total, Hkv, hd});
-      Tensor vc = cache.v[l].slice(0, 0, total).view({1, total, Hkv, hd});
-      Tensor qs = q.slice(0, off[s], off[s + 1]).view({1, n, H, hd});
-      Tensor o = ops::attention(qs, kc, vc, attn_opt).out;  // [1, n, H, hd]
-      if (seqs.size() == 1) att = o.view({n, H, hd});
-      else copy_into(att.slice(0, off[s], off[s + 1]), o.view({n, H, hd}));
+      ops::paged_kv_write(k.slice(0, off[s], off[s + 1]), v.slice(0, off[s], off[s + 1]), cache.n_past, cache.blocks,
+                          cache.pages->k[l], cache.pages->v[l]);
+      paged[s].n_kv = cache.n_past + off[s + 1] - off[s];
+    }
+    Tensor att;
+    if (one_pool) {
+      att = ops::paged_attention(q.view({N, H, hd}), seqs[0].cache->pages->k[l], seqs[0].cache->pages->v[l], paged,
+                                 attn_opt);
+    } else {  // caches from different pools (e.g. several new_cache()): one call per sequence
+      att = Tensor::empty({N, H, hd}, DType::kF32);
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        const KVPages& pg = *seqs[s].cache->pages;
+        copy_into(att.slice(0, off[s], off[s + 1]),
+                  ops::paged_attention(q.slice(0, off[s], off[s + 1]).view({off[s + 1] - off[s], H, hd}), pg.k[l], pg.v[l],
+                                       {paged[s]}, attn_opt));
+      }
     }
     observe(p + "attn", att);
     Tensor attn_out = linear(att.view({N, H * hd}), L.wo, L.bo);

@@ -31,10 +31,22 @@
 
 namespace llmkit::models {
 
-// A contiguous KV cache: per layer k and v [n_ctx, n_kv_heads, head_dim] (F32). n_past counts the
-// positions already filled. (The serving work replaces it with a paged cache behind the same use.)
+// The KV cache is paged: K/V of every layer live in pages of kKVPage (16) positions in a pool
+// (KVPages), and a sequence's KVCache lists its pages in order (its block table), so sequences can
+// share the pages of a common prefix and grow a page at a time (the serving scheduler's block
+// manager). Layouts (ops::paged_attention): per layer k [n_pages, n_kv_heads, head_dim, 16] (keys
+// transposed, read in place by attention) and v [n_pages, n_kv_heads, 16, head_dim], F32.
+constexpr int64_t kKVPage = ops::kKVPage;
+struct KVPages {
+  int64_t n_pages = 0;
+  std::vector<Tensor> k, v;  // [n_layers]
+  size_t nbytes() const;
+};
+// One sequence's view: positions [0, n_past) are filled; position j lives in page blocks[j / 16].
+// The pages behind n_ctx positions must be in blocks before a pass writes there.
 struct KVCache {
-  std::vector<Tensor> k, v;  // [n_layers] x [n_ctx, n_kv_heads, head_dim]
+  std::shared_ptr<KVPages> pages;
+  std::vector<int32_t> blocks;
   int64_t n_ctx = 0;
   int64_t n_past = 0;
 };
@@ -52,7 +64,11 @@ class Transformer {
   const Weights& weights() const { return w_; }
   bool is_encoder() const { return cfg_.encoder && !cfg_.decoder; }
 
+  // A private cache of n_ctx positions: its own pool with every page already in the block table.
   KVCache new_cache(int64_t n_ctx) const;
+  // A pool of n_pages pages (not zeroed: untouched pages are never made resident) for caches whose
+  // block tables a scheduler fills.
+  std::shared_ptr<KVPages> new_kv_pages(int64_t n_pages) const;
   // Decoders: runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends
   // their K/V to the cache, and returns logits [n_out, n_vocab] for the last n_out positions.
   Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;

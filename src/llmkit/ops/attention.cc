@@ -231,3 +231,129 @@ void attention_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, co
 }
 
 }  // namespace llmkit::ops
+
+// ---- paged KV cache ----------------------------------------------------------------------------
+namespace llmkit::ops {
+static_assert(kKVPage == ref::kKVPage, "ops and kernels must agree on the KV page size");
+namespace {
+
+void check_pages(const Tensor& k_pages, const Tensor& v_pages, const char* op) {
+  LLMKIT_CHECK(k_pages.rank() == 4 && v_pages.rank() == 4 && k_pages.dim(3) == kKVPage && v_pages.dim(2) == kKVPage &&
+                   k_pages.dim(0) == v_pages.dim(0) && k_pages.dim(1) == v_pages.dim(1) && k_pages.dim(2) == v_pages.dim(3),
+               kInvalidArgument, op, ": k_pages must be [n_pages, n_kv_heads, head_dim, ", kKVPage,
+               "] and v_pages [n_pages, n_kv_heads, ", kKVPage, ", head_dim]; got ", k_pages.shape().str(), " and ",
+               v_pages.shape().str());
+  LLMKIT_CHECK(k_pages.dtype() == DType::kF32 && v_pages.dtype() == DType::kF32 && k_pages.is_contiguous() &&
+                   v_pages.is_contiguous(),
+               kInvalidArgument, op, ": KV pages must be contiguous F32");
+}
+
+void check_table(const std::vector<int32_t>& blocks, int64_t n_pos, int64_t n_pages, const char* op) {
+  const int64_t need = (n_pos + kKVPage - 1) / kKVPage;
+  LLMKIT_CHECK(static_cast<int64_t>(blocks.size()) >= need, kInvalidArgument, op, ": the block table has ",
+               blocks.size(), " pages, ", n_pos, " positions need ", need);
+  for (int64_t b = 0; b < need; ++b)
+    LLMKIT_CHECK(blocks[static_cast<size_t>(b)] >= 0 && blocks[static_cast<size_t>(b)] < n_pages, kInvalidArgument, op,
+                 ": block ", blocks[static_cast<size_t>(b)], " at table entry ", b, " is outside the pool [0, ", n_pages, ")");
+}
+
+}  // namespace
+
+Tensor paged_attention(const Tensor& q_, const Tensor& k_pages, const Tensor& v_pages, const std::vector<PagedSeq>& seqs,
+                       const AttentionOptions& opt) {
+  const char* op = "paged_attention";
+  Tensor q = f32_in(q_, op, "q");
+  check_pages(k_pages, v_pages, op);
+  LLMKIT_CHECK(q.rank() == 3 && q.dim(2) == k_pages.dim(2) && k_pages.dim(1) > 0 && q.dim(1) % k_pages.dim(1) == 0,
+               kInvalidArgument, op, ": q must be [n_tokens, n_heads, head_dim] with n_kv_heads (", k_pages.dim(1),
+               ") dividing n_heads and head_dim ", k_pages.dim(2), "; got ", q.shape().str());
+  LLMKIT_CHECK(opt.window >= 0, kInvalidArgument, op, ": window ", opt.window, " must be >= 0 (0 = off)");
+  LLMKIT_CHECK(std::isfinite(opt.scale) && opt.scale >= 0.0f, kInvalidArgument, op, ": scale ", opt.scale,
+               " must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+  const int64_t n_seqs = static_cast<int64_t>(seqs.size());
+  std::vector<int64_t> q_off(seqs.size() + 1, 0), n_kv(seqs.size());
+  std::vector<const int32_t*> tables(seqs.size());
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const PagedSeq& ps = seqs[s];
+    LLMKIT_CHECK(ps.blocks && ps.n_q >= 0 && ps.n_q <= ps.n_kv, kInvalidArgument, op, ": sequence ", s, " has ",
+                 ps.n_q, " queries over ", ps.n_kv, " positions (need 0 <= n_q <= n_kv and a block table)");
+    check_table(*ps.blocks, ps.n_kv, k_pages.dim(0), op);
+    q_off[s + 1] = q_off[s] + ps.n_q;
+    n_kv[s] = ps.n_kv;
+    tables[s] = ps.blocks->data();
+  }
+  LLMKIT_CHECK(q_off.back() == q.dim(0), kInvalidArgument, op, ": the sequences hold ", q_off.back(),
+               " query rows, q has ", q.dim(0));
+  Tensor slopes = opt.alibi ? alibi_slopes(q.dim(1)) : Tensor();
+  ref::PagedAttentionParams p;
+  p.n_heads = q.dim(1);
+  p.n_kv_heads = k_pages.dim(1);
+  p.head_dim = q.dim(2);
+  p.scale = opt.scale > 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  p.window = opt.window;
+  p.alibi = slopes.defined() ? slopes.data<float>() : nullptr;
+  p.n_seqs = n_seqs;
+  p.q_off = q_off.data();
+  p.n_kv = n_kv.data();
+  p.blocks = tables.data();
+  Tensor out = Tensor::empty(q.shape(), DType::kF32);
+  if (!q.numel()) return out;
+  const KernelTable& kt = active_table();
+  const float *qd = q.data<float>(), *kd = k_pages.data<float>(), *vd = v_pages.data<float>();
+  float* od = out.data<float>();
+  ThreadPool& pool = ThreadPool::global();
+  if (current_backend() == Backend::kRef || pool.size() == 1) {
+    kt.paged_attention(p, qd, kd, vd, od);
+    return out;
+  }
+  // Work items (sequence, kv head, block of rows), costliest first (rows x keys the last row sees),
+  // claimed from an atomic counter: a batch mixing prompt chunks and single decode rows keeps both
+  // threads busy to the end.
+  struct Item {
+    int64_t s, g, i0, i1, cost;
+  };
+  std::vector<Item> items;
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    const int64_t nq = q_off[static_cast<size_t>(s) + 1] - q_off[static_cast<size_t>(s)];
+    for (int64_t i0 = 0; i0 < nq; i0 += kAttnRowsPerItem) {
+      const int64_t i1 = std::min(nq, i0 + kAttnRowsPerItem);
+      const int64_t keys = n_kv[static_cast<size_t>(s)] - nq + i1;
+      for (int64_t g = 0; g < p.n_kv_heads; ++g) items.push_back({s, g, i0, i1, (i1 - i0) * keys});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  std::atomic<size_t> next{0};
+  auto worker = [&](int, int) {
+    for (size_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
+      const Item& w = items[it];
+      ref::PagedAttentionParams ps = p;
+      ps.seq_begin = w.s;
+      ps.seq_end = w.s + 1;
+      ps.head_begin = w.g * group;
+      ps.head_end = (w.g + 1) * group;
+      ps.q_begin = w.i0;
+      ps.q_end = w.i1;
+      kt.paged_attention(ps, qd, kd, vd, od);
+    }
+  };
+  if (items.size() == 1) worker(0, 1);
+  else pool.run(worker);
+  return out;
+}
+
+void paged_kv_write(const Tensor& k_, const Tensor& v_, int64_t pos0, const std::vector<int32_t>& blocks, Tensor& k_pages,
+                    Tensor& v_pages) {
+  const char* op = "paged_kv_write";
+  Tensor k = f32_in(k_, op, "k"), v = f32_in(v_, op, "v");
+  check_pages(k_pages, v_pages, op);
+  detail::same_shape(k, v, op, "k", "v");
+  LLMKIT_CHECK(k.rank() == 3 && k.dim(1) == k_pages.dim(1) && k.dim(2) == k_pages.dim(2), kInvalidArgument, op,
+               ": k must be [n, n_kv_heads = ", k_pages.dim(1), ", head_dim = ", k_pages.dim(2), "], got ", k.shape().str());
+  LLMKIT_CHECK(pos0 >= 0, kInvalidArgument, op, ": first position ", pos0, " must be >= 0");
+  check_table(blocks, pos0 + k.dim(0), k_pages.dim(0), op);
+  ref::paged_kv_write(k.data<float>(), v.data<float>(), k.dim(0), k.dim(1), k.dim(2), pos0, blocks.data(),
+                      k_pages.data<float>(), v_pages.data<float>());
+}
+
+}  // namespace llmkit::ops

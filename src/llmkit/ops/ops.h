@@ -127,6 +127,24 @@ struct AttentionOutput {
 AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOutput& fwd,
                         const Tensor& dout, const AttentionOptions& opt, Tensor* dq, Tensor* dk, Tensor* dv);
+// Paged KV cache (decoders, causal): positions in pages of kKVPage = 16 anywhere in a pool, found
+// through each sequence's block table (position j in page blocks[j / 16], slot j % 16). Layouts:
+//   k_pages [n_pages, n_kv_heads, head_dim, 16]  (keys transposed: attention reads them in place)
+//   v_pages [n_pages, n_kv_heads, 16, head_dim]
+constexpr int64_t kKVPage = 16;
+struct PagedSeq {
+  int64_t n_q = 0;                             // this sequence's query rows (consecutive in q)
+  int64_t n_kv = 0;                            // its positions, the n_q new ones included (the last)
+  const std::vector<int32_t>* blocks = nullptr;  // its block table, >= ceil(n_kv / 16) pages
+};
+// q [N = sum n_q, n_heads, head_dim] -> [N, n_heads, head_dim]. Options: scale, window, alibi
+// (causal is implied; kv_len is not used). One call covers every sequence of a batch, split over the
+// thread pool by (sequence, kv head, block of rows).
+Tensor paged_attention(const Tensor& q, const Tensor& k_pages, const Tensor& v_pages, const std::vector<PagedSeq>& seqs,
+                       const AttentionOptions& opt = {});
+// Stores k, v [n, n_kv_heads, head_dim] as positions pos0 .. pos0 + n - 1 of the block table.
+void paged_kv_write(const Tensor& k, const Tensor& v, int64_t pos0, const std::vector<int32_t>& blocks, Tensor& k_pages,
+                    Tensor& v_pages);
 
 // ---- loss and selection (loss.cc) -------------------------------------------------------------------
 constexpr int32_t kIgnoreIndex = -100;  // PyTorch / HF label convention

@@ -105,12 +105,16 @@ void LatencyHistogram::observe(double seconds) {
   sum += seconds;
 }
 
-// One running sequence: its slot, the tokens so far, and its own sampler and text pipeline
+// One running sequence: its KV pages, the tokens so far, and its own sampler and text pipeline
 // (detokenizer -> whole UTF-8 characters -> stop strings), as runtime::Generator chains them.
 struct Scheduler::Seq {
   std::shared_ptr<Job> job;
-  int slot = -1;
-  models::KVCache* cache = nullptr;
+  bool retired = false;
+  models::KVCache cache;         // block table into the shared pool; n_past = n_fed
+  int64_t reserved = 0;          // pages reserved in the block manager, not yet taken
+  size_t n_published = 0;        // leading pages published (or found published) under their prefix hash
+  uint64_t hash = BlockManager::kRootHash;  // prefix hash of those pages
+  uint64_t pending = 0;          // hash in pending_ (first uncomputed prompt page), 0 = none
   std::vector<int32_t> context;  // prompt + generated
   size_t n_fed = 0;              // tokens of context whose K/V are in the cache
   size_t n_prompt = 0;
@@ -134,21 +138,25 @@ struct Scheduler::Seq {
   }
 };
 
+namespace {
+int64_t pages_for(int64_t positions) { return (positions + BlockManager::kPage - 1) / BlockManager::kPage; }
+}  // namespace
+
 Scheduler::Scheduler(const models::Transformer& model, const Tokenizer& tokenizer, SchedulerOptions opts)
-    : model_(model), tokenizer_(tokenizer), opts_(std::move(opts)) {
+    : model_(model),
+      tokenizer_(tokenizer),
+      opts_(std::move(opts)),
+      blocks_(std::max<int64_t>(1, opts_.n_slots) * pages_for(std::max<int64_t>(1, opts_.n_ctx))) {
   LLMKIT_CHECK(opts_.n_slots >= 1 && opts_.n_slots <= 256, kInvalidArgument, "--parallel ", opts_.n_slots,
                " must be in [1, 256]");
   LLMKIT_CHECK(opts_.batch_size >= opts_.n_slots, kInvalidArgument, "--batch-size ", opts_.batch_size,
                " must be at least --parallel (", opts_.n_slots, ") so every running sequence decodes each step");
   LLMKIT_CHECK(opts_.n_ctx >= 2, kInvalidArgument, "--ctx-size ", opts_.n_ctx, " is too small");
-  for (int i = 0; i < opts_.n_slots; ++i) {
-    caches_.push_back(model_.new_cache(opts_.n_ctx));
-    free_slots_.push_back(opts_.n_slots - 1 - i);
-  }
-  slot_tokens_.resize(static_cast<size_t>(opts_.n_slots));
-  slot_used_.assign(static_cast<size_t>(opts_.n_slots), 0);
+  static_assert(BlockManager::kPage == models::kKVPage, "the block manager and the KV pool must agree on the page size");
+  pages_ = model_.new_kv_pages(blocks_.total());
   stats_.slots = opts_.n_slots;
-  stats_.kv_positions_total = opts_.n_slots * opts_.n_ctx;
+  stats_.kv_blocks_total = blocks_.total();
+  stats_.kv_blocks_free = blocks_.free();
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -211,39 +219,115 @@ void Scheduler::retire(Seq& s, const std::string& reason) {
   }
   count_finished(reason);  // before the client can see the end (and scrape /metrics)
   if (reason != "error") s.job->finish(reason, static_cast<int64_t>(s.n_prompt), s.produced);
-  // The slot keeps the K/V of the tokens fed so far for a later request with the same prefix; after
-  // a failed pass its cache is not trusted.
-  auto& kept = slot_tokens_[static_cast<size_t>(s.slot)];
-  if (reason == "error") kept.clear();
-  else kept.assign(s.context.begin(), s.context.begin() + static_cast<long>(s.n_fed));
-  s.cache->n_past = 0;
-  free_slots_.push_back(s.slot);
-  s.slot = -1;
+  // Its pages go back at once: published ones stay cached for a later prompt with the same prefix
+  // (pages are published only after a successful pass, so a failed pass leaves nothing untrusted).
+  std::lock_guard<std::mutex> lk(mu_);
+  for (int32_t page : s.cache.blocks) blocks_.release(page);
+  s.cache.blocks.clear();
+  s.cache.n_past = 0;
+  blocks_.unreserve(s.reserved);
+  s.reserved = 0;
+  if (s.pending && --pending_[s.pending] == 0) pending_.erase(s.pending);
+  s.pending = 0;
+  s.retired = true;
 }
 
-// The free slot for a prompt: the one whose cached tokens share the longest prefix with it (at
-// most n_prompt - 1, so at least one token is fed and yields logits); with no shared prefix, the
-// least recently used one. Every model input that changes K/V is in the key: the cache holds one
-// model, and a token's K/V depends only on the tokens before it. Called with mu_ held.
-int Scheduler::take_slot(const std::vector<int32_t>& prompt, size_t* reused) {
-  size_t best_i = 0, best_lcp = 0;
-  for (size_t i = 0; i < free_slots_.size(); ++i) {
-    const auto& t = slot_tokens_[static_cast<size_t>(free_slots_[i])];
-    const size_t lim = std::min(t.size(), prompt.size() - 1);
-    size_t l = 0;
-    while (l < lim && t[l] == prompt[l]) ++l;
-    const bool older = slot_used_[static_cast<size_t>(free_slots_[i])] < slot_used_[static_cast<size_t>(free_slots_[best_i])];
-    if (l > best_lcp || (l == best_lcp && older)) {
-      best_i = i;
-      best_lcp = l;
+// Publishes the pages that the last pass filled, under the hash of the prefix they end.
+void Scheduler::publish_pages(Seq& s) {
+  std::lock_guard<std::mutex> lk(mu_);
+  while ((s.n_published + 1) * BlockManager::kPage <= s.n_fed) {
+    const int32_t* toks = s.context.data() + s.n_published * BlockManager::kPage;
+    const uint64_t h = BlockManager::chain(s.hash, toks);
+    blocks_.publish(s.cache.blocks[s.n_published], s.hash, h, toks);
+    s.hash = h;
+    ++s.n_published;
+    if (s.pending == h) {
+      if (--pending_[h] == 0) pending_.erase(h);
+      s.pending = 0;
     }
   }
-  const int slot = free_slots_[best_i];
-  free_slots_.erase(free_slots_.begin() + static_cast<long>(best_i));
-  slot_used_[static_cast<size_t>(slot)] = ++admissions_;
-  slot_tokens_[static_cast<size_t>(slot)].resize(best_lcp);
-  *reused = best_lcp;
-  return slot;
+  // Still in the prompt: its next whole page is pending now (a prompt longer than one step's batch).
+  if (!s.pending && (s.n_published + 1) * BlockManager::kPage <= s.n_prompt) {
+    s.pending = BlockManager::chain(s.hash, s.context.data() + s.n_published * BlockManager::kPage);
+    ++pending_[s.pending];
+  }
+}
+
+// Admission in arrival order. A job takes the published pages matching its prompt's leading whole
+// pages (at most n_prompt - 1 tokens, so one is fed and yields logits) and reserves the rest of
+// what it can need; when the pool cannot hold that, it and everyone behind it wait (no
+// overtaking, so a long request is not starved). A job whose next prompt page is being computed
+// by a running prefill waits a step and the ones behind it may go first.
+void Scheduler::admit(std::vector<std::unique_ptr<Seq>>& active) {
+  for (auto it = waiting_.begin(); it != waiting_.end() && static_cast<int64_t>(active.size()) < opts_.n_slots;) {
+    std::shared_ptr<Job> job = *it;
+    if (job->cancelled()) {
+      it = waiting_.erase(it);
+      job->finish("cancelled", 0, 0);
+      count_finished_locked("cancelled");
+      continue;
+    }
+    const std::vector<int32_t>& prompt = job->req.prompt;
+    const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+    const int64_t lookup_pages = (n_prompt - 1) / BlockManager::kPage;
+    std::vector<int32_t> shared;
+    uint64_t h = BlockManager::kRootHash;
+    for (int64_t b = 0; b < lookup_pages; ++b) {
+      const int32_t page = blocks_.lookup(h, prompt.data() + b * BlockManager::kPage);
+      if (page < 0) break;
+      shared.push_back(page);
+      h = BlockManager::chain(h, prompt.data() + b * BlockManager::kPage);
+    }
+    const int64_t n_shared = static_cast<int64_t>(shared.size());
+    uint64_t next_hash = 0;  // the first page this job would compute, if it is a whole prompt page
+    if ((n_shared + 1) * BlockManager::kPage <= n_prompt)
+      next_hash = BlockManager::chain(h, prompt.data() + n_shared * BlockManager::kPage);
+    if (next_hash && pending_.count(next_hash)) {
+      ++it;  // being computed by a running prefill: wait for it
+      continue;
+    }
+    const int64_t positions = std::min(opts_.n_ctx, n_prompt + job->req.max_tokens);
+    const int64_t need = pages_for(positions) - n_shared;
+    // Taking the shared pages first can move cached ones out of the available count.
+    for (int32_t page : shared) blocks_.acquire(page);
+    if (!blocks_.reserve(need)) {
+      for (int32_t page : shared) blocks_.release(page);
+      break;  // the pool is full: everyone waits for pages to come back
+    }
+    it = waiting_.erase(it);
+    try {
+      auto s = std::make_unique<Seq>(job, tokenizer_);
+      s->cache.pages = pages_;
+      s->cache.n_ctx = opts_.n_ctx;
+      s->cache.blocks = std::move(shared);
+      s->cache.n_past = n_shared * BlockManager::kPage;
+      s->reserved = need;
+      s->n_fed = static_cast<size_t>(s->cache.n_past);
+      s->n_published = static_cast<size_t>(n_shared);
+      s->hash = h;
+      if (next_hash) {
+        s->pending = next_hash;
+        ++pending_[next_hash];
+      }
+      stats_.prompt_tokens += n_prompt;
+      stats_.prefix_cache_hit_tokens += s->cache.n_past;
+      active.push_back(std::move(s));
+    } catch (const std::exception& e) {
+      for (int32_t page : shared) blocks_.release(page);
+      blocks_.unreserve(need);
+      job->fail(e.what());
+      count_finished_locked("error");
+    }
+  }
+}
+
+void Scheduler::update_kv_stats(const std::vector<std::unique_ptr<Seq>>& active) {
+  int64_t kv_used = 0;
+  for (const auto& s : active) kv_used += s->cache.n_past;
+  stats_.kv_positions_used = kv_used;
+  stats_.kv_blocks_used = blocks_.used();
+  stats_.kv_blocks_cached = blocks_.cached();
+  stats_.kv_blocks_free = blocks_.free();
 }
 
 void Scheduler::loop() {
@@ -256,63 +340,46 @@ void Scheduler::loop() {
   try {
     std::unique_lock<std::mutex> compute;
     if (opts_.compute_mu) compute = std::unique_lock<std::mutex>(*opts_.compute_mu);
+    models::KVCache warm = model_.new_cache(std::min<int64_t>(16, opts_.n_ctx));
     std::vector<int32_t> one = {0};
-    for (int i = 0; i < 16 && i + 1 < opts_.n_ctx; ++i) model_.forward(one, caches_[0], 1);
+    for (int64_t i = 0; i < warm.n_ctx; ++i) model_.forward(one, warm, 1);
   } catch (const std::exception&) {
     // A model that fails here fails the first request with its error instead.
   }
-  caches_[0].n_past = 0;
   while (true) {
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !waiting_.empty() || !active.empty(); });
       if (stop_) break;
-      // Admit: a cancelled waiting job never takes a slot.
-      while (!waiting_.empty() && !free_slots_.empty()) {
-        std::shared_ptr<Job> job = std::move(waiting_.front());
-        waiting_.pop_front();
-        if (job->cancelled()) {
-          job->finish("cancelled", 0, 0);
-          count_finished_locked("cancelled");
-          continue;
-        }
-        try {
-          auto s = std::make_unique<Seq>(job, tokenizer_);
-          size_t reused = 0;
-          s->slot = take_slot(s->context, &reused);
-          s->cache = &caches_[static_cast<size_t>(s->slot)];
-          s->cache->n_past = static_cast<int64_t>(reused);
-          s->n_fed = reused;
-          stats_.prompt_tokens += static_cast<int64_t>(s->n_prompt);
-          stats_.prefix_cache_hit_tokens += static_cast<int64_t>(reused);
-          active.push_back(std::move(s));
-        } catch (const std::exception& e) {
-          job->fail(e.what());
-          count_finished_locked("error");
-        }
-      }
+      admit(active);
       stats_.waiting = static_cast<int64_t>(waiting_.size());
       stats_.running = static_cast<int64_t>(active.size());
+      update_kv_stats(active);
+    }
+    if (active.empty()) {
+      // Everyone waiting is blocked (pool full or a pending prefix of a finished sequence cannot
+      // be: pending_ empties with active); wait for news rather than spin.
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(10));
+      continue;
     }
     step(active);
-    int64_t kv_used = 0, kv_cached = 0;
-    for (const auto& s : active) kv_used += s->cache->n_past;
     std::lock_guard<std::mutex> lk(mu_);
-    for (int slot : free_slots_) kv_cached += static_cast<int64_t>(slot_tokens_[static_cast<size_t>(slot)].size());
     stats_.running = static_cast<int64_t>(active.size());
-    stats_.kv_positions_used = kv_used;
-    stats_.kv_positions_cached = kv_cached;
+    update_kv_stats(active);
     ++stats_.steps;
   }
   for (auto& s : active) retire(*s, "cancelled");
   active.clear();
+  std::lock_guard<std::mutex> lk(mu_);
+  update_kv_stats(active);
 }
 
 void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
   // Retire cancelled sequences before spending compute on them.
   for (auto& s : active)
     if (s->job->cancelled()) retire(*s, "cancelled");
-  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->retired; }), active.end());
   if (active.empty()) return;
 
   // Plan: decodes (one pending token) first, then prompt chunks in admission order, within budget.
@@ -336,9 +403,20 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
   }
   if (batch.empty()) return;
 
+  // Pages for this step's positions, from each sequence's reservation.
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (Seq* s : batch) {
+      while (static_cast<int64_t>(s->cache.blocks.size()) < pages_for(s->cache.n_past + static_cast<int64_t>(s->chunk.size()))) {
+        LLMKIT_ASSERT(s->reserved > 0);
+        s->cache.blocks.push_back(blocks_.take());
+        --s->reserved;
+      }
+    }
+  }
   std::vector<models::Transformer::SeqBatch> seqs;
   seqs.reserve(batch.size());
-  for (Seq* s : batch) seqs.push_back({&s->chunk, s->cache, 1});
+  for (Seq* s : batch) seqs.push_back({&s->chunk, &s->cache, 1});
   std::vector<Tensor> logits;
   try {
     std::unique_lock<std::mutex> compute;
@@ -350,7 +428,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
       s->job->fail(std::string("the forward pass failed: ") + e.what());
       retire(*s, "error");
     }
-    active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+    active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->retired; }), active.end());
     return;
   }
 
@@ -360,6 +438,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
     Seq& s = *batch[i];
     s.n_fed += s.chunk.size();
     batch_tokens += static_cast<int64_t>(s.chunk.size());
+    publish_pages(s);
     if (s.n_fed < s.context.size()) continue;  // more prompt to feed next step
     try {
       const int64_t n_vocab = logits[i].dim(-1);
@@ -395,7 +474,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Seq>>& active) {
       retire(s, "error");
     }
   }
-  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->slot < 0; }), active.end());
+  active.erase(std::remove_if(active.begin(), active.end(), [](const auto& s) { return s->retired; }), active.end());
   std::lock_guard<std::mutex> lk(mu_);
   stats_.batch_tokens = batch_tokens;
 }

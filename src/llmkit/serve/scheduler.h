@@ -1,5 +1,6 @@
 // The continuous-batching scheduler: one thread owns the model and, at every step, admits waiting
-// requests into free slots (each slot a KVCache of n_ctx positions), runs one forward_batch over
+// requests (up to n_slots running, each given pages of one shared paged KV pool by the block
+// manager, kv_blocks.h, which also shares prompt-prefix pages across requests), runs one forward_batch over
 // every active sequence — new ones feed their prompt in chunks so that the step stays within
 // batch_size tokens and a long prompt never stalls running decodes, running ones feed their last
 // token — samples each, streams the finished text out, and retires finished or cancelled
@@ -19,10 +20,12 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "llmkit/models/transformer.h"
 #include "llmkit/runtime/sampler.h"
+#include "llmkit/serve/kv_blocks.h"
 #include "llmkit/tokenizer.h"
 
 namespace llmkit::serve {
@@ -83,8 +86,8 @@ class Job {
 };
 
 struct SchedulerOptions {
-  int n_slots = 4;
-  int64_t n_ctx = 2048;        // positions per slot
+  int n_slots = 4;             // sequences running at once
+  int64_t n_ctx = 2048;        // positions per sequence; the KV pool holds n_slots x n_ctx positions
   int64_t batch_size = 512;    // most tokens per forward pass; >= n_slots
   size_t max_queue = 64;
   std::vector<int32_t> stop_tokens;  // EOS / end-of-turn ids
@@ -109,11 +112,14 @@ struct SchedulerStats {
   // Requests that ended, by finish reason, and those refused because the queue was full.
   int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0, rejected = 0;
   int64_t batch_tokens = 0;                        // token rows of the last forward pass
-  int64_t kv_positions_used = 0, kv_positions_total = 0;  // over every slot's KV cache
-  // Prefix caching: prompt tokens whose K/V were already in the slot a request was given (a
-  // finished request leaves its tokens in its slot; the next request takes the free slot sharing
-  // the longest prefix with its prompt), and positions held that way by idle slots.
-  int64_t prefix_cache_hit_tokens = 0, kv_positions_cached = 0;
+  int64_t kv_positions_used = 0;                   // positions filled by running sequences
+  // KV pool pages (16 positions each): held by running sequences (a shared prefix page counts
+  // once), cached (a finished request's published prefix pages, reusable, evicted last-released
+  // first) and free.
+  int64_t kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0, kv_blocks_total = 0;
+  // Prefix caching: prompt tokens whose K/V were found in published pages (of running or finished
+  // requests) instead of computed.
+  int64_t prefix_cache_hit_tokens = 0;
   LatencyHistogram ttft;  // request arrival -> its first sampled token
   LatencyHistogram itl;   // between consecutive tokens of one request
 };
@@ -139,14 +145,16 @@ class Scheduler {
   const models::Transformer& model_;
   const Tokenizer& tokenizer_;
   SchedulerOptions opts_;
-  std::vector<models::KVCache> caches_;  // [n_slots]
-  std::vector<int> free_slots_;
-  // Per slot: the tokens whose K/V its cache holds, in order (positions 0 .. size-1), and when it
-  // was last used (least recently used slots are overwritten first).
-  std::vector<std::vector<int32_t>> slot_tokens_;
-  std::vector<uint64_t> slot_used_;
-  uint64_t admissions_ = 0;
-  int take_slot(const std::vector<int32_t>& prompt, size_t* reused);
+  std::shared_ptr<models::KVPages> pages_;  // the pool every sequence's pages come from
+  BlockManager blocks_;
+  // Prefix hashes of the first uncomputed prompt page of each sequence still in prefill: a request
+  // whose next page is one of them waits (admitted a step later it finds the page published)
+  // instead of computing the same prefix twice, e.g. the n choices of one request.
+  std::unordered_map<uint64_t, int> pending_;
+  // Admits waiting jobs while sequences and pages allow; mu_ held.
+  void admit(std::vector<std::unique_ptr<Seq>>& active);
+  void publish_pages(Seq& s);
+  void update_kv_stats(const std::vector<std::unique_ptr<Seq>>& active);  // mu_ held
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -262,13 +262,18 @@ void Server::Impl::routes() {
     single("llmkit_running_sequences", "gauge", "Sequences in the running batch.", s.running);
     single("llmkit_batch_tokens", "gauge", "Token rows of the last forward pass (prompt chunks + decodes).", s.batch_tokens);
     single("llmkit_slots", "gauge", "Sequence slots (--parallel).", s.slots);
-    single("llmkit_kv_cache_positions_used", "gauge", "KV cache positions holding a running sequence's tokens.",
+    single("llmkit_kv_cache_positions_used", "gauge", "KV cache positions filled by running sequences.",
            s.kv_positions_used);
-    single("llmkit_kv_cache_positions_free", "gauge", "KV cache positions free.", s.kv_positions_total - s.kv_positions_used);
-    single("llmkit_kv_cache_positions_cached", "gauge",
-           "Free positions that still hold a finished request's tokens, reusable as a prompt prefix.", s.kv_positions_cached);
+    single("llmkit_kv_blocks_total", "gauge", "KV cache pages (16 positions each) in the pool.", s.kv_blocks_total);
+    single("llmkit_kv_blocks_used", "gauge", "KV cache pages held by running sequences (a shared prefix page once).",
+           s.kv_blocks_used);
+    single("llmkit_kv_blocks_cached", "gauge",
+           "KV cache pages held by no one that keep a finished request's prefix, reusable by a prompt that starts "
+           "the same (evicted least recently used first).",
+           s.kv_blocks_cached);
+    single("llmkit_kv_blocks_free", "gauge", "KV cache pages free.", s.kv_blocks_free);
     single("llmkit_prefix_cache_hit_tokens_total", "counter",
-           "Prompt tokens whose K/V were reused from a slot's cache instead of computed.", s.prefix_cache_hit_tokens);
+           "Prompt tokens whose K/V were found in cached prefix pages instead of computed.", s.prefix_cache_hit_tokens);
     metric("llmkit_prefix_cache_hit_rate", "gauge", "Prefix-cache hit tokens / prompt tokens since start.");
     value("llmkit_prefix_cache_hit_rate",
           s.prompt_tokens > 0 ? static_cast<double>(s.prefix_cache_hit_tokens) / static_cast<double>(s.prompt_tokens) : 0.0);

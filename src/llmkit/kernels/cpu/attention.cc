@@ -272,6 +272,162 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
   }
 }
 
+// ---- paged KV cache ----------------------------------------------------------------------------
+// The same per-row arithmetic as Rows/Attention, reading keys from the transposed pages in place:
+// a page row k[c][0 .. kKVPage) holds whole vectors of consecutive keys, so score vectors load
+// straight from the pages (no per-step transpose of the history). Online-softmax blocks are
+// aligned to absolute positions (multiples of kBlock, itself a multiple of kKVPage), and keys
+// before a sliding window's first visible one are masked like padding; with no window (lo = 0)
+// the blocks, and so every result, are bitwise those of Attention on the same keys.
+using DP = hn::CappedTag<float, ref::kKVPage>;  // lanes must divide the page
+using VP = hn::Vec<DP>;
+
+// sc[r][u * LP + lane] = q_r . key (u * LP + lane) for vectors u < nvec; ptr[u] points at the
+// vector's keys in column 0 of its page (column c at + c * kKVPage).
+template <int R>
+HWY_INLINE void ScoresPaged(const float* const* qs, const float* const* ptr, int64_t nvec, int64_t hd,
+                            float* const* sc) {
+  const DP d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  constexpr int kV = R <= 2 ? 4 : 2;
+  int64_t u = 0;
+  for (; u + kV <= nvec; u += kV) {
+    VP a[R][kV];
+    for (int r = 0; r < R; ++r)
+      for (int w = 0; w < kV; ++w) a[r][w] = hn::Zero(d);
+    for (int64_t c = 0; c < hd; ++c) {
+      VP kv[kV];
+      for (int w = 0; w < kV; ++w) kv[w] = hn::LoadU(d, ptr[u + w] + c * ref::kKVPage);
+      for (int r = 0; r < R; ++r) {
+        const VP qc = hn::Set(d, qs[r][c]);
+        for (int w = 0; w < kV; ++w) a[r][w] = hn::MulAdd(qc, kv[w], a[r][w]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int w = 0; w < kV; ++w) hn::StoreU(a[r][w], d, sc[r] + (u + w) * L);
+  }
+  for (; u < nvec; ++u) {
+    VP a[R];
+    for (int r = 0; r < R; ++r) a[r] = hn::Zero(d);
+    for (int64_t c = 0; c < hd; ++c) {
+      const VP kc = hn::LoadU(d, ptr[u] + c * ref::kKVPage);
+      for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, qs[r][c]), kc, a[r]);
+    }
+    for (int r = 0; r < R; ++r) hn::StoreU(a[r], d, sc[r] + u * L);
+  }
+}
+
+// Output rows of heads h .. h+R-1 of global query row `row` (absolute position pos, keys [lo, hi)).
+template <int R>
+void PagedRows(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+               const int32_t* blocks, int64_t kvh, int64_t row, int64_t h, int64_t lo, int64_t hi, int64_t pos,
+               float* o) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t LP = static_cast<int64_t>(hn::Lanes(DP()));
+  const int64_t hd = p.head_dim, page_floats = p.n_kv_heads * hd * ref::kKVPage;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  float* qs[R];
+  float* sc[R];
+  float* acc[R];
+  float m[R], l[R], corr[R], slope[R];
+  float one[R];
+  for (int r = 0; r < R; ++r) {
+    qs[r] = t_q.get(static_cast<size_t>(R * hd)) + r * hd;
+    sc[r] = t_sc.get(static_cast<size_t>(R * (kBlock + 4 * L))) + r * (kBlock + 4 * L);
+    acc[r] = t_acc.get(static_cast<size_t>(R * hd)) + r * hd;
+    const int64_t qo = (row * p.n_heads + h + r) * hd;
+    for (int64_t c = 0; c < hd; ++c) qs[r][c] = q[qo + c] * p.scale;
+    for (int64_t c = 0; c < hd; ++c) acc[r][c] = 0.0f;
+    m[r] = neg_inf;
+    l[r] = 0.0f;
+    slope[r] = p.alibi ? p.alibi[h + r] : 0.0f;
+    one[r] = 1.0f;
+  }
+  const float* kptr[kBlock];
+  for (int64_t j0 = lo / kBlock * kBlock; j0 < hi; j0 += kBlock) {
+    const int64_t n = hi - j0 < kBlock ? hi - j0 : kBlock;  // keys [j0, j0 + n); those < lo are masked
+    const int64_t nv = (n + L - 1) / L * L;
+    const int64_t nvec = (n + LP - 1) / LP;
+    for (int64_t u = 0; u < nvec; ++u) {
+      const int64_t j = j0 + u * LP;
+      kptr[u] = k_pages + blocks[j / ref::kKVPage] * page_floats + kvh * hd * ref::kKVPage + j % ref::kKVPage;
+    }
+    ScoresPaged<R>(qs, kptr, nvec, hd, sc);
+    const int64_t t_lo = lo > j0 ? lo - j0 : 0;
+    for (int r = 0; r < R; ++r) {
+      float* x = sc[r];
+      if (slope[r] != 0.0f) {
+        for (int64_t t = 0; t < n; ++t) x[t] += slope[r] * static_cast<float>(j0 + t - pos);
+      }
+      for (int64_t t = 0; t < t_lo; ++t) x[t] = neg_inf;
+      for (int64_t t = n; t < nv; ++t) x[t] = neg_inf;
+      VF vmax = hn::Set(d, neg_inf);
+      for (int64_t t = 0; t < nv; t += L) vmax = hn::Max(vmax, hn::LoadU(d, x + t));
+      const float bmax = hn::GetLane(hn::MaxOfLanes(d, vmax));
+      const float m_new = bmax > m[r] ? bmax : m[r];
+      corr[r] = std::exp(m[r] - m_new);
+      const VF vm = hn::Set(d, m_new);
+      VF vsum = hn::Zero(d);
+      for (int64_t t = 0; t < nv; t += L) {
+        const VF xv = hn::LoadU(d, x + t);
+        const VF e = hn::IfThenElseZero(hn::Gt(xv, hn::Set(d, neg_inf)), hn::Exp(d, hn::Sub(xv, vm)));
+        hn::StoreU(e, d, x + t);
+        vsum = hn::Add(vsum, e);
+      }
+      l[r] = l[r] * corr[r] + hn::GetLane(hn::SumOfLanes(d, vsum));
+      m[r] = m_new;
+    }
+    // acc = acc * corr + sum p_t v_t, one page segment at a time (the first applies corr, the rest
+    // multiply by 1: the same FMA chain per output lane as one pass over the block).
+    bool first = true;
+    for (int64_t t = t_lo; t < n;) {
+      const int64_t j = j0 + t, slot = j % ref::kKVPage;
+      const int64_t seg = n - t < ref::kKVPage - slot ? n - t : ref::kKVPage - slot;
+      const float* vseg = v_pages + blocks[j / ref::kKVPage] * page_floats + (kvh * ref::kKVPage + slot) * hd;
+      const float* pr[R];
+      for (int r = 0; r < R; ++r) pr[r] = sc[r] + t;
+      AccumulateV<R>(pr, vseg, hd, hd, seg, first ? corr : one, acc);
+      first = false;
+      t += seg;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t qo = (row * p.n_heads + h + r) * hd;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    for (int64_t c = 0; c < hd; ++c) o[qo + c] = acc[r][c] * inv;
+  }
+}
+
+void PagedAttention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+                    float* o) {
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
+  const int64_t s_end = p.seq_end ? p.seq_end : p.n_seqs;
+  if (h_end <= h_begin) return;
+  for (int64_t s = p.seq_begin; s < s_end; ++s) {
+    const int64_t n_q = p.q_off[s + 1] - p.q_off[s], n_kv = p.n_kv[s];
+    const int64_t i_end = p.q_end && p.q_end < n_q ? p.q_end : n_q;
+    for (int64_t kvh = h_begin / group; kvh <= (h_end - 1) / group; ++kvh) {
+      const int64_t hb = kvh * group > h_begin ? kvh * group : h_begin;
+      const int64_t he = (kvh + 1) * group < h_end ? (kvh + 1) * group : h_end;
+      for (int64_t i = p.q_begin; i < i_end; ++i) {
+        const int64_t pos = n_kv - n_q + i, hi = pos + 1;
+        const int64_t lo = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+        const int64_t row = p.q_off[s] + i;
+        int64_t h = hb;
+        for (; h + 4 <= he; h += 4) PagedRows<4>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o);
+        switch (he - h) {
+          case 3: PagedRows<3>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 2: PagedRows<2>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 1: PagedRows<1>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          default: break;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace llmkit::cpu::attn
 HWY_AFTER_NAMESPACE();
@@ -280,10 +436,16 @@ HWY_AFTER_NAMESPACE();
 namespace llmkit::cpu {
 namespace attn {
 HWY_EXPORT(Attention);
+HWY_EXPORT(PagedAttention);
 }  // namespace attn
 
 void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse) {
   HWY_DYNAMIC_DISPATCH(attn::Attention)(p, q, k, v, o, lse);
+}
+
+void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+                     float* o) {
+  HWY_DYNAMIC_DISPATCH(attn::PagedAttention)(p, q, k_pages, v_pages, o);
 }
 
 }  // namespace llmkit::cpu

@@ -11,6 +11,7 @@
 
 namespace llmkit::ref {
 struct AttentionParams;  // kernels/ref/ops.h
+struct PagedAttentionParams;
 }
 
 namespace llmkit::cpu {
@@ -32,5 +33,9 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, 
 void softmax(float* x, int64_t rows, int64_t d);
 // Attention forward with ref::attention's contract (kernels/ref/ops.h), in attention.cc.
 void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);
+// Attention over a paged KV cache with ref::paged_attention's contract, in attention.cc: the same
+// arithmetic per query row as attention() (keys read from the transposed pages in place).
+void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+                     float* o);
 
 }  // namespace llmkit::cpu

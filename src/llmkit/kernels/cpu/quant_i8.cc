@@ -159,6 +159,16 @@ HWY_INLINE __m256i Reduce4x2(const __m256i* p) {
   return _mm256_add_epi32(_mm256_unpacklo_epi64(s01, s23), _mm256_unpackhi_epi64(s01, s23));
 }
 
+#if HWY_TARGET <= HWY_AVX3_DL
+// acc + per-lane sums of 4 u8 x i8 products, EVEX-encoded (AVX512-VNNI + VL). Not the intrinsic:
+// Highway's AVX3_DL target also enables AVX-VNNI, for which GCC emits the VEX form of the same
+// instruction, which Zen 4 (AVX512-VNNI without AVX-VNNI) rejects as illegal.
+HWY_INLINE __m256i DpBusd(__m256i acc, __m256i u8, __m256i i8) {
+  asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(i8));
+  return acc;
+}
+#endif
+
 // The exact integer dot products of one block of the 8 rows (levels w from Levels8) with the 32
 // activation levels at xp: lane i = row i. Q8_0 may pass wabs[i] = |w[i]| (the L1 scratch keeps
 // it, so prompt rows skip one op per vector).
@@ -169,6 +179,22 @@ HWY_INLINE __m256i BlockSums(const __m256i* w, const int8_t* xp, const __m256i* 
   const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp)));
   const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + 16)));
   __m256i p[4];  // p[i]: lanes 0..3 partial sums of row i, lanes 4..7 of row i + 4
+#if HWY_TARGET <= HWY_AVX3_DL
+  // AVX-512 VNNI (Ice Lake, Zen 4 and later): vpdpbusd sums four u8 x i8 products straight into
+  // each int32 lane, one instruction for vpmaddubsw + vpmaddwd. The sums are the same integers, so
+  // results are bitwise those of the AVX2 path.
+  for (int i = 0; i < 4; ++i) {
+    const __m256i lo = w[2 * i], hi = w[2 * i + 1];
+    if constexpr (T == DType::kQ8_0) {
+      const __m256i al = wabs ? wabs[2 * i] : _mm256_abs_epi8(lo), ah = wabs ? wabs[2 * i + 1] : _mm256_abs_epi8(hi);
+      p[i] = DpBusd(DpBusd(_mm256_setzero_si256(), al, _mm256_sign_epi8(xl, lo)), ah, _mm256_sign_epi8(xh, hi));
+    } else {
+      p[i] = DpBusd(DpBusd(_mm256_setzero_si256(), lo, xl), hi, xh);
+    }
+  }
+  (void)ones;
+  return Reduce4x2(p);
+#endif
   for (int i = 0; i < 4; ++i) {
     const __m256i lo = w[2 * i], hi = w[2 * i + 1];
     if constexpr (T == DType::kQ8_0) {

@@ -26,6 +26,7 @@ const KernelTable& cpu_table() {
       .rmsnorm = cpu::rmsnorm,
       .softmax = cpu::softmax,
       .attention = cpu::attention,
+      .paged_attention = cpu::paged_attention,
   };
   return t;
 }

@@ -6,6 +6,7 @@
 // h reads kv head h / (n_heads / n_kv_heads)), causal and sliding-window masks, ALiBi and padding.
 // The backward recomputes each score from q and k and uses the saved log-sum-exp:
 //   p = e^(s - lse), D = dout.o, dv_j += p dout, ds = p (dout.v_j - D), dq += scale ds k_j, dk_j += scale ds q.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -145,6 +146,69 @@ void attention_backward(const AttentionParams& p, const float* q, const float* k
           }
         }
       }
+    }
+  }
+}
+
+}  // namespace llmkit::ref
+
+// ---- paged KV cache ------------------------------------------------------------------------------
+// The definition, kept plain: for each query row, every visible score, then the softmax and the
+// weighted sum of values, accumulated in double.
+namespace llmkit::ref {
+
+void paged_attention(const PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+                     float* o) {
+  const int64_t hd = p.head_dim, group = p.n_heads / p.n_kv_heads;
+  const int64_t page_floats = p.n_kv_heads * hd * kKVPage;
+  const int64_t s_end = p.seq_end ? p.seq_end : p.n_seqs, h_end = p.head_end ? p.head_end : p.n_heads;
+  std::vector<double> sc, acc(static_cast<size_t>(hd));
+  for (int64_t s = p.seq_begin; s < s_end; ++s) {
+    const int64_t n_q = p.q_off[s + 1] - p.q_off[s], n_kv = p.n_kv[s];
+    const int64_t i_end = p.q_end ? std::min(p.q_end, n_q) : n_q;
+    for (int64_t i = p.q_begin; i < i_end; ++i) {
+      const int64_t pos = n_kv - n_q + i, hi = pos + 1;
+      const int64_t lo = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+      for (int64_t h = p.head_begin; h < h_end; ++h) {
+        const int64_t kvh = h / group;
+        const float* qi = q + ((p.q_off[s] + i) * p.n_heads + h) * hd;
+        float* oi = o + ((p.q_off[s] + i) * p.n_heads + h) * hd;
+        sc.assign(static_cast<size_t>(hi - lo), 0.0);
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = lo; j < hi; ++j) {
+          const float* kp = k_pages + p.blocks[s][j / kKVPage] * page_floats + kvh * hd * kKVPage + j % kKVPage;
+          double d = 0;
+          for (int64_t c = 0; c < hd; ++c) d += static_cast<double>(qi[c]) * kp[c * kKVPage];
+          d = d * p.scale + (p.alibi ? static_cast<double>(p.alibi[h]) * static_cast<double>(j - pos) : 0.0);
+          sc[static_cast<size_t>(j - lo)] = d;
+          mx = std::max(mx, d);
+        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        double sum = 0;
+        for (int64_t j = lo; j < hi; ++j) {
+          const double e = std::exp(sc[static_cast<size_t>(j - lo)] - mx);
+          sum += e;
+          const float* vp = v_pages + p.blocks[s][j / kKVPage] * page_floats + (kvh * kKVPage + j % kKVPage) * hd;
+          for (int64_t c = 0; c < hd; ++c) acc[static_cast<size_t>(c)] += e * vp[c];
+        }
+        for (int64_t c = 0; c < hd; ++c) oi[c] = sum > 0 ? static_cast<float>(acc[static_cast<size_t>(c)] / sum) : 0.0f;
+      }
+    }
+  }
+}
+
+void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
+                    const int32_t* blocks, float* k_pages, float* v_pages) {
+  const int64_t page_floats = n_kv_heads * head_dim * kKVPage;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = pos0 + i, page = blocks[j / kKVPage], slot = j % kKVPage;
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* ki = k + (i * n_kv_heads + h) * head_dim;
+      const float* vi = v + (i * n_kv_heads + h) * head_dim;
+      float* kp = k_pages + page * page_floats + h * head_dim * kKVPage + slot;
+      float* vp = v_pages + page * page_floats + (h * kKVPage + slot) * head_dim;
+      for (int64_t c = 0; c < head_dim; ++c) kp[c * kKVPage] = ki[c];
+      for (int64_t c = 0; c < head_dim; ++c) vp[c] = vi[c];
     }
   }
 }

@@ -149,6 +149,35 @@ struct AttentionParams {
 // A query with no visible key outputs zeros (lse = -inf).
 constexpr int64_t kAttnBlock = 64;
 void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);
+// Paged KV cache (decoders): positions live in pages of kKVPage consecutive positions, anywhere in a
+// pool of pages, found through each sequence's block table (position j is in page blocks[j / kKVPage],
+// slot j % kKVPage). Keys are stored transposed so attention reads them without a per-step transpose:
+//   k_pages [n_pages, n_kv_heads, head_dim, kKVPage]   (k_j[c] at [page][kvh][c][slot])
+//   v_pages [n_pages, n_kv_heads, kKVPage, head_dim]   (v_j[c] at [page][kvh][slot][c])
+constexpr int64_t kKVPage = 16;
+struct PagedAttentionParams {
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float scale = 0.0f;
+  int64_t window = 0;                // sliding window; 0 = off
+  const float* alibi = nullptr;      // [n_heads] or null
+  // Sequence s owns query rows [q_off[s], q_off[s + 1]) of q [N, n_heads, head_dim], the last
+  // n_q_s = q_off[s + 1] - q_off[s] of its n_kv[s] positions (causal: row i sits at absolute position
+  // n_kv[s] - n_q_s + i and sees keys <= it), and block table blocks[s] (>= ceil(n_kv[s] / kKVPage)).
+  int64_t n_seqs = 0;
+  const int64_t* q_off = nullptr;    // [n_seqs + 1]
+  const int64_t* n_kv = nullptr;     // [n_seqs]
+  const int32_t* const* blocks = nullptr;  // [n_seqs] block tables
+  // Work split (as in AttentionParams): sequences [seq_begin, seq_end), query heads [head_begin,
+  // head_end) and rows [q_begin, q_end) of each sequence; 0 ends mean "to the end".
+  int64_t seq_begin = 0, seq_end = 0, head_begin = 0, head_end = 0, q_begin = 0, q_end = 0;
+};
+// o [N, n_heads, head_dim] = causal softmax(scale q k^T + ALiBi + window mask) v over the paged keys.
+void paged_attention(const PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+                     float* o);
+// Writes k, v [n, n_kv_heads, head_dim] of positions pos0 .. pos0 + n - 1 into their pages.
+void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
+                    const int32_t* blocks, float* k_pages, float* v_pages);
+
 // dq, dk, dv += gradients (shapes as q, k, v), recomputing scores block by block from q, k, v, the
 // forward output o and (if given, else recomputed) lse.
 void attention_backward(const AttentionParams& p, const float* q, const float* k, const float* v,

@@ -17,6 +17,7 @@ const KernelTable& ref_table() {
       .rmsnorm = ref::rmsnorm,
       .softmax = ref::softmax,
       .attention = ref::attention,
+      .paged_attention = ref::paged_attention,
   };
   return t;
 }
