@@ -315,6 +315,38 @@ TEST_P(QuantMatmulTest, RowsAreBitwiseIndependentOfM) {
   reset_cpu_target();
 }
 
+// The int8 kernels (Q4_0, Q4_1, Q8_0 on AVX2 and later) compute exact integer block sums, whatever
+// instructions do it (vpmaddubsw + vpmaddwd on AVX2, AVX512-VNNI's vpdpbusd on AVX3_DL): every
+// x86 target from AVX2 up gives the same bits, at decode (M = 1), serving (8) and prompt (70) sizes.
+TEST(QuantMatmul, Int8KernelsAgreeBitwiseAcrossTargets) {
+  std::vector<std::string> x86;
+  for (const auto& t : cpu_targets())
+    if (t == "AVX2" || t.rfind("AVX3", 0) == 0) x86.push_back(t);
+  if (x86.size() < 2) GTEST_SKIP() << "fewer than two x86 targets from AVX2 up on this CPU";
+  const int64_t N = 45, K = 576;
+  for (const DType wt : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    for (const int64_t M : {int64_t{1}, int64_t{8}, int64_t{70}}) {
+      std::mt19937 rng(11);
+      std::normal_distribution<float> nd;
+      std::vector<float> wf(N * K), x(M * K);
+      for (auto& v : wf) v = nd(rng) * 0.05f;
+      for (auto& v : x) v = nd(rng);
+      const size_t rb = row_bytes(wt, K);
+      std::vector<uint8_t> w(rb * N);
+      for (int64_t n = 0; n < N; ++n) ref::quantize_row(wt, wf.data() + n * K, w.data() + n * rb, K);
+      std::vector<float> first(M * N), y(M * N);
+      for (size_t i = 0; i < x86.size(); ++i) {
+        set_cpu_target(x86[i]);
+        cpu::quant_matmul(x.data(), w.data(), wt, (i == 0 ? first : y).data(), M, N, K);
+        if (i == 0) continue;
+        for (int64_t j = 0; j < M * N; ++j)
+          ASSERT_EQ(y[j], first[j]) << dtype_name(wt) << " " << x86[i] << " vs " << x86[0] << " M=" << M << " at " << j;
+      }
+    }
+  }
+  reset_cpu_target();
+}
+
 TEST(QuantMatmul, TwoThreadsMatchOneThread) {
   const int64_t M = 2, N = 101, K = 256;
   std::mt19937 rng(3);
