@@ -287,12 +287,12 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, QuantMatmulTest, ::testing::ValuesIn(kMatmulT
 // Batch invariance: a row's result does not depend on how many rows are multiplied with it (what
 // keeps a prompt's last logits equal to the same tokens decoded one by one, and a serving batch
 // from changing any sequence's output). M = 70 crosses every row-grouping boundary of the kernels
-// (groups of 4, quant_i8's in-register/L1-scratch switch at 4 rows and its 64-row passes); M = 5
-// and 8 take quant_i8's two register passes per tile (a serving batch of 5-8 decodes).
+// (groups of 4, quant_i8's in-register/L1-scratch switch and its 64-row passes); M = 5, 8 and 13
+// take quant_i8's register passes of <= 4 rows per tile (a serving batch of 5-16 decodes).
 TEST_P(QuantMatmulTest, RowsAreBitwiseIndependentOfM) {
   const DType wt = GetParam();
   const int64_t N = 37, K = 512;
-  for (const int64_t M : {int64_t{5}, int64_t{8}, int64_t{70}}) {
+  for (const int64_t M : {int64_t{5}, int64_t{8}, int64_t{13}, int64_t{70}}) {
     std::mt19937 rng(5);
     std::normal_distribution<float> nd;
     std::vector<float> wf(N * K), x(M * K);

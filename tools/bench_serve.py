@@ -8,6 +8,9 @@ streaming chat clients at once (the openai package; prompt i of a fixed set of m
 max_tokens fixed), `--rounds` times. Reported per engine and level:
 
   agg t/s   completion tokens of all C requests / wall time from the first request to the last end;
+  decode t/s  sum over the C streams of (tokens after its first) / (time from its first to its last
+            content chunk): aggregate decode throughput, sum of 1 / TPOT (prompt processing before a
+            stream's first token is its TTFT; others' prompts processed during its decode slow it);
   TTFT      p50 / p99 over requests: request sent -> first content chunk;
   ITL       p50 / p99 over every gap between consecutive content chunks of one stream.
 
@@ -102,15 +105,23 @@ def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
                     gaps.append(now - last)
                 last = now
                 text.append(ch.choices[0].delta.content)
-        return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter()
+        return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter(), first
 
     t_start = time.perf_counter()
     with cf.ThreadPoolExecutor(len(prompts)) as ex:
         res = list(ex.map(run, prompts))
     t_end = max(r[4] for r in res)
-    tokens = sum(count_tokens(r[3]) for r in res)
+    counts = [count_tokens(r[3]) for r in res]
+    tokens = sum(counts)
+    # Decode rate of each stream: its tokens after the first over the time from its first to its
+    # last content chunk (1 / TPOT, vLLM's time per output token); the aggregate is their sum. The
+    # other streams' prompt processing that lands between a stream's tokens slows it, and counts.
+    decode = 0.0
+    for n, r in zip(counts, res):
+        if r[5] is not None and n > 1 and r[2]:
+            decode += (n - 1) / sum(r[2])
     return {"tokens": tokens, "wall": t_end - t_start, "ttft": [r[1] for r in res],
-            "itl": [g for r in res for g in r[2]]}
+            "itl": [g for r in res for g in r[2]], "decode": decode}
 
 
 def main():
@@ -173,27 +184,30 @@ def main():
                     m = one_level(cl, mid, ps, a.max_tokens, count_tokens, bias)
                     results[e.name][c].append(m)
                     print(f"round {r + 1} {e.name:9s} C={c:2d}: {m['tokens'] / m['wall']:7.1f} t/s "
-                          f"({m['tokens']} tokens in {m['wall']:.2f} s)", file=sys.stderr)
+                          f"({m['tokens']} tokens in {m['wall']:.2f} s; decode {m['decode']:.1f} t/s)",
+                          file=sys.stderr)
     t1 = time.strftime("%H:%M", time.gmtime())
     print(f"{t0}-{t1} UTC; {os.cpu_count()} CPUs; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
           f"llama-cpp-python {llama_cpp.__version__}; {pathlib.Path(a.model).name}, {a.threads} threads, "
           f"max_tokens {a.max_tokens}, greedy, {a.rounds} rounds\n")
-    print("| streams | llmkit agg t/s | llama.cpp agg t/s | ratio | llmkit TTFT p50 / p99 ms | llama.cpp TTFT p50 / p99 ms "
-          "| llmkit ITL p50 / p99 ms | llama.cpp ITL p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| streams | llmkit agg t/s | llama.cpp agg t/s | ratio | llmkit decode t/s | llama.cpp decode t/s | ratio "
+          "| llmkit TTFT p50 / p99 ms | llama.cpp TTFT p50 / p99 ms | llmkit ITL p50 / p99 ms | llama.cpp ITL p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base1 = None
     for c in levels:
         row = {}
         for name in ("llmkit", "llama.cpp"):
             ms = results[name][c]
             agg = statistics.mean(m["tokens"] / m["wall"] for m in ms)
+            dec = statistics.mean(m["decode"] for m in ms)
             ttft = [x for m in ms for x in m["ttft"]]
             itl = [x for m in ms for x in m["itl"]]
-            row[name] = (agg, pct(ttft, 50) * 1e3, pct(ttft, 99) * 1e3, pct(itl, 50) * 1e3, pct(itl, 99) * 1e3)
+            row[name] = (agg, pct(ttft, 50) * 1e3, pct(ttft, 99) * 1e3, pct(itl, 50) * 1e3, pct(itl, 99) * 1e3, dec)
         if c == levels[0]:
-            base1 = row["llmkit"][0]
+            base1, dbase1 = row["llmkit"][0], row["llmkit"][5]
         lk, lc = row["llmkit"], row["llama.cpp"]
         print(f"| {c} | {lk[0]:.1f} ({lk[0] / base1:.2f}x of {levels[0]}) | {lc[0]:.1f} | **{lk[0] / lc[0]:.2f}** | "
+              f"{lk[5]:.1f} ({lk[5] / dbase1:.2f}x of {levels[0]}) | {lc[5]:.1f} | **{lk[5] / lc[5]:.2f}** | "
               f"{lk[1]:.0f} / {lk[2]:.0f} | {lc[1]:.0f} / {lc[2]:.0f} | {lk[3]:.1f} / {lk[4]:.1f} | {lc[3]:.1f} / {lc[4]:.1f} |")
 
 

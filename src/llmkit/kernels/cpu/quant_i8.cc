@@ -39,6 +39,8 @@ namespace llmkit::cpu::i8 {
 // L1 scratch of decoded levels (measured on SmolLM2 shapes: the scratch's extra store + load per
 // block costs more than it saves until the levels are reused by several rows).
 constexpr int64_t kDirectMaxM = 4;
+// Batches of up to kMaxPassesM * kDirectMaxM rows run as register passes of <= 4 rows per tile.
+constexpr int64_t kMaxPassesM = 4;
 // Activation rows per pass over a weight tile: 64 rows of K <= 4096 int8 levels stay in L2 while
 // every tile of the thread's range reuses them.
 constexpr int64_t kRowsPerPass = 64;
@@ -327,17 +329,22 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   // At least ~64k multiply-adds per task: below that, waking a worker costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, 8 * a.K * M));
   ThreadPool::global().parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
-    if (M > kDirectMaxM && M <= 2 * kDirectMaxM) {
-      // A serving batch of 5-8 decoding rows: two register passes over each tile (its bytes still
-      // in L1 for the second), the first prefetching the next tile, rather than the L1 scratch.
-      const int64_t h = (M + 1) / 2;
+    if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM) {
+      // A serving batch of 5-16 decoding rows: register passes of at most 4 rows over each tile
+      // (its bytes still in L1 after the first), the first prefetching the next tile, rather than
+      // the L1 scratch. Measured on 1536 x 576 (one thread, Zen 4, VNNI), 16 rows: Q4_1 187 us in
+      // 4 passes vs 202 us through the scratch, Q8_0 214 vs 336 us.
+      const int64_t passes = (M + kDirectMaxM - 1) / kDirectMaxM;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * 8;
         const int nr = static_cast<int>(std::min<int64_t>(8, N - n0));
         const uint8_t* rows[8];
         for (int i = 0; i < 8; ++i) rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
-        Tile<T>(rows, nr, a, 0, h, y, N, n0, t + 1 < t1 ? w + static_cast<size_t>(n0 + 8) * row_bytes : nullptr);
-        Tile<T>(rows, nr, a, h, M, y, N, n0, nullptr);
+        for (int64_t p = 0; p < passes; ++p) {
+          const int64_t m0 = M * p / passes, m1 = M * (p + 1) / passes;
+          Tile<T>(rows, nr, a, m0, m1, y, N, n0,
+                  p == 0 && t + 1 < t1 ? w + static_cast<size_t>(n0 + 8) * row_bytes : nullptr);
+        }
       }
       return;
     }
