@@ -8,9 +8,9 @@ streaming chat clients at once (the openai package; prompt i of a fixed set of m
 max_tokens fixed), `--rounds` times. Reported per engine and level:
 
   agg t/s   completion tokens of all C requests / wall time from the first request to the last end;
-  decode t/s  sum over the C streams of (tokens after its first) / (time from its first to its last
-            content chunk): aggregate decode throughput, sum of 1 / TPOT (prompt processing before a
-            stream's first token is its TTFT; others' prompts processed during its decode slow it);
+  decode t/s  the tokens after each stream's first / the time during which some stream was between
+            its first and last content chunk (union of those intervals): aggregate decode throughput
+            (prompt processing before the first token is TTFT; later prompts' processing counts);
   TTFT      p50 / p99 over requests: request sent -> first content chunk;
   ITL       p50 / p99 over every gap between consecutive content chunks of one stream.
 
@@ -113,13 +113,22 @@ def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
     t_end = max(r[4] for r in res)
     counts = [count_tokens(r[3]) for r in res]
     tokens = sum(counts)
-    # Decode rate of each stream: its tokens after the first over the time from its first to its
-    # last content chunk (1 / TPOT, vLLM's time per output token); the aggregate is their sum. The
-    # other streams' prompt processing that lands between a stream's tokens slows it, and counts.
-    decode = 0.0
-    for n, r in zip(counts, res):
-        if r[5] is not None and n > 1 and r[2]:
-            decode += (n - 1) / sum(r[2])
+    # Decode: the tokens after each stream's first, over the time during which at least one stream
+    # was between its first and its last content chunk (the union of those intervals: concurrent
+    # streams share it, streams served one after another add up). Prompt processing before the
+    # first stream's first token is TTFT; others' prompts processed later fall inside and count.
+    spans = sorted((r[5], r[5] + sum(r[2])) for r in res if r[5] is not None)
+    union, cur_a, cur_b = 0.0, None, None
+    for a_, b_ in spans:
+        if cur_b is None or a_ > cur_b:
+            if cur_b is not None:
+                union += cur_b - cur_a
+            cur_a, cur_b = a_, b_
+        else:
+            cur_b = max(cur_b, b_)
+    if cur_b is not None:
+        union += cur_b - cur_a
+    decode = (tokens - len(spans)) / union if union > 0 else float("nan")
     return {"tokens": tokens, "wall": t_end - t_start, "ttft": [r[1] for r in res],
             "itl": [g for r in res for g in r[2]], "decode": decode}
 
