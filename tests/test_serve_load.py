@@ -96,12 +96,17 @@ def main(llmkit: str) -> int:
             time.sleep(0.05)
         assert metric(base, "llmkit_running_sequences") == 0
         assert metric(base, "llmkit_kv_cache_positions_used") == 0
+        assert metric(base, "llmkit_kv_blocks_used") == 0  # every page back (free or cached)
         err = [l for l in urllib.request.urlopen(base + "/metrics").read().decode().splitlines()
                if l.startswith('llmkit_requests_total{reason="error"}')]
         assert err and float(err[0].split()[1]) == 0, err
+        # The chat template's system prompt (a whole KV page) is computed once and shared; the
+        # one-at-a-time pass finds every prompt's pages cached by the concurrent one.
+        hits = metric(base, "llmkit_prefix_cache_hit_tokens_total")
+        assert hits >= 16 * (2 * N_CLIENTS - 1), hits
         n_tok = sum(len(c[0]) for c in concurrent)
         print(f"ok: {peak_note}, one at a time {t_seq:.1f} s; all {N_CLIENTS} outputs identical "
-              f"({n_tok} characters); KV back to 0")
+              f"({n_tok} characters); {hits:.0f} prompt tokens from shared KV pages; KV back to 0")
         return 0
 
 

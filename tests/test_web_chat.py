@@ -130,6 +130,7 @@ def main(llmkit: str, artifacts: str) -> int:
                 time.sleep(0.05)
             assert metric(base, "llmkit_running_sequences") == 0, "the stopped reply still runs on the server"
             assert metric(base, "llmkit_kv_cache_positions_used") == 0
+            assert metric(base, "llmkit_kv_blocks_used") == 0  # every page back (free or cached)
             cancelled = [l for l in urllib.request.urlopen(base + "/metrics").read().decode().splitlines()
                          if l.startswith('llmkit_requests_total{reason="cancelled"}')]
             assert cancelled and float(cancelled[0].split()[1]) >= 1, cancelled
