@@ -85,6 +85,26 @@ const std::vector<Command> kCommands = {
        app.add_option("--config", config, "Training config (TOML, YAML or JSON); flags override it");
        return not_built("train", "the training work (issue: pretraining and full fine-tuning)");
      }},
+    {"data", "Prepare training data: tokenize a text or JSONL corpus into token shards",
+     [](CLI::App& app) {
+       auto o = std::make_shared<DataPrepareOptions>();
+       CLI::App* prep = app.add_subcommand("prepare", "Stream a corpus through a tokenizer into token shards + index.json");
+       prep->add_option("-i,--input", o->input, "Corpus: .jsonl (one JSON object per line) or plain text (documents "
+                                                "separated by blank lines)")->required();
+       prep->add_option("-o,--out", o->out_dir, "Output folder (index.json + train-*.bin, val-*.bin)")->required();
+       prep->add_option("-m,--model", o->tokenizer, "Tokenizer: GGUF file, Hugging Face folder or tokenizer.json "
+                                                    "(default: the installed SmolLM2-135M-Instruct)");
+       prep->add_option("--field", o->field, "JSONL field holding each document's text")->capture_default_str();
+       prep->add_option("--separator", o->separator, "Token after each document: a token (\"<|endoftext|>\") or an id; "
+                                                     "default: the tokenizer's end-of-sequence token");
+       prep->add_option("--val-fraction", o->val_fraction, "Share of documents for the validation split")
+           ->check(CLI::Range(0.0, 0.999))->capture_default_str();
+       prep->add_option("--seed", o->seed, "Seed of the train/validation split")->capture_default_str();
+       prep->add_option("--shard-tokens", o->shard_tokens, "Most tokens per shard file")
+           ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))->capture_default_str();
+       app.require_subcommand(1);
+       return std::function<int()>([o] { return run_data_prepare(*o); });
+     }},
     {"finetune", "Fine-tune a model: full, LoRA, QLoRA, AdaLoRA, prefix/prompt tuning, adapters",
      [](CLI::App& app) {
        static std::string model, method = "lora", data;

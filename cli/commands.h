@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "llmkit/data.h"
+
 namespace llmkit::cli {
 
 constexpr int kExitOk = 0;
@@ -58,5 +60,6 @@ int run_perplexity(const std::string& model, const std::string& file, int ctx, i
 int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch, bool json);
 int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
+int run_data_prepare(const DataPrepareOptions& opt);  // cmd_data.cc
 
 }  // namespace llmkit::cli
