@@ -62,6 +62,8 @@ class ParamStore {
   Tensor& v() { return v_; }            // [n_trainable] f32 (AdamW second moment)
   int64_t n_trainable() const { return n_trainable_; }  // elements, padding included
   int64_t step_count() const { return step_; }
+  // Optimizer steps taken (AdamW's bias correction depends on it): set when resuming a checkpoint.
+  void set_step_count(int64_t steps) { step_ = steps; }
 
   void zero_grad();
   // sqrt(sum g^2) over all trainable gradients (double accumulation).
