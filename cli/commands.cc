@@ -2,6 +2,8 @@
 // teaches the interface; a subcommand whose engine is not built yet says so and exits 3.
 #include "commands.h"
 
+#include "llmkit/train.h"
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -199,9 +201,15 @@ const std::vector<Command> kCommands = {
      [](CLI::App& app) {
        static std::string model, in, out;
        add_model_flag(app, model);
-       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]");
-       app.add_option("--out", out, "safetensors to write gradients and loss");
-       return not_built("grads", "the training work");
+       app.add_option("--input", in, "safetensors with int64 input_ids [B,T]")->required();
+       app.add_option("--out", out, "safetensors to write gradients and loss")->required();
+       return std::function<int()>([] {
+         const GradsFileResult r = grads_file(model.empty() ? default_model_path() : model, in, out);
+         std::printf("%s: loss %.6f over %lld x %lld tokens, %lld gradients (Hugging Face names), %.2f s\n", out.c_str(),
+                     r.loss, static_cast<long long>(r.batch), static_cast<long long>(r.tokens),
+                     static_cast<long long>(r.n_gradients), r.seconds);
+         return kExitOk;
+       });
      }},
     {"bench", "Measure prompt-processing and decode speed (tokens/s)",
      [](CLI::App& app) {

@@ -148,6 +148,27 @@ Var view(const Var& x, const Shape& shape) {
   return y;
 }
 
+std::vector<Var> split(const Var& x, const std::vector<int64_t>& sizes, int dim) {
+  std::vector<Tensor> parts = ops::split(x.value(), sizes, dim);
+  std::vector<Var> out;
+  for (Tensor& p : parts) out.push_back(result(p.contiguous(), {&x}));
+  // One backward for all parts: the concatenation of their gradients (zeros where none flowed).
+  if (!out.empty() && out[0].requires_grad()) {
+    Tape::current().record([x, out, dim] {
+      Tensor* gx = slot(x);
+      if (!gx) return;
+      std::vector<Tensor> gs;
+      bool any = false;
+      for (const Var& o : out) {
+        any = any || o.grad().defined();
+        gs.push_back(o.grad().defined() ? o.grad() : Tensor::zeros(o.shape(), DType::kF32));
+      }
+      if (any) accumulate(gx, ops::concat(gs, dim));
+    });
+  }
+  return out;
+}
+
 Var sum(const Var& x) {
   Tensor v = ops::to_f32(x.value());
   double s = 0;

@@ -4,6 +4,8 @@
 // plain Tensors.
 #pragma once
 
+#include <vector>
+
 #include "llmkit/autograd/tape.h"
 #include "llmkit/ops/ops.h"
 
@@ -28,5 +30,7 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int32_t ignore_index
 // Shape changes (contiguous copies where needed) and reductions.
 Var view(const Var& x, const Shape& shape);
 Var sum(const Var& x);  // [1]
+// Pieces of `sizes` along dim (fused q/k/v or gate/up projections); their gradients concatenate.
+std::vector<Var> split(const Var& x, const std::vector<int64_t>& sizes, int dim);
 
 }  // namespace llmkit::ag

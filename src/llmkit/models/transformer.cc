@@ -7,7 +7,6 @@
 #include "llmkit/base/check.h"
 
 namespace llmkit::models {
-namespace {
 
 ops::Act to_act(Activation a) {
   switch (a) {
@@ -18,6 +17,8 @@ ops::Act to_act(Activation a) {
   }
   return ops::Act::kSilu;
 }
+
+namespace {
 
 ops::RopeScaling to_rope_scaling(RopeScalingKind k) {
   switch (k) {
@@ -42,6 +43,34 @@ Tensor opt_tensor(const Weights& w, const std::string& name, const Shape& shape)
 
 }  // namespace
 
+ops::RopeConfig rope_config(const ModelConfig& hp, const Weights& w, bool* use_rope) {
+  ops::RopeConfig rope;
+  *use_rope = hp.position == PositionKind::kRopeNeox || hp.position == PositionKind::kRopeGptj;
+  if (*use_rope) {
+    // llama.cpp's converter (and weights.h for HF folders) permutes the q/k rows of the LLaMA family
+    // so that rotating adjacent pairs (GPT-J style) equals HF's rotate_half on the original rows.
+    const bool permuted = hp.family == ArchFamily::kLlama;
+    rope.style = permuted || hp.position == PositionKind::kRopeGptj ? ops::RopeStyle::kGptJ : ops::RopeStyle::kNeoX;
+    rope.rot_dims = static_cast<int64_t>(std::lround(hp.head_dim * hp.partial_rotary));
+    rope.theta = hp.rope_theta;
+    rope.scaling = to_rope_scaling(hp.rope_scaling.kind);
+    rope.factor = hp.rope_scaling.factor;
+    rope.original_ctx = hp.rope_scaling.original_n_ctx;
+    rope.beta_fast = hp.rope_scaling.beta_fast;
+    rope.beta_slow = hp.rope_scaling.beta_slow;
+    rope.low_freq_factor = hp.rope_scaling.low_freq_factor;
+    rope.high_freq_factor = hp.rope_scaling.high_freq_factor;
+    // GGUF files from llama.cpp carry Llama-3 scaling only as per-frequency divisors (no parameters
+    // in the metadata); files written by llmkit carry both, and the parameters win.
+    const Tensor* rf = w.find("rope_freqs.weight");
+    if (rf && hp.rope_scaling.kind == RopeScalingKind::kNone) {
+      Tensor f = ops::to_f32(w.require("rope_freqs.weight", {(rope.rot_dims ? rope.rot_dims : hp.head_dim) / 2}));
+      rope.freq_factors.assign(f.data<float>(), f.data<float>() + f.numel());
+    }
+  }
+  return rope;
+}
+
 std::unique_ptr<Transformer> Transformer::load(const std::string& path) { return from_weights(Weights::open(path)); }
 
 std::unique_ptr<Transformer> Transformer::from_weights(Weights weights) {
@@ -57,29 +86,7 @@ void Transformer::load_tensors() {
   const ModelConfig& hp = cfg_;
   const Weights& w = w_;
   act_ = to_act(hp.act);
-  use_rope_ = hp.position == PositionKind::kRopeNeox || hp.position == PositionKind::kRopeGptj;
-  if (use_rope_) {
-    // llama.cpp's converter (and weights.h for HF folders) permutes the q/k rows of the LLaMA family
-    // so that rotating adjacent pairs (GPT-J style) equals HF's rotate_half on the original rows.
-    const bool permuted = hp.family == ArchFamily::kLlama;
-    rope_.style = permuted || hp.position == PositionKind::kRopeGptj ? ops::RopeStyle::kGptJ : ops::RopeStyle::kNeoX;
-    rope_.rot_dims = static_cast<int64_t>(std::lround(hp.head_dim * hp.partial_rotary));
-    rope_.theta = hp.rope_theta;
-    rope_.scaling = to_rope_scaling(hp.rope_scaling.kind);
-    rope_.factor = hp.rope_scaling.factor;
-    rope_.original_ctx = hp.rope_scaling.original_n_ctx;
-    rope_.beta_fast = hp.rope_scaling.beta_fast;
-    rope_.beta_slow = hp.rope_scaling.beta_slow;
-    rope_.low_freq_factor = hp.rope_scaling.low_freq_factor;
-    rope_.high_freq_factor = hp.rope_scaling.high_freq_factor;
-    // GGUF files from llama.cpp carry Llama-3 scaling only as per-frequency divisors (no parameters
-    // in the metadata); files written by llmkit carry both, and the parameters win.
-    const Tensor* rf = w.find("rope_freqs.weight");
-    if (rf && hp.rope_scaling.kind == RopeScalingKind::kNone) {
-      Tensor f = ops::to_f32(w.require("rope_freqs.weight", {(rope_.rot_dims ? rope_.rot_dims : hp.head_dim) / 2}));
-      rope_.freq_factors.assign(f.data<float>(), f.data<float>() + f.numel());
-    }
-  }
+  rope_ = rope_config(hp, w, &use_rope_);
   const bool ln = hp.norm == NormKind::kLayerNorm;
   const int64_t d = hp.d_model, q_dim = hp.n_heads * hp.head_dim, kv_dim = hp.n_kv_heads * hp.head_dim;
   auto norm_of = [&](const std::string& base) {

@@ -51,6 +51,13 @@ struct KVCache {
   int64_t n_past = 0;
 };
 
+// The rotary-embedding setup of a model (style, rotated dims, theta, scaling, per-frequency
+// factors from rope_freqs.weight); *use_rope false for learned / ALiBi / no positions. Shared by the
+// inference forward and the differentiable one (train/).
+ops::RopeConfig rope_config(const ModelConfig& c, const Weights& w, bool* use_rope);
+// The ops activation of a config's activation kind.
+ops::Act to_act(Activation a);
+
 class Transformer {
  public:
   // A GGUF file or a Hugging Face folder. Throws Error(kUnsupported) for architectures this class

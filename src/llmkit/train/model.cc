@@ -1,0 +1,164 @@
+// The differentiable transformer; see model.h. The forward mirrors models::Transformer's
+// forward_pass (one sequence batch, no cache) op for op, on ag::Var.
+#include "llmkit/train/model.h"
+
+#include <cstring>
+
+#include "llmkit/base/check.h"
+#include "llmkit/models/arch_table.h"
+#include "llmkit/models/weight_transforms.h"
+
+namespace llmkit::train {
+
+std::unique_ptr<TrainModel> TrainModel::from_weights(const models::Weights& w) {
+  return std::unique_ptr<TrainModel>(new TrainModel(w));
+}
+
+TrainModel::TrainModel(const models::Weights& w) : cfg_(w.config()), family_(w.config().family) {
+  LLMKIT_CHECK(cfg_.decoder && !cfg_.encoder, kUnsupported, "model '", w.path(), "' (", models::family_name(family_),
+               ") is not a decoder-only language model; training covers those");
+  LLMKIT_CHECK(cfg_.n_experts == 0, kUnsupported, "model '", w.path(),
+               "' is a mixture of experts; the differentiable transformer does not route experts yet");
+  rope_ = models::rope_config(cfg_, w, &use_rope_);
+  for (const auto& [name, t] : w.all()) {
+    if (name == "rope_freqs.weight") continue;  // a constant of the rotary embedding, not trained
+    // Weight decay on matrices only (norms, biases and 1-D tensors are exempt by convention).
+    params_.add(name, t.shape(), /*trainable=*/true, /*decay=*/t.rank() >= 2);
+  }
+  params_.allocate();
+  for (const auto& e : params_.entries()) {
+    Tensor src = ops::to_f32(w.all().at(e.name));
+    Tensor dst = e.var.value();
+    std::memcpy(dst.data<float>(), src.contiguous().data<float>(), static_cast<size_t>(dst.numel()) * sizeof(float));
+  }
+}
+
+ag::Var TrainModel::p(const std::string& name) const {
+  for (const auto& e : params_.entries())
+    if (e.name == name) return e.var;
+  return ag::Var();
+}
+
+ag::Var TrainModel::norm(const ag::Var& x, const std::string& base) const {
+  const ag::Var w = p(base + ".weight"), b = p(base + ".bias");
+  LLMKIT_CHECK(w.defined(), kInvalidFile, "the model has no norm weight '", base, ".weight'");
+  return cfg_.norm == models::NormKind::kLayerNorm ? ag::layernorm(x, w, b, cfg_.norm_eps)
+                                                   : ag::rmsnorm(x, w, cfg_.norm_eps);
+}
+
+ag::Var TrainModel::linear(const ag::Var& x, const std::string& base) const {
+  const ag::Var w = p(base + ".weight"), b = p(base + ".bias");
+  LLMKIT_CHECK(w.defined(), kInvalidFile, "the model has no weight '", base, ".weight'");
+  ag::Var y = ag::matmul(x, w);
+  return b.defined() ? ag::add_bias(y, b) : y;
+}
+
+ag::Var TrainModel::loss(const std::vector<std::vector<int32_t>>& batch) {
+  LLMKIT_CHECK(!batch.empty(), kInvalidArgument, "the batch is empty");
+  const int64_t B = static_cast<int64_t>(batch.size()), T = static_cast<int64_t>(batch[0].size());
+  LLMKIT_CHECK(T >= 2, kInvalidArgument, "rows need at least 2 tokens (one prediction), got ", T);
+  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, N = B * T;
+  Tensor ids = Tensor::empty({N}, DType::kI32), pos = Tensor::empty({N}, DType::kI32),
+         targets = Tensor::empty({N}, DType::kI32);
+  for (int64_t b = 0; b < B; ++b) {
+    LLMKIT_CHECK(static_cast<int64_t>(batch[static_cast<size_t>(b)].size()) == T, kInvalidArgument, "row ", b, " has ",
+                 batch[static_cast<size_t>(b)].size(), " tokens, row 0 has ", T, ": rows must have one length");
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t id = batch[static_cast<size_t>(b)][static_cast<size_t>(t)];
+      LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " (row ", b, ", position ", t,
+                   ") is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+      ids.data<int32_t>()[b * T + t] = id;
+      pos.data<int32_t>()[b * T + t] = static_cast<int32_t>(t);
+      targets.data<int32_t>()[b * T + t] =
+          t + 1 < T ? batch[static_cast<size_t>(b)][static_cast<size_t>(t + 1)] : ops::kIgnoreIndex;
+    }
+  }
+  ag::Var x = ag::embedding(p("token_embd.weight"), ids);  // [N, d]
+  if (cfg_.embedding_scale != 1.0f) x = ag::scale(x, cfg_.embedding_scale);
+  if (const ag::Var pe = p("position_embd.weight"); pe.defined()) {
+    Tensor pids = Tensor::empty({N}, DType::kI32);
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t q = pos.data<int32_t>()[i] + cfg_.position_offset;
+      LLMKIT_CHECK(q < pe.shape()[0], kInvalidArgument, "position ", q - cfg_.position_offset,
+                   " is beyond the model's learned positions");
+      pids.data<int32_t>()[i] = static_cast<int32_t>(q);
+    }
+    x = ag::add(x, ag::embedding(pe, pids));
+  }
+  if (cfg_.embedding_norm) x = norm(x, "token_embd_norm");
+  ops::AttentionOptions opt;
+  opt.causal = true;
+  opt.window = cfg_.sliding_window;
+  opt.alibi = cfg_.position == models::PositionKind::kAlibi;
+  const ops::Act act = models::to_act(cfg_.act);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const std::string pre = str_cat("blk.", l, ".");
+    ag::Var h = norm(x, pre + "attn_norm");
+    ag::Var q, k, v;
+    if (p(pre + "attn_qkv.weight").defined()) {
+      std::vector<ag::Var> parts = ag::split(linear(h, pre + "attn_qkv"), {H * hd, Hkv * hd, Hkv * hd}, 1);
+      q = parts[0], k = parts[1], v = parts[2];
+    } else {
+      q = linear(h, pre + "attn_q");
+      k = linear(h, pre + "attn_k");
+      v = linear(h, pre + "attn_v");
+    }
+    q = ag::view(q, {N, H, hd});
+    k = ag::view(k, {N, Hkv, hd});
+    if (use_rope_) {
+      q = ag::rope(q, pos, rope_);
+      k = ag::rope(k, pos, rope_);
+    }
+    ag::Var att = ag::attention(ag::view(q, {B, T, H, hd}), ag::view(k, {B, T, Hkv, hd}), ag::view(v, {B, T, Hkv, hd}), opt);
+    ag::Var o = linear(ag::view(att, {N, H * hd}), pre + "attn_output");
+    auto mlp = [&](const ag::Var& hin) {
+      ag::Var a;
+      if (cfg_.gated_mlp) {
+        ag::Var g, u;
+        if (p(pre + "ffn_gate.weight").defined()) {
+          g = linear(hin, pre + "ffn_gate");
+          u = linear(hin, pre + "ffn_up");
+        } else {  // Phi-3: one [gate; up] projection
+          std::vector<ag::Var> gu = ag::split(linear(hin, pre + "ffn_up"), {cfg_.d_ff, cfg_.d_ff}, 1);
+          g = gu[0], u = gu[1];
+        }
+        a = ag::glu(act, g, u);
+      } else {
+        a = ag::activation(act, linear(hin, pre + "ffn_up"));
+      }
+      return linear(a, pre + "ffn_down");
+    };
+    if (cfg_.parallel_residual) {
+      x = ag::add(ag::add(x, o), mlp(norm(x, pre + "ffn_norm")));
+    } else {
+      x = ag::add(x, o);
+      x = ag::add(x, mlp(norm(x, pre + "ffn_norm")));
+    }
+  }
+  ag::Var hf = norm(x, "output_norm");
+  ag::Var head = p("output.weight");
+  if (!head.defined()) head = p("token_embd.weight");  // tied
+  return ag::cross_entropy(ag::matmul(hf, head), targets);
+}
+
+std::vector<std::pair<std::string, Tensor>> TrainModel::hf_gradients() const {
+  const models::ArchInfo& arch = models::arch_info(family_);
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& e : params_.entries()) {
+    const Tensor& g = e.var.grad();
+    if (!g.defined()) continue;
+    const auto m = models::gguf_to_hf_name(arch, e.name, cfg_.gated_mlp);
+    if (!m) {
+      out.emplace_back(e.name, g.clone());
+      continue;
+    }
+    // Layout transforms are linear maps of rows (or a transpose): the gradient moves with its
+    // weight. 1 + w has w's gradient.
+    const models::Transform t = m->transform == models::Transform::kNormPlusOne ? models::Transform::kNone : m->transform;
+    Tensor hg = models::apply_transform(t, cfg_, g, /*to_gguf=*/false, m->name);
+    out.emplace_back(m->name, hg.data<float>() == g.data<float>() ? g.clone() : hg);
+  }
+  return out;
+}
+
+}  // namespace llmkit::train

@@ -1,0 +1,52 @@
+// The differentiable transformer: the forward of models::Transformer (same config flags, same
+// GGUF-layout weights) written on autograd Vars, so that every parameter gets a gradient of the
+// causal-LM loss. Parameters live in one ParamStore (flat F32 buffers: what optimizers, clipping
+// and later all-reduce work on), under their GGUF names; gradients are reported under Hugging
+// Face names and in HF layout (the architecture table's transforms undone: LLaMA q/k rows
+// un-permuted, fused q/k/v back to HF's order, GPT-2 transposed back; a norm stored as 1 + w has
+// the same gradient as w).
+//
+// Covers the dense decoder families (LLaMA 1/2/3, SmolLM, Mistral, Qwen2, Gemma, Phi-3, GPT-2,
+// OPT, BLOOM, GPT-NeoX); mixture-of-experts (Mixtral) throws Error(kUnsupported) for now.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llmkit/autograd/ops.h"
+#include "llmkit/autograd/param_store.h"
+#include "llmkit/models/transformer.h"
+
+namespace llmkit::train {
+
+class TrainModel {
+ public:
+  // Every tensor of the model becomes a trainable F32 parameter (quantized ones dequantized).
+  static std::unique_ptr<TrainModel> from_weights(const models::Weights& w);
+  ag::ParamStore& params() { return params_; }
+  const models::ModelConfig& config() const { return cfg_; }
+
+  // Mean cross-entropy of predicting token t + 1 from tokens <= t over every row of `batch`
+  // (B rows of equal length T >= 2): transformers' loss with labels = input_ids. A [1] Var; call
+  // ag::backward on it for the gradients.
+  ag::Var loss(const std::vector<std::vector<int32_t>>& batch);
+
+  // (HF name, gradient in HF layout) for every parameter that received one, after backward.
+  std::vector<std::pair<std::string, Tensor>> hf_gradients() const;
+
+ private:
+  explicit TrainModel(const models::Weights& w);
+  ag::Var p(const std::string& name) const;  // the parameter, or an undefined Var when absent
+  ag::Var norm(const ag::Var& x, const std::string& base) const;
+  ag::Var linear(const ag::Var& x, const std::string& base) const;
+
+  models::ModelConfig cfg_;
+  models::ArchFamily family_;
+  ops::RopeConfig rope_;
+  bool use_rope_ = false;
+  ag::ParamStore params_;
+};
+
+}  // namespace llmkit::train

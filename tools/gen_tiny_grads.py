@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Developer tool (needs PyPI torch and transformers; CI never runs it).
+
+For each tiny decoder model of testdata/tiny (tools/gen_tiny_models.py), the gradient reference of
+`llmkit grads`: transformers' causal-LM loss with labels = input_ids (the model shifts them by one
+inside and averages the cross-entropy over every predicted position), on the `input_ids` [2, 8] of
+the folder's reference.safetensors, float32 on the CPU, one thread, eval mode (no dropout). Writes
+testdata/tiny/<name>/grads.safetensors: every parameter's gradient under its name in the folder's
+model.safetensors (tied weights once) and `loss` [1].
+
+  python3 tools/gen_tiny_grads.py [--only NAME]
+"""
+import argparse
+import os
+import pathlib
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = ROOT / "testdata" / "tiny"
+# Mixtral is left out until the differentiable transformer routes experts (its fused expert
+# parameters in transformers 5 also have no one-to-one checkpoint tensor).
+DECODERS = ["llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom", "gpt_neox"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for name in DECODERS:
+        if a.only and name != a.only:
+            continue
+        d = TINY / name
+        if not (d / "config.json").exists():
+            continue
+        ids = load_file(str(d / "reference.safetensors"))["input_ids"].long()
+        model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        # Gradients go under the checkpoint's names (model.safetensors), which are what a user matches
+        # them against; transformers may rename a parameter internally (GPT-NeoX: embed_out.weight is
+        # lm_head.weight in named_parameters), so each parameter is found by its exact initial values.
+        ckpt = load_file(str(d / "model.safetensors"))
+        names = {}
+        for n, p in model.named_parameters():
+            if n in ckpt:
+                names[n] = n
+                continue
+            same = [k for k, t in ckpt.items() if t.shape == p.shape and torch.equal(t, p.detach())]
+            if len(same) != 1:
+                raise SystemExit(f"{name}: cannot tell which checkpoint tensor {n} is ({same})")
+            names[n] = same[0]
+        model.zero_grad()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        grads = {names[n]: p.grad.detach().contiguous().clone() for n, p in model.named_parameters() if p.grad is not None}
+        grads["loss"] = out.loss.detach().reshape(1).clone()
+        save_file(grads, str(d / "grads.safetensors"))
+        gmax = max(float(g.abs().max()) for k, g in grads.items() if k != "loss")
+        print(f"{name}: loss {out.loss.item():.6f}, {len(grads) - 1} gradients, max |g| {gmax:.4g}")
+
+
+if __name__ == "__main__":
+    main()
