@@ -98,6 +98,45 @@ INSTANTIATE_TEST_SUITE_P(EveryDenseDecoder, Grads,
                          ::testing::Values("llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom",
                                            "gpt_neox"));
 
+// 20 AdamW steps from the tiny LLaMA's weights on fixed batches, against torch.optim.AdamW with
+// the same hyper-parameters (weight decay on matrices only, as ParamStore's convention): the loss
+// of every step within 1e-4 relative.
+TEST(Grads, AdamW20StepsMatchPyTorchLossCurve) {
+  const io::SafetensorsFile f = io::SafetensorsFile::open(tiny("llama") + "/adamw20.safetensors");
+  auto meta = [&](const std::string& k) {
+    for (const auto& [key, v] : f.metadata())
+      if (key == k) return std::stod(v);
+    ADD_FAILURE() << "no metadata " << k;
+    return 0.0;
+  };
+  ag::AdamWConfig cfg;
+  cfg.lr = static_cast<float>(meta("lr"));
+  cfg.beta1 = static_cast<float>(meta("beta1"));
+  cfg.beta2 = static_cast<float>(meta("beta2"));
+  cfg.eps = static_cast<float>(meta("eps"));
+  cfg.weight_decay = static_cast<float>(meta("weight_decay"));
+  const Tensor ids = f.tensor("input_ids"), ref = f.tensor("loss");  // [S, B, T], [S]
+  const int64_t S = ids.dim(0), B = ids.dim(1), T = ids.dim(2);
+  auto m = train::TrainModel::from_weights(models::Weights::open(tiny("llama")));
+  double worst = 0, first = 0, last = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    std::vector<std::vector<int32_t>> batch(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) batch[static_cast<size_t>(b)].push_back(static_cast<int32_t>(ids.data<int64_t>()[(s * B + b) * T + t]));
+    m->params().zero_grad();
+    ag::Var loss = m->loss(batch);
+    ag::backward(loss);
+    m->params().step_adamw(cfg);
+    const double got = loss.value().data<float>()[0], want = ref.data<float>()[s];
+    (s == 0 ? first : last) = got;
+    worst = std::max(worst, std::fabs(got - want) / std::fabs(want));
+    EXPECT_NEAR(got, want, 1e-4 * std::fabs(want)) << "step " << s;
+  }
+  EXPECT_LT(ref.data<float>()[S - 1], ref.data<float>()[0] - 0.2) << "the reference run does not learn";
+  std::printf("AdamW x%lld: loss %.5f -> %.5f (torch %.5f -> %.5f), worst relative difference %.2e\n",
+              static_cast<long long>(S), first, last, ref.data<float>()[0], ref.data<float>()[S - 1], worst);
+}
+
 TEST(Grads, MixtureOfExpertsIsNamedAsUnsupported) {
   try {
     train::TrainModel::from_weights(models::Weights::open(tiny("mixtral")));

@@ -64,6 +64,36 @@ def main():
         save_file(grads, str(d / "grads.safetensors"))
         gmax = max(float(g.abs().max()) for k, g in grads.items() if k != "loss")
         print(f"{name}: loss {out.loss.item():.6f}, {len(grads) - 1} gradients, max |g| {gmax:.4g}")
+        if name == "llama":
+            adamw_curve(d, model, names)
+
+
+# A 20-step AdamW run from the tiny LLaMA's weights: the reference loss curve of
+# tests/test_grads.cc. Batches [2, 12] of ids drawn from a fixed torch generator; weight decay on
+# matrices only (llmkit's ParamStore convention: norms and biases exempt).
+STEPS, LR, BETAS, EPS, WD = 20, 3e-3, (0.9, 0.95), 1e-8, 0.1
+
+
+def adamw_curve(d, model, names):
+    g = torch.Generator().manual_seed(1234)
+    vocab = model.config.vocab_size
+    batches = torch.randint(0, vocab, (STEPS, 2, 12), generator=g)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=LR, betas=BETAS, eps=EPS)
+    losses = []
+    for s in range(STEPS):
+        opt.zero_grad()
+        out = model(input_ids=batches[s], labels=batches[s])
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    save_file({"input_ids": batches.contiguous(), "loss": torch.tensor(losses, dtype=torch.float32)},
+              str(d / "adamw20.safetensors"),
+              metadata={"lr": str(LR), "beta1": str(BETAS[0]), "beta2": str(BETAS[1]), "eps": str(EPS),
+                        "weight_decay": str(WD), "steps": str(STEPS)})
+    print(f"llama AdamW x{STEPS}: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 
 if __name__ == "__main__":
