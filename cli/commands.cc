@@ -81,11 +81,51 @@ const std::vector<Command> kCommands = {
        app.add_flag("--verbose", f->verbose, "One line per request on stderr");
        return std::function<int()>([f] { return run_serve(*f); });
      }},
-    {"train", "Pretrain or continue training a model from a config file",
+    {"train", "Train a model on prepared data (AdamW, warmup + cosine, checkpoints, resume, export)",
      [](CLI::App& app) {
-       static std::string config;
-       app.add_option("--config", config, "Training config (TOML, YAML or JSON); flags override it");
-       return not_built("train", "the training work (issue: pretraining and full fine-tuning)");
+       auto c = std::make_shared<TrainCli>();
+       app.add_option("--config", c->config, "Training config (JSON: the long flag names below with _); flags override it");
+       struct Flag {
+         const char* name;
+         const char* help;
+       };
+       static const Flag kFlags[] = {
+           {"model", "Model to start from: GGUF file or Hugging Face folder (default: the installed SmolLM2)"},
+           {"data", "Prepared data folder (llmkit data prepare)"},
+           {"out", "Run folder: checkpoints/, metrics.jsonl, loss.svg, export/"},
+           {"seq-len", "Tokens per sequence (default 256)"},
+           {"batch", "Sequences per micro-batch (default 4)"},
+           {"grad-accum", "Micro-batches per optimizer step (default 1)"},
+           {"steps", "Optimizer steps in all (default 100)"},
+           {"warmup", "Linear warmup steps (default 10)"},
+           {"lr", "Peak learning rate (default 3e-4)"},
+           {"min-lr-ratio", "Final LR as a fraction of the peak (default 0.1)"},
+           {"schedule", "cosine | linear | constant after the warmup (default cosine)"},
+           {"weight-decay", "AdamW decoupled weight decay on matrices (default 0.1)"},
+           {"beta1", "AdamW beta1 (default 0.9)"},
+           {"beta2", "AdamW beta2 (default 0.95)"},
+           {"eps", "AdamW epsilon (default 1e-8)"},
+           {"clip", "Clip gradients to this global norm; 0 = off (default 1.0)"},
+           {"eval-every", "Validation loss every N steps; 0 = off (default 50)"},
+           {"eval-batches", "Validation micro-batches (default 4)"},
+           {"save-every", "Checkpoint every N steps (and at the end) (default 100)"},
+           {"keep", "Checkpoints kept; 0 = all (default 3)"},
+           {"seed", "Seed of the data order (default 1234)"},
+           {"resume", "true: continue from the newest checkpoint in the run folder (default)"},
+           {"export-model", "true: write export/hf and export/model.gguf at the end (default)"},
+       };
+       auto store = std::make_shared<std::vector<std::string>>(std::size(kFlags));
+       for (size_t i = 0; i < std::size(kFlags); ++i) app.add_option(std::string("--") + kFlags[i].name, (*store)[i], kFlags[i].help);
+       return std::function<int()>([c, store, &app] {
+         for (size_t i = 0; i < std::size(kFlags); ++i) {
+           if (app.count(std::string("--") + kFlags[i].name) == 0) continue;
+           std::string key = kFlags[i].name;
+           for (char& ch : key)
+             if (ch == '-') ch = '_';
+           c->overrides.emplace_back(key, (*store)[i]);
+         }
+         return run_train(*c);
+       });
      }},
     {"data", "Prepare training data: tokenize a text or JSONL corpus into token shards",
      [](CLI::App& app) {

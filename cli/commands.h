@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -61,5 +63,11 @@ int run_bench(const std::string& model, int p, int n, const std::vector<int>& th
 int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
 int run_data_prepare(const DataPrepareOptions& opt);  // cmd_data.cc
+// cmd_train.cc: the config file and the flags given on the command line (name -> value text).
+struct TrainCli {
+  std::string config;
+  std::vector<std::pair<std::string, std::string>> overrides;
+};
+int run_train(const TrainCli& c);
 
 }  // namespace llmkit::cli

@@ -1,0 +1,356 @@
+// The training loop; see trainer.h.
+#include "llmkit/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "llmkit/base/check.h"
+#include "llmkit/io/atomic_write.h"
+#include "llmkit/io/safetensors.h"
+#include "llmkit/models/arch_table.h"
+#include "llmkit/models/convert.h"
+#include "llmkit/models/weight_transforms.h"
+#include "llmkit/train/checkpoint.h"
+#include "llmkit/train/data.h"
+#include "llmkit/train/model.h"
+
+namespace llmkit::train {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Point {
+  int64_t step;
+  double loss;
+};
+
+// A loss curve a person can look at: train loss as a line, validation loss as dots, axes with
+// the step and loss ranges. Plain SVG, no external assets.
+std::string loss_svg(const std::vector<Point>& train, const std::vector<Point>& val) {
+  const double W = 640, H = 360, L = 60, R = 20, T = 20, B = 40;
+  int64_t s0 = 0, s1 = 1;
+  double lo = 1e300, hi = -1e300;
+  for (const auto* v : {&train, &val})
+    for (const Point& p : *v) {
+      s1 = std::max(s1, p.step);
+      lo = std::min(lo, p.loss);
+      hi = std::max(hi, p.loss);
+    }
+  if (!(hi > lo)) lo -= 1, hi += 1;
+  auto x = [&](int64_t s) { return L + (W - L - R) * static_cast<double>(s - s0) / static_cast<double>(s1 - s0); };
+  auto y = [&](double v) { return T + (H - T - B) * (hi - v) / (hi - lo); };
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(1);
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" font-family=\"sans-serif\" "
+    << "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    << "<line x1=\"" << L << "\" y1=\"" << H - B << "\" x2=\"" << W - R << "\" y2=\"" << H - B << "\" stroke=\"black\"/>\n"
+    << "<line x1=\"" << L << "\" y1=\"" << T << "\" x2=\"" << L << "\" y2=\"" << H - B << "\" stroke=\"black\"/>\n";
+  o.precision(3);
+  o << "<text x=\"" << L - 4 << "\" y=\"" << T + 4 << "\" text-anchor=\"end\">" << hi << "</text>\n"
+    << "<text x=\"" << L - 4 << "\" y=\"" << H - B << "\" text-anchor=\"end\">" << lo << "</text>\n";
+  o.precision(1);
+  o << "<text x=\"" << L << "\" y=\"" << H - B + 16 << "\">" << s0 << "</text>\n"
+    << "<text x=\"" << W - R << "\" y=\"" << H - B + 16 << "\" text-anchor=\"end\">" << s1 << "</text>\n"
+    << "<text x=\"" << (W + L) / 2 << "\" y=\"" << H - 6 << "\" text-anchor=\"middle\">step</text>\n"
+    << "<text x=\"14\" y=\"" << (H - B + T) / 2 << "\" transform=\"rotate(-90 14 " << (H - B + T) / 2
+    << ")\" text-anchor=\"middle\">loss</text>\n";
+  if (!train.empty()) {
+    o << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"";
+    for (const Point& p : train) o << x(p.step) << "," << y(p.loss) << " ";
+    o << "\"/>\n";
+  }
+  for (const Point& p : val) o << "<circle cx=\"" << x(p.step) << "\" cy=\"" << y(p.loss) << "\" r=\"3\" fill=\"#d62728\"/>\n";
+  o << "<text x=\"" << W - R - 150 << "\" y=\"" << T + 12 << "\" fill=\"#1f77b4\">train loss</text>\n"
+    << "<text x=\"" << W - R - 70 << "\" y=\"" << T + 12 << "\" fill=\"#d62728\">validation</text>\n</svg>\n";
+  return o.str();
+}
+
+std::vector<std::vector<int32_t>> rows(const std::vector<int32_t>& buf, int64_t batch, int64_t len) {
+  std::vector<std::vector<int32_t>> r(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) r[static_cast<size_t>(b)].assign(buf.begin() + b * len, buf.begin() + (b + 1) * len);
+  return r;
+}
+
+// out/export/hf (the source's config and tokenizer with the trained weights, in Hugging Face names
+// and layout) and out/export/model.gguf converted from it.
+std::string export_model(TrainModel& m, const std::string& source, const fs::path& out) {
+  const fs::path dir = out / "export", tmp = out / "export.tmp", hf = tmp / "hf";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  if (fs::is_directory(source)) {
+    fs::create_directories(hf);
+    for (const auto& e : fs::directory_iterator(source)) {
+      const std::string n = e.path().filename().string();
+      if (e.is_regular_file() && n.find(".safetensors") == std::string::npos && n.find(".bin") == std::string::npos)
+        fs::copy_file(e.path(), hf / n);
+    }
+  } else {
+    models::ConvertOptions co;
+    co.type = DType::kF32;
+    models::convert_model(source, hf.string(), co);
+    for (const auto& e : fs::directory_iterator(hf))
+      if (e.path().filename().string().find(".safetensors") != std::string::npos) fs::remove(e.path());
+  }
+  const models::ModelConfig& cfg = m.config();
+  const models::ArchInfo& arch = models::arch_info(cfg.family);
+  io::SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (const auto& e : m.params().entries()) {
+    const auto mapped = models::gguf_to_hf_name(arch, e.name, cfg.gated_mlp);
+    LLMKIT_CHECK(mapped.has_value(), kUnsupported, "parameter '", e.name, "' has no Hugging Face name to export under");
+    w.add_tensor(mapped->name, models::apply_transform(mapped->transform, cfg, e.var.value(), false, mapped->name).clone());
+  }
+  w.write((hf / "model.safetensors").string());
+  models::convert_model(hf.string(), (tmp / "model.gguf").string(), models::ConvertOptions{});
+  fs::remove_all(dir, ec);
+  fs::rename(tmp, dir);
+  io::fsync_dir(out.string());
+  return (dir / "model.gguf").string();
+}
+
+}  // namespace
+
+double lr_at(const TrainOptions& o, int64_t step) {
+  if (o.warmup > 0 && step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  const double lo = o.lr * o.min_lr_ratio;
+  const int64_t span = std::max<int64_t>(1, o.steps - 1 - o.warmup);
+  const double t = std::min(1.0, static_cast<double>(step - o.warmup) / static_cast<double>(span));
+  if (o.schedule == "cosine") return lo + (o.lr - lo) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t));
+  if (o.schedule == "linear") return o.lr + (lo - o.lr) * t;
+  return o.lr;
+}
+
+TrainResult train_model(const TrainOptions& o, const std::function<void(const StepInfo&)>& on_step) {
+  LLMKIT_CHECK(o.seq_len >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.steps >= 1, kInvalidArgument,
+               "seq_len (", o.seq_len, "), batch (", o.batch, "), grad_accum (", o.grad_accum, ") and steps (", o.steps,
+               ") must all be >= 1");
+  LLMKIT_CHECK(o.lr > 0 && std::isfinite(o.lr), kInvalidArgument, "--lr ", o.lr, " must be a positive number");
+  LLMKIT_CHECK(o.warmup >= 0 && o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, kInvalidArgument, "--warmup ", o.warmup,
+               " must be >= 0 and --min-lr-ratio ", o.min_lr_ratio, " in [0, 1]");
+  LLMKIT_CHECK(o.schedule == "cosine" || o.schedule == "linear" || o.schedule == "constant", kInvalidArgument,
+               "--schedule '", o.schedule, "' must be cosine, linear or constant");
+  LLMKIT_CHECK(o.clip >= 0 && o.eval_every >= 0 && o.save_every >= 0 && o.keep >= 0, kInvalidArgument,
+               "--clip, --eval-every, --save-every and --keep must be >= 0");
+  LLMKIT_CHECK(!o.out.empty(), kInvalidArgument, "no run folder given (--out)");
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path out(o.out), ckdir = out / "checkpoints";
+  fs::create_directories(out);
+
+  const models::Weights weights = models::Weights::open(o.model);
+  auto model = TrainModel::from_weights(weights);
+  ag::ParamStore& ps = model->params();
+  const TokenData train_data = TokenData::open(o.data, "train");
+  LLMKIT_CHECK(train_data.n_vocab() <= model->config().n_vocab, kInvalidArgument, "the data was tokenized with a ",
+               train_data.n_vocab(), "-token vocabulary but the model has ", model->config().n_vocab,
+               " tokens: prepare the data with this model's tokenizer (-m)");
+  LLMKIT_CHECK(o.seq_len <= model->config().n_ctx, kInvalidArgument, "--seq-len ", o.seq_len, " exceeds the model's ",
+               model->config().n_ctx, " positions");
+  BatchSampler sampler(train_data, o.seq_len, o.batch, o.seed);
+  TokenData val_data = TokenData::open(o.data, "val");
+  const bool can_eval = o.eval_every > 0 && val_data.n_tokens() >= o.seq_len + 1;
+
+  TrainResult r;
+  for (const auto& e : ps.entries()) r.n_params += e.numel;
+  std::vector<Point> train_pts, val_pts;
+  if (o.resume) {
+    const std::string last = latest_checkpoint(ckdir.string());
+    if (!last.empty()) {
+      CheckpointState st = load_checkpoint(last, ps);
+      sampler.restore(st.data);
+      r.start_step = st.step;
+      r.last_checkpoint = last;
+    }
+  }
+  // Metrics of the steps this run keeps (a crashed run may have logged past its last checkpoint).
+  const fs::path metrics = out / "metrics.jsonl";
+  {
+    std::vector<std::string> keep_lines;
+    std::ifstream in(metrics);
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || j.value("step", int64_t{0}) > r.start_step) continue;
+      train_pts.push_back({j.value("step", int64_t{0}), j.value("loss", 0.0)});
+      if (j.contains("val_loss")) val_pts.push_back({j.value("step", int64_t{0}), j["val_loss"].get<double>()});
+      keep_lines.push_back(line);
+    }
+    std::string text;
+    for (const auto& l : keep_lines) text += l + "\n";
+    io::write_text_atomically(metrics.string(), text);
+  }
+  std::FILE* mf = std::fopen(metrics.string().c_str(), "a");
+  LLMKIT_CHECK(mf != nullptr, kIo, "cannot append to ", metrics.string());
+
+  ag::AdamWConfig acfg;
+  acfg.beta1 = static_cast<float>(o.beta1);
+  acfg.beta2 = static_cast<float>(o.beta2);
+  acfg.eps = static_cast<float>(o.eps);
+  acfg.weight_decay = static_cast<float>(o.weight_decay);
+  std::vector<int32_t> buf(static_cast<size_t>(o.batch * (o.seq_len + 1)));
+  const int64_t tokens_per_step = o.batch * o.seq_len * o.grad_accum;
+  auto t_last = std::chrono::steady_clock::now();
+  bool first = true;
+  try {
+    for (int64_t step = r.start_step; step < o.steps; ++step) {
+      ps.zero_grad();
+      double loss_sum = 0;
+      for (int64_t a = 0; a < o.grad_accum; ++a) {
+        sampler.next(buf.data());
+        ag::Var loss = model->loss(rows(buf, o.batch, o.seq_len + 1));
+        const double lv = loss.value().data<float>()[0];
+        LLMKIT_CHECK(std::isfinite(lv), kInvalidArgument, "step ", step + 1, ": the loss is ", lv,
+                     "; lower --lr or raise --warmup (the last checkpoint is intact)");
+        loss_sum += lv;
+        ag::backward(o.grad_accum > 1 ? ag::scale(loss, 1.0f / static_cast<float>(o.grad_accum)) : loss);
+      }
+      const double norm = o.clip > 0 ? ps.clip_grad_norm(o.clip) : ps.grad_norm();
+      LLMKIT_CHECK(std::isfinite(norm), kInvalidArgument, "step ", step + 1, ": the gradient norm is ", norm,
+                   "; lower --lr or set --clip (the last checkpoint is intact)");
+      const double lr = lr_at(o, step);
+      acfg.lr = static_cast<float>(lr);
+      ps.step_adamw(acfg);
+
+      StepInfo si;
+      si.step = step + 1;
+      si.steps = o.steps;
+      si.loss = loss_sum / static_cast<double>(o.grad_accum);
+      si.lr = lr;
+      si.grad_norm = norm;
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - t_last).count();
+      t_last = now;
+      si.tokens_per_s = dt > 0 ? static_cast<double>(tokens_per_step) / dt : 0;
+      si.eta_s = dt * static_cast<double>(o.steps - step - 1);
+      if (first) r.first_loss = si.loss, first = false;
+      r.last_loss = si.loss;
+      train_pts.push_back({si.step, si.loss});
+      if (can_eval && (si.step % o.eval_every == 0 || si.step == o.steps)) {
+        ag::NoGrad ng;
+        BatchSampler vs(val_data, o.seq_len, o.batch, 0, /*shuffle=*/false);
+        const int64_t n = std::max<int64_t>(1, std::min(o.eval_batches, vs.windows_per_epoch() / o.batch));
+        double vsum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          vs.next(buf.data());
+          vsum += model->loss(rows(buf, o.batch, o.seq_len + 1)).value().data<float>()[0];
+        }
+        si.val_loss = vsum / static_cast<double>(n);
+        r.last_val_loss = si.val_loss;
+        val_pts.push_back({si.step, si.val_loss});
+      }
+      json line = {{"step", si.step}, {"loss", si.loss}, {"lr", si.lr}, {"grad_norm", si.grad_norm},
+                   {"tokens", si.step * tokens_per_step}, {"tokens_per_s", si.tokens_per_s}};
+      if (std::isfinite(si.val_loss)) line["val_loss"] = si.val_loss;
+      std::fprintf(mf, "%s\n", line.dump().c_str());
+      std::fflush(mf);
+      if ((o.save_every > 0 && si.step % o.save_every == 0) || si.step == o.steps) {
+        CheckpointState st;
+        st.step = si.step;
+        st.data = sampler.state();
+        st.lr = lr;
+        st.config_json = json{{"model", o.model}, {"data", o.data}, {"seq_len", o.seq_len}, {"batch", o.batch},
+                              {"grad_accum", o.grad_accum}, {"steps", o.steps}, {"lr", o.lr}, {"schedule", o.schedule}}
+                             .dump();
+        r.last_checkpoint = save_checkpoint(ckdir.string(), ps, st, o.keep);
+        const std::string svg = loss_svg(train_pts, val_pts);
+        io::write_text_atomically((fs::path(r.last_checkpoint) / "loss.svg").string(), svg);
+        io::write_text_atomically((out / "loss.svg").string(), svg);
+        si.saved = true;
+      }
+      if (on_step) on_step(si);
+    }
+  } catch (...) {
+    std::fclose(mf);
+    throw;
+  }
+  std::fclose(mf);
+  r.steps = o.steps;
+  if (o.export_model) r.export_gguf = export_model(*model, o.model, out);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace llmkit::train
+
+// ---- public API (include/llmkit/train.h) ----------------------------------------------------------
+namespace llmkit {
+
+TrainConfig train_config_from_json(const std::string& json_text) {
+  using nlohmann::json;
+  json j = json::parse(json_text, nullptr, false);
+  LLMKIT_CHECK(!j.is_discarded() && j.is_object(), kInvalidArgument, "the training config is not a JSON object");
+  TrainConfig c;
+  for (const auto& [k, v] : j.items()) {
+    auto num = [&](auto* field) {
+      LLMKIT_CHECK(v.is_number(), kInvalidArgument, "config key '", k, "' must be a number, got ", v.dump());
+      *field = v.get<std::remove_pointer_t<decltype(field)>>();
+    };
+    auto str = [&](std::string* field) {
+      LLMKIT_CHECK(v.is_string(), kInvalidArgument, "config key '", k, "' must be a string, got ", v.dump());
+      *field = v.get<std::string>();
+    };
+    auto flag = [&](bool* field) {
+      LLMKIT_CHECK(v.is_boolean(), kInvalidArgument, "config key '", k, "' must be true or false, got ", v.dump());
+      *field = v.get<bool>();
+    };
+    if (k == "model") str(&c.model);
+    else if (k == "data") str(&c.data);
+    else if (k == "out") str(&c.out);
+    else if (k == "schedule") str(&c.schedule);
+    else if (k == "seq_len") num(&c.seq_len);
+    else if (k == "batch") num(&c.batch);
+    else if (k == "grad_accum") num(&c.grad_accum);
+    else if (k == "steps") num(&c.steps);
+    else if (k == "warmup") num(&c.warmup);
+    else if (k == "lr") num(&c.lr);
+    else if (k == "min_lr_ratio") num(&c.min_lr_ratio);
+    else if (k == "weight_decay") num(&c.weight_decay);
+    else if (k == "beta1") num(&c.beta1);
+    else if (k == "beta2") num(&c.beta2);
+    else if (k == "eps") num(&c.eps);
+    else if (k == "clip") num(&c.clip);
+    else if (k == "eval_every") num(&c.eval_every);
+    else if (k == "eval_batches") num(&c.eval_batches);
+    else if (k == "save_every") num(&c.save_every);
+    else if (k == "keep") num(&c.keep);
+    else if (k == "seed") num(&c.seed);
+    else if (k == "resume") flag(&c.resume);
+    else if (k == "export_model") flag(&c.export_model);
+    else LLMKIT_CHECK(false, kInvalidArgument, "unknown training config key '", k, "'");
+  }
+  return c;
+}
+
+TrainPlan plan_training(const TrainConfig& c) {
+  const models::Weights w = models::Weights::open(c.model.empty() ? std::string() : c.model);
+  const models::ModelConfig& m = w.config();
+  TrainPlan p;
+  for (const auto& [name, t] : w.all()) p.n_params += t.numel();
+  p.tokens_per_step = c.batch * c.seq_len * c.grad_accum;
+  p.weight_bytes = 4.0 * static_cast<double>(p.n_params);
+  p.grad_bytes = p.weight_bytes;
+  p.optimizer_bytes = 2.0 * p.weight_bytes;
+  // What the tape holds per token of a micro-batch: per layer the norm outputs, q/k/v (and their
+  // rotated copies), attention output, projections and the MLP's gate, up and product (F32), plus
+  // the logits and their softmax.
+  const double per_layer = 6.0 * static_cast<double>(m.d_model) +
+                           3.0 * static_cast<double>((m.n_heads + 2 * m.n_kv_heads) * m.head_dim) +
+                           4.0 * static_cast<double>(m.d_ff);
+  p.activation_bytes = 4.0 * static_cast<double>(c.batch * c.seq_len) *
+                       (static_cast<double>(m.n_layers) * per_layer + 2.0 * static_cast<double>(m.n_vocab));
+  p.total_bytes = p.weight_bytes + p.grad_bytes + p.optimizer_bytes + p.activation_bytes;
+  return p;
+}
+
+TrainSummary run_training(const TrainConfig& c, const std::function<void(const TrainProgress&)>& on_step) {
+  return train::train_model(c, on_step);
+}
+
+}  // namespace llmkit

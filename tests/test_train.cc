@@ -1,0 +1,204 @@
+// The training loop: the LR schedule; a run that learns a repeating token pattern (loss falls,
+// validation evaluated, metrics.jsonl and loss.svg written); a run stopped and resumed from its
+// checkpoint ends with bitwise the parameters of an uninterrupted one; NaN is caught and named by
+// step; the exported GGUF loads in the inference engine and gives the trained model's loss.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "llmkit/error.h"
+#include "llmkit/models/transformer.h"
+#include "llmkit/train/checkpoint.h"
+#include "llmkit/train/model.h"
+#include "llmkit/train/trainer.h"
+
+namespace llmkit {
+namespace {
+
+namespace fs = std::filesystem;
+using train::TrainOptions;
+
+const std::string kModel = std::string(LLMKIT_TESTDATA_DIR) + "/tiny/llama";
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("llmkit_test_train_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// A prepared data folder (the format of include/llmkit/data.h) holding a token pattern with period
+// 7 over ids 3..9: learnable in a few steps.
+std::string pattern_data(const fs::path& dir) {
+  const fs::path d = dir / "data";
+  fs::create_directories(d);
+  auto shard = [&](const char* name, int64_t n) {
+    std::ofstream f(d / name, std::ios::binary);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t t = static_cast<uint16_t>(3 + (i * 3) % 7);
+      f.write(reinterpret_cast<const char*>(&t), 2);
+    }
+  };
+  shard("train-00000.bin", 4000);
+  shard("val-00000.bin", 400);
+  std::ofstream(d / "index.json") << R"({"format": "llmkit-tokens-v1", "n_vocab": 64, "token_bytes": 2, "separator": 2,
+    "train": [{"file": "train-00000.bin", "tokens": 4000}], "val": [{"file": "val-00000.bin", "tokens": 400}]})";
+  return d.string();
+}
+
+TrainOptions options(const fs::path& dir) {
+  TrainOptions o;
+  o.model = kModel;
+  o.data = pattern_data(dir);
+  o.out = (dir / "run").string();
+  o.seq_len = 16;
+  o.batch = 2;
+  o.steps = 12;
+  o.warmup = 2;
+  o.lr = 1e-2;
+  o.eval_every = 4;
+  o.eval_batches = 2;
+  o.save_every = 6;
+  o.export_model = false;
+  return o;
+}
+
+TEST(Train, LearningRateScheduleWarmsUpThenDecays) {
+  TrainOptions o;
+  o.lr = 1.0;
+  o.steps = 11;
+  o.warmup = 2;
+  o.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(train::lr_at(o, 0), 0.5);
+  EXPECT_DOUBLE_EQ(train::lr_at(o, 1), 1.0);
+  EXPECT_DOUBLE_EQ(train::lr_at(o, 2), 1.0);   // cosine starts at the peak
+  EXPECT_NEAR(train::lr_at(o, 10), 0.1, 1e-12);  // and ends at lr x min_lr_ratio
+  EXPECT_NEAR(train::lr_at(o, 6), 0.55, 1e-12);  // halfway: the mean
+  o.schedule = "linear";
+  EXPECT_NEAR(train::lr_at(o, 6), 0.55, 1e-12);
+  EXPECT_NEAR(train::lr_at(o, 4), 0.775, 1e-12);
+  o.schedule = "constant";
+  EXPECT_DOUBLE_EQ(train::lr_at(o, 9), 1.0);
+}
+
+TEST(Train, LearnsAPatternAndWritesMetricsPlotAndCheckpoints) {
+  const fs::path dir = temp_dir("learn");
+  TrainOptions o = options(dir);
+  o.steps = 30;
+  o.save_every = 10;
+  o.keep = 2;
+  int calls = 0;
+  train::TrainResult r = train::train_model(o, [&](const train::StepInfo& s) {
+    ++calls;
+    EXPECT_TRUE(std::isfinite(s.loss));
+    EXPECT_GT(s.lr, 0);
+  });
+  EXPECT_EQ(calls, 30);
+  EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  EXPECT_TRUE(std::isfinite(r.last_val_loss));
+  EXPECT_LT(r.last_val_loss, 0.5 * r.first_loss);
+  std::ifstream m(fs::path(o.out) / "metrics.jsonl");
+  int lines = 0, with_val = 0;
+  for (std::string l; std::getline(m, l); ++lines) with_val += l.find("val_loss") != std::string::npos;
+  EXPECT_EQ(lines, 30);
+  EXPECT_EQ(with_val, 30 / 4 + 1);  // every 4 steps and the last
+  std::ifstream svg(fs::path(o.out) / "loss.svg");
+  const std::string s((std::istreambuf_iterator<char>(svg)), {});
+  EXPECT_NE(s.find("<svg"), std::string::npos);
+  EXPECT_NE(s.find("<polyline"), std::string::npos);
+  EXPECT_NE(s.find("<circle"), std::string::npos);
+  const auto cks = train::list_checkpoints((fs::path(o.out) / "checkpoints").string());
+  ASSERT_EQ(cks.size(), 2u);  // steps 20 and 30 (keep 2)
+  EXPECT_TRUE(fs::exists(fs::path(cks.back()) / "loss.svg"));
+  fs::remove_all(dir);
+}
+
+TEST(Train, ResumedRunEndsBitwiseWhereAnUninterruptedOneDoes) {
+  const fs::path dir = temp_dir("resume");
+  TrainOptions straight = options(dir);
+  straight.out = (dir / "straight").string();
+  train::train_model(straight);
+  // The same run dies right after its step-6 checkpoint (and after logging step 7's metrics would
+  // have been the same), then is started again with the same options: it resumes at step 6.
+  TrainOptions a = options(dir);
+  a.out = (dir / "resumed").string();
+  struct Crash {};
+  EXPECT_THROW(train::train_model(a, [](const train::StepInfo& s) {
+                 if (s.step == 6) throw Crash{};
+               }),
+               Crash);
+  train::TrainResult r = train::train_model(a);
+  EXPECT_EQ(r.start_step, 6);
+  auto load = [](const std::string& run) {
+    std::ifstream f(train::latest_checkpoint(run + "/checkpoints") + "/model.safetensors", std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  };
+  const std::string s1 = load(straight.out), s2 = load(a.out);
+  ASSERT_GT(s1.size(), 1000u);
+  EXPECT_TRUE(s1 == s2) << "the resumed run's parameters differ from the uninterrupted run's";
+  std::ifstream m1(fs::path(straight.out) / "metrics.jsonl"), m2(fs::path(a.out) / "metrics.jsonl");
+  auto lines = [](std::ifstream& f) {
+    std::vector<std::string> v;
+    for (std::string l; std::getline(f, l);) v.push_back(l.substr(0, l.find("\"tokens_per_s\"")));
+    return v;
+  };
+  EXPECT_EQ(lines(m1), lines(m2)) << "metrics of the resumed run differ (losses, lr, norms)";
+  fs::remove_all(dir);
+}
+
+TEST(Train, NanIsCaughtAndNamedByStep) {
+  const fs::path dir = temp_dir("nan");
+  TrainOptions o = options(dir);
+  o.lr = 1e30;  // the first update blows the weights up
+  o.warmup = 0;
+  o.clip = 0;
+  try {
+    train::train_model(o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 2"), std::string::npos) << e.what();
+  }
+  o.lr = -1;
+  EXPECT_THROW(train::train_model(o), Error);
+  fs::remove_all(dir);
+}
+
+TEST(Train, ExportedGgufLoadsAndGivesTheTrainedLoss) {
+  const fs::path dir = temp_dir("export");
+  TrainOptions o = options(dir);
+  o.steps = 8;
+  o.export_model = true;
+  train::TrainResult r = train::train_model(o);
+  ASSERT_TRUE(fs::exists(r.export_gguf));
+  EXPECT_TRUE(fs::exists(fs::path(o.out) / "export" / "hf" / "config.json"));
+  // The trained weights (from the last checkpoint) and the exported GGUF give the same loss on
+  // one sequence of the pattern, through two different engines.
+  std::vector<int32_t> seq;
+  for (int i = 0; i < 16; ++i) seq.push_back(3 + (i * 3) % 7);
+  auto tm = train::TrainModel::from_weights(models::Weights::open(kModel));
+  train::load_checkpoint(r.last_checkpoint, tm->params());
+  ag::NoGrad ng;
+  const double want = tm->loss({seq}).value().data<float>()[0];
+  auto inf = models::Transformer::load(r.export_gguf);
+  models::KVCache cache = inf->new_cache(16);
+  Tensor logits = inf->forward(seq, cache, 16);  // [16, V]
+  double nll = 0;
+  for (int t = 0; t + 1 < 16; ++t) {
+    const float* row = logits.data<float>() + t * logits.dim(1);
+    double mx = row[0], sum = 0;
+    for (int64_t v = 0; v < logits.dim(1); ++v) mx = std::max<double>(mx, row[v]);
+    for (int64_t v = 0; v < logits.dim(1); ++v) sum += std::exp(row[v] - mx);
+    nll += -(row[seq[static_cast<size_t>(t + 1)]] - mx - std::log(sum));
+  }
+  EXPECT_NEAR(nll / 15, want, 1e-4 * want);
+  EXPECT_LT(want, 0.8 * r.first_loss) << "the exported model did not learn";
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace llmkit
