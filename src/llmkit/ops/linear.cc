@@ -1,5 +1,6 @@
 // Ops for matmul (every weight dtype, BF16 mixed precision), element-wise arithmetic, bias rows and
 // embedding lookups, forward and backward. Shapes: x [..., K] is treated as [M = rows, K].
+#include <algorithm>
 #include <cstring>
 
 #include "llmkit/base/thread_pool.h"
@@ -58,6 +59,47 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
   // the harness has cases for it. The threshold (~1M multiply-adds, ~1 ms scalar) keeps small products
   // off the pool.
   const bool threaded = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 20);
+  // Training-sized products (kCpu, >= 16M multiply-adds) run as forward GEMMs over transposed
+  // copies: dx = dy . (w^T)^T and dw = dy^T . (x^T)^T, so the packed SIMD GEMM of the forward does
+  // the work (the reference loops are axpy sweeps bound by L2). The copies cost O(MN + NK + MK)
+  // against the O(MNK) product. Results equal the reference to float rounding (the op harness and
+  // the PyTorch gradient tests bound them), not bitwise.
+  const bool gemm = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 24) && is_float(w.dtype());
+  if (gemm) {
+    const KernelTable& kt = active_table();
+    auto transpose = [](const float* src, int64_t rows, int64_t cols) {  // [rows, cols] -> [cols, rows]
+      Tensor t = Tensor::empty({cols, rows}, DType::kF32);
+      float* d = t.data<float>();
+      constexpr int64_t kB = 32;
+      for (int64_t r0 = 0; r0 < rows; r0 += kB)
+        for (int64_t c0 = 0; c0 < cols; c0 += kB)
+          for (int64_t r = r0; r < std::min(rows, r0 + kB); ++r)
+            for (int64_t c = c0; c < std::min(cols, c0 + kB); ++c) d[c * rows + r] = src[r * cols + c];
+      return t;
+    };
+    auto add_into = [](float* g, const Tensor& t) {
+      const float* a = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i) g[i] += a[i];
+    };
+    if (dx) {
+      float* g = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx");
+      const Tensor wt = transpose(to_f32(w).contiguous().data<float>(), N, K);  // [K, N]
+      Tensor tmp = Tensor::empty({M, K}, DType::kF32);
+      kt.matmul(dy.data<float>(), wt.data<float>(), DType::kF32, tmp.data<float>(), M, K, N);
+      add_into(g, tmp);
+    }
+    if (dw) {
+      Tensor x = f32_in(x_, "matmul_backward", "x");
+      LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
+                   " does not match dy ", dy.shape().str(), " and w ", w.shape().str());
+      float* g = grad_out(dw, w.shape(), "matmul_backward", "dw");
+      const Tensor dyt = transpose(dy.data<float>(), M, N), xt = transpose(x.data<float>(), M, K);  // [N, M], [K, M]
+      Tensor tmp = Tensor::empty({N, K}, DType::kF32);
+      kt.matmul(dyt.data<float>(), xt.data<float>(), DType::kF32, tmp.data<float>(), N, K, M);
+      add_into(g, tmp);
+    }
+    return;
+  }
   auto rows = [&](int64_t n_rows, auto fn) {
     if (threaded)
       ThreadPool::global().parallel_for(n_rows, 1, fn);
