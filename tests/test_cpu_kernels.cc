@@ -20,6 +20,7 @@
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/error.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
+#include "llmkit/kernels/ref/ops.h"
 #include "llmkit/kernels/ref/quant.h"
 #include "llmkit/kernels/kernel_table.h"
 #include "llmkit/tensor/half.h"
@@ -95,7 +96,7 @@ TEST(CpuTargets, ListIsStableAndSelectable) {
 TEST(CpuTargets, EveryEntryFilled) {
   const KernelTable& t = cpu_table();
   EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm &&
-              t.softmax && t.attention);
+              t.softmax && t.attention && t.gemm);
 }
 
 struct Shape { int64_t M, N, K; };
@@ -146,6 +147,59 @@ TEST_P(CpuKernels, MatmulFloatWeights) {
         std::vector<float> y(static_cast<size_t>(s.M * s.N), std::nanf(""));
         cpu_table().matmul(x.data(), w, wt, y.data(), s.M, s.N, s.K);
         check_matmul(x.data(), wexact, w, wt, s.M, s.N, s.K, y.data(), dtype_name(wt));
+      }
+    }
+  }
+  ThreadPool::set_global_threads(2);
+}
+
+// The strided GEMM of the backward products against ref::gemm: every layout of A and B, F32/F16/BF16
+// B, padded strides (leading dimensions larger than the rows), overwrite and accumulate, 1 and 2
+// threads. Tolerance as check_matmul (plus the accumulated C).
+TEST_P(CpuKernels, GemmEveryLayout) {
+  for (int threads : {1, 2}) {
+    ThreadPool::set_global_threads(threads);
+    for (const Shape& s : kShapes) {
+      for (int layout = 0; layout < 4; ++layout) {
+        const bool a_t = layout & 1, b_kn = layout & 2;
+        for (DType bt : {DType::kF32, DType::kF16, DType::kBF16}) {
+          if (bt != DType::kF32 && layout != 2) continue;  // F16/BF16 B: the dx = dy . w case
+          const int64_t lda = (a_t ? s.M : s.K) + 3, ldb = (b_kn ? s.N : s.K) + 5, ldc = s.N + 2;
+          const auto a = rand_vec((a_t ? s.K : s.M) * lda, 11);
+          auto bf = rand_vec((b_kn ? s.K : s.N) * ldb, 12);
+          std::vector<uint16_t> bh;
+          if (bt != DType::kF32) {
+            bh.resize(bf.size());
+            for (size_t i = 0; i < bf.size(); ++i) {
+              bh[i] = bt == DType::kF16 ? f32_to_f16(bf[i]) : f32_to_bf16(bf[i]);
+              bf[i] = bt == DType::kF16 ? f16_to_f32(bh[i]) : bf16_to_f32(bh[i]);
+            }
+          }
+          for (bool accumulate : {false, true}) {
+            const auto c0 = rand_vec(s.M * ldc, 13);
+            std::vector<float> c = c0, want = c0;
+            ref::GemmArgs g;
+            g.M = s.M, g.N = s.N, g.K = s.K, g.a = a.data(), g.lda = lda, g.a_t = a_t;
+            g.b = bt == DType::kF32 ? static_cast<const void*>(bf.data()) : static_cast<const void*>(bh.data());
+            g.bt = bt, g.ldb = ldb, g.b_kn = b_kn, g.c = c.data(), g.ldc = ldc, g.accumulate = accumulate;
+            cpu_table().gemm(g);
+            g.c = want.data();
+            ref::gemm(g);
+            for (int64_t m = 0; m < s.M; ++m) {
+              for (int64_t n = 0; n < s.N; ++n) {
+                double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
+                for (int64_t k = 0; k < s.K; ++k)
+                  absdot += std::fabs(static_cast<double>(a_t ? a[k * lda + m] : a[m * lda + k]) *
+                                      (b_kn ? bf[k * ldb + n] : bf[n * ldb + k]));
+                ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
+                    << "M=" << s.M << " N=" << s.N << " K=" << s.K << " a_t=" << a_t << " b_kn=" << b_kn
+                    << " " << dtype_name(bt) << " accumulate=" << accumulate << " at m=" << m << " n=" << n;
+              }
+              // The padding between rows of C is never written.
+              for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
+            }
+          }
+        }
       }
     }
   }

@@ -18,6 +18,7 @@
 namespace llmkit {
 namespace ref {
 struct AttentionParams;       // kernels/ref/ops.h
+struct GemmArgs;              // kernels/ref/ops.h
 struct PagedAttentionParams;  // kernels/ref/ops.h
 }
 
@@ -29,6 +30,9 @@ struct KernelTable {
   // y[M,N] = x[M,K] . w[N,K]^T with BF16 inputs (raw uint16_t bits) and F32 accumulation/output:
   // the compute path of BF16 mixed-precision training.
   void (*matmul_bf16)(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) = nullptr;
+  // C (+)= op(A) . op(B) over strided operands (ref::GemmArgs, kernels/ref/ops.h): the backward
+  // products of training. Multi-threaded on the CPU table.
+  void (*gemm)(const ref::GemmArgs& g) = nullptr;
   // Element-wise over n values.
   void (*add)(const float* a, const float* b, float* y, int64_t n) = nullptr;
   void (*mul)(const float* a, const float* b, float* y, int64_t n) = nullptr;

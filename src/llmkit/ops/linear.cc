@@ -50,53 +50,36 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
   Tensor dy = f32_in(dy_, "matmul_backward", "dy");
   detail::last_dim(dy, N, "matmul_backward", "dy", "N");
   const int64_t M = dy.rows();
-  // Both products run on the reference kernels; on kCpu, large ones are split over the global thread
-  // pool by output rows (dx by m, dw by n), which keeps each element's summation order, so the result is
-  // bitwise the reference's. Rephrasing them as SIMD forward matmuls over transposed copies
-  // (dx = dy . (w^T)^T, dw = (dy^T) . (x^T)^T) was tried and measured slower (M=4 N=512 K=512: ~9.7 ms
-  // vs 1.6 ms), but on a 2-core VM at load average ~11, where the pool's threads also slow this split
-  // down; both need re-measuring on a quiet machine. A SIMD backward kernel belongs in the KernelTable;
-  // the harness has cases for it. The threshold (~1M multiply-adds, ~1 ms scalar) keeps small products
-  // off the pool.
+  // On kCpu, float weights run both products on the KernelTable's strided GEMM (packed SIMD, threaded):
+  // dx = dy . w reads w as a [K-major] B, dw = dy^T . x reads dy as a transposed A, so nothing is
+  // copied or transposed, and the products accumulate straight into the gradients. Results equal
+  // the reference to float rounding (the op harness and the PyTorch gradient tests bound them), not
+  // bitwise. Quantized weights (frozen bases) and the reference backend use the reference loops,
+  // split over the pool by output rows when large (~1M multiply-adds), which keeps the reference's
+  // summation order.
+  const bool gemm = current_backend() == Backend::kCpu && is_float(w.dtype()) && M * N * K >= (int64_t{1} << 16);
   const bool threaded = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 20);
-  // Training-sized products (kCpu, >= 16M multiply-adds) run as forward GEMMs over transposed
-  // copies: dx = dy . (w^T)^T and dw = dy^T . (x^T)^T, so the packed SIMD GEMM of the forward does
-  // the work (the reference loops are axpy sweeps bound by L2). The copies cost O(MN + NK + MK)
-  // against the O(MNK) product. Results equal the reference to float rounding (the op harness and
-  // the PyTorch gradient tests bound them), not bitwise.
-  const bool gemm = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 24) && is_float(w.dtype());
   if (gemm) {
     const KernelTable& kt = active_table();
-    auto transpose = [](const float* src, int64_t rows, int64_t cols) {  // [rows, cols] -> [cols, rows]
-      Tensor t = Tensor::empty({cols, rows}, DType::kF32);
-      float* d = t.data<float>();
-      constexpr int64_t kB = 32;
-      for (int64_t r0 = 0; r0 < rows; r0 += kB)
-        for (int64_t c0 = 0; c0 < cols; c0 += kB)
-          for (int64_t r = r0; r < std::min(rows, r0 + kB); ++r)
-            for (int64_t c = c0; c < std::min(cols, c0 + kB); ++c) d[c * rows + r] = src[r * cols + c];
-      return t;
-    };
-    auto add_into = [](float* g, const Tensor& t) {
-      const float* a = t.data<float>();
-      for (int64_t i = 0; i < t.numel(); ++i) g[i] += a[i];
-    };
+    const Tensor wc = w.contiguous();
     if (dx) {
-      float* g = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx");
-      const Tensor wt = transpose(to_f32(w).contiguous().data<float>(), N, K);  // [K, N]
-      Tensor tmp = Tensor::empty({M, K}, DType::kF32);
-      kt.matmul(dy.data<float>(), wt.data<float>(), DType::kF32, tmp.data<float>(), M, K, N);
-      add_into(g, tmp);
+      ref::GemmArgs g;
+      g.M = M, g.N = K, g.K = N;
+      g.a = dy.data<float>(), g.lda = N;
+      g.b = wc.raw(), g.bt = wc.dtype(), g.ldb = K, g.b_kn = true;
+      g.c = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx"), g.ldc = K, g.accumulate = true;
+      kt.gemm(g);
     }
     if (dw) {
       Tensor x = f32_in(x_, "matmul_backward", "x");
       LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
                    " does not match dy ", dy.shape().str(), " and w ", w.shape().str());
-      float* g = grad_out(dw, w.shape(), "matmul_backward", "dw");
-      const Tensor dyt = transpose(dy.data<float>(), M, N), xt = transpose(x.data<float>(), M, K);  // [N, M], [K, M]
-      Tensor tmp = Tensor::empty({N, K}, DType::kF32);
-      kt.matmul(dyt.data<float>(), xt.data<float>(), DType::kF32, tmp.data<float>(), N, K, M);
-      add_into(g, tmp);
+      ref::GemmArgs g;
+      g.M = N, g.N = K, g.K = M;
+      g.a = dy.data<float>(), g.lda = N, g.a_t = true;
+      g.b = x.data<float>(), g.bt = DType::kF32, g.ldb = K, g.b_kn = true;
+      g.c = grad_out(dw, w.shape(), "matmul_backward", "dw"), g.ldc = K, g.accumulate = true;
+      kt.gemm(g);
     }
     return;
   }

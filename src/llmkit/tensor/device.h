@@ -52,4 +52,10 @@ const DeviceBackend& device_backend(Device d);
 
 Allocator& cpu_allocator();
 
+// Keeps up to max_bytes of freed CPU blocks of 256 KiB or more for reuse by allocations of the same
+// size (0, the default, frees at once and releases what is cached). For loops that allocate the same
+// sizes every iteration (a training step); a process that calls it holds that much more memory.
+void set_cpu_allocator_cache(size_t max_bytes);
+size_t cpu_allocator_cached_bytes();
+
 }  // namespace llmkit

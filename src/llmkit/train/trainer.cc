@@ -16,6 +16,7 @@
 #include "llmkit/models/arch_table.h"
 #include "llmkit/models/convert.h"
 #include "llmkit/models/weight_transforms.h"
+#include "llmkit/tensor/device.h"
 #include "llmkit/train/checkpoint.h"
 #include "llmkit/train/data.h"
 #include "llmkit/train/model.h"
@@ -145,6 +146,12 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   const fs::path out(o.out), ckdir = out / "checkpoints";
   fs::create_directories(out);
 
+  // Every step allocates the same activation and gradient sizes: keep freed blocks for the next step
+  // instead of returning them to the kernel and faulting in zeroed pages again (released at the end).
+  struct CacheGuard {
+    CacheGuard() { set_cpu_allocator_cache(size_t{1} << 42); }
+    ~CacheGuard() { set_cpu_allocator_cache(0); }
+  } cache_guard;
   const models::Weights weights = models::Weights::open(o.model);
   auto model = TrainModel::from_weights(weights);
   ag::ParamStore& ps = model->params();

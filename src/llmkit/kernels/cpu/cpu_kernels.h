@@ -12,6 +12,7 @@
 namespace llmkit::ref {
 struct AttentionParams;  // kernels/ref/ops.h
 struct PagedAttentionParams;
+struct GemmArgs;
 }
 
 namespace llmkit::cpu {
@@ -23,6 +24,10 @@ void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
 // BF16 x and w (raw bits), F32 accumulation: x is widened once into thread-local scratch (exact),
 // then the BF16-weight matmul runs; every product of two BF16 values is exact in F32.
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
+
+// ref::gemm's contract (F32/F16/BF16 B) on the packed GEMM of matmul: B panels are packed from
+// either layout, a transposed A is packed a register tile at a time; parallel over N (or M).
+void gemm(const ref::GemmArgs& g);
 
 void add(const float* a, const float* b, float* y, int64_t n);
 void mul(const float* a, const float* b, float* y, int64_t n);

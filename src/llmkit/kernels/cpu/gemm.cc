@@ -23,6 +23,7 @@
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/cpu/cpu_kernels.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
+#include "llmkit/kernels/ref/ops.h"
 #include "llmkit/kernels/ref/quant.h"
 #include "llmkit/tensor/half.h"
 
@@ -71,7 +72,7 @@ struct Scratch {
     return buf.get();
   }
 };
-thread_local Scratch tl_pack, tl_rows, tl_x;
+thread_local Scratch tl_pack, tl_rows, tl_x, tl_a;
 
 // w[n, k0 : k0+len) as floats: a pointer into w for F32, else converted into out[len].
 const float* RowF32(const void* w, DType wt, int64_t K, int64_t n, int64_t k0, int64_t len, float* out) {
@@ -252,6 +253,101 @@ void Gemm(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t 
   }
 }
 
+// ---- General strided GEMM (ref::GemmArgs): the backward products of training ----------------------
+
+// Panels of B for columns [n0, n0+nn) x depth [k0, k0+kc) when B is stored [K, N] (row stride ldb):
+// a panel row is a contiguous slice of a B row, so packing is a copy (a widening for F16/BF16).
+void PackKN(const void* b, DType bt, int64_t ldb, int64_t n0, int64_t nn, int64_t k0, int64_t kc, float* pw,
+            float* row_tmp) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t NR = 2 * L;
+  for (int64_t p = 0; p * NR < nn; ++p) {
+    const int64_t cols = std::min(NR, nn - p * NR);
+    float* dst = pw + p * kc * NR;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = RowF32(b, bt, ldb, k0 + k, n0 + p * NR, cols, row_tmp);
+      float* drow = dst + k * NR;
+      if (cols == NR) {
+        hn::Store(hn::LoadU(d, src), d, drow);
+        hn::Store(hn::LoadU(d, src + L), d, drow + L);
+      } else {
+        int64_t j = 0;
+        for (; j < cols; ++j) drow[j] = src[j];
+        for (; j < NR; ++j) drow[j] = 0.0f;
+      }
+    }
+  }
+}
+
+// Rows [m0, m1) x columns [n0, n1) of C, on the calling thread. The loop nest of GemmBlock; a
+// transposed A is packed one register tile (mr rows x kc) at a time into [m][k] order.
+void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const DF d;
+  const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  float* pw = tl_pack.get(static_cast<size_t>(kPackFloats));
+  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
+  float* at = g.a_t ? tl_a.get(static_cast<size_t>(kMR * kKC)) : nullptr;
+  const int64_t nc_max = std::min(kNC, kPackFloats / std::min(kKC, g.K) / NR * NR);
+  const int64_t n_blocks = (n1 - n0 + nc_max - 1) / nc_max;
+  const int64_t nc = std::min(nc_max, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
+  for (int64_t nb = n0; nb < n1; nb += nc) {
+    const int64_t nn = std::min(nc, n1 - nb);
+    for (int64_t kb = 0; kb < g.K; kb += kKC) {
+      const int64_t kc = std::min(kKC, g.K - kb);
+      if (g.b_kn) {
+        PackKN(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
+      } else {
+        PackW(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
+      }
+      const bool acc = g.accumulate || kb > 0;
+      for (int64_t mb = m0; mb < m1; mb += kMR) {
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - mb));
+        const float* x = g.a + mb * g.lda + kb;
+        int64_t ldx = g.lda;
+        if (g.a_t) {
+          for (int64_t k = 0; k < kc; ++k) {
+            const float* src = g.a + (kb + k) * g.lda + mb;
+            for (int m = 0; m < mr; ++m) at[m * kc + k] = src[m];
+          }
+          x = at;
+          ldx = kc;
+        }
+        for (int64_t p = 0; p * NR < nn; ++p) {
+          MicroDispatch(mr, x, ldx, pw + p * kc * NR, kc, g.c + mb * g.ldc + nb + p * NR, g.ldc,
+                        std::min(NR, nn - p * NR), acc);
+        }
+      }
+    }
+  }
+}
+
+void GemmEx(const ref::GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) {
+    if (!g.accumulate)
+      for (int64_t m = 0; m < g.M; ++m) std::memset(g.c + m * g.ldc, 0, static_cast<size_t>(g.N) * sizeof(float));
+    return;
+  }
+  const DF d;
+  const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t n_panels = (g.N + NR - 1) / NR;
+  const int64_t min_flops = int64_t{1} << 16;
+  if (n_panels >= 2 * pool.size() || g.M < 2 * kMR) {
+    const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, g.M * g.K * NR));
+    pool.parallel_for(n_panels, grain, [&](int64_t pb, int64_t pe) {
+      GemmExBlock(g, 0, g.M, pb * NR, std::min(g.N, pe * NR));
+    });
+  } else {
+    const int64_t m_tiles = (g.M + kMR - 1) / kMR;
+    const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, kMR * g.K * g.N));
+    pool.parallel_for(m_tiles, grain, [&](int64_t tb, int64_t te) {
+      GemmExBlock(g, tb * kMR, std::min(g.M, te * kMR), 0, g.N);
+    });
+  }
+}
+
 // One vector of row elements as floats: F32 loads, F16/BF16 load half a vector and widen.
 template <typename T>
 HWY_INLINE hn::Vec<DF> LoadF32(DF d, const T* p) {
@@ -409,6 +505,7 @@ namespace llmkit::cpu {
 
 HWY_EXPORT(Matmul);
 HWY_EXPORT(MatmulBF16);
+HWY_EXPORT(GemmEx);
 
 void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {
   if (is_quantized(wt) && quant_matmul_supported(wt)) {
@@ -420,6 +517,12 @@ void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
 
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) {
   HWY_DYNAMIC_DISPATCH(MatmulBF16)(x, w, y, M, N, K);
+}
+
+void gemm(const ref::GemmArgs& g) {
+  LLMKIT_ASSERT(g.bt == DType::kF32 || g.bt == DType::kF16 || g.bt == DType::kBF16, "cpu::gemm: B of dtype ",
+                dtype_name(g.bt), " (F32, F16 or BF16 only)");
+  HWY_DYNAMIC_DISPATCH(GemmEx)(g);
 }
 
 }  // namespace llmkit::cpu

@@ -18,6 +18,7 @@ const KernelTable& cpu_table() {
       .name = "cpu",
       .matmul = cpu::matmul,
       .matmul_bf16 = cpu::matmul_bf16,
+      .gemm = cpu::gemm,
       .add = cpu::add,
       .mul = cpu::mul,
       .scale = cpu::scale,

@@ -48,6 +48,25 @@ void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int6
   }
 }
 
+void gemm(const GemmArgs& g) {
+  auto b_at = [&](int64_t k, int64_t n) {
+    const int64_t i = g.b_kn ? k * g.ldb + n : n * g.ldb + k;
+    switch (g.bt) {
+      case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(g.b)[i]);
+      case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(g.b)[i]);
+      default: return static_cast<const float*>(g.b)[i];
+    }
+  };
+  for (int64_t m = 0; m < g.M; ++m) {
+    for (int64_t n = 0; n < g.N; ++n) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < g.K; ++k) acc += (g.a_t ? g.a[k * g.lda + m] : g.a[m * g.lda + k]) * b_at(k, n);
+      float& c = g.c[m * g.ldc + n];
+      c = g.accumulate ? c + acc : acc;
+    }
+  }
+}
+
 // dL/dx[m,k] = sum_n dy[m,n] w[n,k]. Accumulated n-outer so each weight row is converted once; the
 // per-element order over n is still ascending.
 void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int64_t M, int64_t N, int64_t K) {

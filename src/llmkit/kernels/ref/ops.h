@@ -27,6 +27,27 @@ namespace llmkit::ref {
 void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K);
 // Same with BF16 inputs (raw bits); products and sums in float.
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
+// General product C[M,N] (+)= op(A)[M,K] . op(B)[K,N] over strided row-major operands: the kernel of
+// the backward products (dx = dy . w, dw = dy^T . x), which then need no transposed copies.
+//   A: F32, [M,K] with row stride lda, or (a_t) stored [K,M] with row stride lda.
+//   B: F32, F16 or BF16, stored [N,K] with row stride ldb (the weight layout of matmul), or (b_kn)
+//      stored [K,N] with row stride ldb.
+//   C: F32 [M,N] with row stride ldc; accumulate adds the product to C, else C is overwritten.
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  bool a_t = false;
+  const void* b = nullptr;
+  DType bt = DType::kF32;
+  int64_t ldb = 0;
+  bool b_kn = false;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+// Sum over k in ascending order, in float, per output element.
+void gemm(const GemmArgs& g);
 // dx[M,K] += dy[M,N] . w[N,K]      (any weight dtype: frozen quantized bases in QLoRA need this)
 void matmul_backward_x(const float* dy, const void* w, DType wt, float* dx, int64_t M, int64_t N, int64_t K);
 // dw[N,K] += dy[M,N]^T . x[M,K]    (an f32 gradient, whatever the weight's float dtype); only rows

@@ -9,6 +9,7 @@ const KernelTable& ref_table() {
       .name = "ref",
       .matmul = ref::matmul,
       .matmul_bf16 = ref::matmul_bf16,
+      .gemm = ref::gemm,
       .add = ref::add,
       .mul = ref::mul,
       .scale = ref::scale,
