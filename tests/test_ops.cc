@@ -141,6 +141,15 @@ std::vector<OpCase> cases() {
       ops::AttentionOutput r = ops::attention(q, k, v, o);
       return std::vector<Tensor>{r.out, r.lse};
     });
+    // The backward on every backend and target: dq, dk, dv accumulated onto non-zero gradients.
+    Tensor dout = rand_tensor(q.shape(), seed++);
+    Tensor gq0 = rand_tensor(q.shape(), seed++), gk0 = rand_tensor(k.shape(), seed++), gv0 = rand_tensor(v.shape(), seed++);
+    add("attention_backward", a.name, 1e-10, [q, k, v, o, dout, gq0, gk0, gv0] {
+      ops::AttentionOutput f = ops::attention(q, k, v, o);
+      Tensor gq = gq0.clone(), gk = gk0.clone(), gv = gv0.clone();
+      ops::attention_backward(q, k, v, f, dout, o, &gq, &gk, &gv);
+      return std::vector<Tensor>{gq, gk, gv};
+    });
   }
   // Loss and selection.
   {

@@ -48,6 +48,11 @@ struct KernelTable {
   // (ref::attention's contract, kernels/ref/ops.h); single-threaded: the ops layer splits the work.
   void (*attention)(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o,
                     float* lse) = nullptr;
+  // Gradients of attention (ref::attention_backward's contract: accumulates into dq/dk/dv, any may be
+  // null; lse from the forward, or null to recompute); single-threaded like attention.
+  void (*attention_backward)(const ref::AttentionParams& p, const float* q, const float* k, const float* v,
+                             const float* o, const float* lse, const float* dout, float* dq, float* dk,
+                             float* dv) = nullptr;
   // Attention over a paged KV cache (ref::paged_attention's contract); single-threaded like attention.
   void (*paged_attention)(const ref::PagedAttentionParams& p, const float* q, const float* k_pages,
                           const float* v_pages, float* o) = nullptr;

@@ -223,8 +223,9 @@ void attention_backward(const Tensor& q_, const Tensor& k_, const Tensor& v_, co
   if (!q.numel()) return;
   const int64_t qs = p.n_q * p.n_heads * p.head_dim, ks = p.n_kv * p.n_kv_heads * p.head_dim, ls = p.n_heads * p.n_q;
   auto at = [](float* base, int64_t off) { return base ? base + off : nullptr; };
+  const KernelTable& kt = active_table();
   for_each_seq_kv_head(p, [&](const ref::AttentionParams& ps, int64_t s) {
-    ref::attention_backward(ps, q.data<float>() + s * qs, k.data<float>() + s * ks, v.data<float>() + s * ks,
+    kt.attention_backward(ps, q.data<float>() + s * qs, k.data<float>() + s * ks, v.data<float>() + s * ks,
                             o.data<float>() + s * qs, lse.defined() ? lse.data<float>() + s * ls : nullptr,
                             dout.data<float>() + s * qs, at(gq, s * qs), at(gk, s * ks), at(gv, s * ks));
   });

@@ -55,7 +55,7 @@ struct Buf {
     return p.get();
   }
 };
-inline thread_local Buf t_kt, t_q, t_sc, t_acc;
+inline thread_local Buf t_kt, t_q, t_sc, t_acc, t_vt, t_dk, t_dv, t_p, t_ds;
 
 // Visible keys [lo, hi) of query row i of sequence s and its absolute position (ref's row_view).
 struct Range {
@@ -272,6 +272,160 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
   }
 }
 
+// ---- backward ------------------------------------------------------------------------------------
+// ref::attention_backward's contract with the saved log-sum-exp (lse required): per kv head its
+// visible keys and values are transposed once into kt/vt [head_dim][keys], shared by the group's
+// query heads. Per query row i and head, over vectors of L keys (4 vectors per pass, 8 independent
+// FMA chains):
+//   s = (scale q_i).k_j (+ ALiBi),  p = e^(s - lse_i),  dp = dout_i.v_j,  ds = scale p (dp - D_i)
+// with D_i = dout_i.o_i, masked to 0 outside the row's visible keys; then
+//   dq_i += sum_j ds_j k_j            (vectors along head_dim, 4 keys per step)
+//   dk_j += ds_j q_i, dv_j += p_j dout_i   (into per-item [keys][head_dim] accumulators, added to
+//                                          dk/dv once at the end)
+// Summation order differs from the reference; results agree to float rounding (op harness).
+void AttentionBackward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,
+                       const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  using VI = hn::Vec<decltype(di)>;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t hd = p.head_dim, group = p.n_heads / p.n_kv_heads, kv_stride = p.n_kv_heads * hd;
+  const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
+  const int64_t hdv = hd / L * L;  // head_dim columns handled by whole vectors; the rest scalar
+  if (h_end <= h_begin || p.n_q <= 0) return;
+  for (int64_t s = 0; s < p.n_seqs; ++s) {
+    const Range first = visible(p, s, 0), last = visible(p, s, p.n_q - 1);
+    const int64_t k_lo = first.lo, k_hi = last.hi > first.hi ? last.hi : first.hi;
+    if (k_hi <= k_lo) continue;
+    const int64_t nk = k_hi - k_lo, ld = (nk + L - 1) / L * L + 4 * L;
+    for (int64_t kvh = h_begin / group; kvh <= (h_end - 1) / group; ++kvh) {
+      const int64_t kv_off = (s * p.n_kv * p.n_kv_heads + kvh) * hd;
+      const float* ks = k + kv_off;  // key j at ks + j * kv_stride
+      const float* vs = v + kv_off;
+      float* kt = t_kt.get(static_cast<size_t>(ld * hd));
+      float* vt = t_vt.get(static_cast<size_t>(ld * hd));
+      for (int64_t c = 0; c < hd; ++c) {
+        for (int64_t j = 0; j < nk; ++j) {
+          kt[c * ld + j] = ks[(k_lo + j) * kv_stride + c];
+          vt[c * ld + j] = vs[(k_lo + j) * kv_stride + c];
+        }
+        for (int64_t j = nk; j < ld; ++j) kt[c * ld + j] = vt[c * ld + j] = 0.0f;
+      }
+      float* dkl = t_dk.get(static_cast<size_t>(nk * hd));
+      float* dvl = t_dv.get(static_cast<size_t>(nk * hd));
+      for (int64_t x = 0; x < nk * hd; ++x) dkl[x] = dvl[x] = 0.0f;
+      float* pb = t_p.get(static_cast<size_t>(ld));
+      float* dsb = t_ds.get(static_cast<size_t>(ld));
+      float* qsc = t_q.get(static_cast<size_t>(hd));
+      const int64_t hb = kvh * group > h_begin ? kvh * group : h_begin;
+      const int64_t he = (kvh + 1) * group < h_end ? (kvh + 1) * group : h_end;
+      for (int64_t h = hb; h < he; ++h) {
+        const float slope = p.alibi ? p.alibi[h] : 0.0f;
+        for (int64_t i = 0; i < p.n_q; ++i) {
+          const Range rg = visible(p, s, i);
+          if (rg.hi <= rg.lo) continue;  // no visible key: the output was a constant 0
+          const int64_t qo = ((s * p.n_q + i) * p.n_heads + h) * hd;
+          const float* qi = q + qo;
+          const float* doi = dout + qo;
+          const float row_lse = lse[(s * p.n_heads + h) * p.n_q + i];
+          float D = 0.0f;
+          for (int64_t c = 0; c < hd; ++c) D += doi[c] * o[qo + c];
+          for (int64_t c = 0; c < hd; ++c) qsc[c] = qi[c] * p.scale;
+          // Vectors of keys start on the item's grid (k_lo + multiples of L) so loads stay in kt.
+          const int64_t a0 = rg.lo - (rg.lo - k_lo) % L;
+          const VF vlse = hn::Set(d, row_lse), vD = hn::Set(d, D), vscale = hn::Set(d, p.scale);
+          const VI vlo1 = hn::Set(di, static_cast<int32_t>(rg.lo - 1)), vhi = hn::Set(di, static_cast<int32_t>(rg.hi));
+          auto finish = [&](int64_t jv, VF sv, VF dpv) {
+            const VI jl = hn::Iota(di, static_cast<int32_t>(jv));
+            if (slope != 0.0f)
+              sv = hn::MulAdd(hn::Set(d, slope), hn::ConvertTo(d, hn::Sub(jl, hn::Set(di, static_cast<int32_t>(rg.pos)))), sv);
+            const auto in = hn::RebindMask(d, hn::And(hn::Lt(vlo1, jl), hn::Lt(jl, vhi)));
+            const VF pv = hn::IfThenElseZero(in, hn::Exp(d, hn::Sub(sv, vlse)));
+            hn::Store(pv, d, pb + (jv - k_lo));
+            hn::Store(hn::Mul(hn::Mul(pv, hn::Sub(dpv, vD)), vscale), d, dsb + (jv - k_lo));
+          };
+          int64_t jv = a0;
+          for (; jv + 4 * L <= rg.hi + L - 1 && jv + 4 * L <= k_lo + ld; jv += 4 * L) {
+            VF s0 = hn::Zero(d), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
+            const float* kc = kt + (jv - k_lo);
+            const float* vc = vt + (jv - k_lo);
+            for (int64_t c = 0; c < hd; ++c, kc += ld, vc += ld) {
+              const VF qv = hn::Set(d, qsc[c]), dv_ = hn::Set(d, doi[c]);
+              s0 = hn::MulAdd(qv, hn::Load(d, kc), s0);
+              s1 = hn::MulAdd(qv, hn::Load(d, kc + L), s1);
+              s2 = hn::MulAdd(qv, hn::Load(d, kc + 2 * L), s2);
+              s3 = hn::MulAdd(qv, hn::Load(d, kc + 3 * L), s3);
+              p0 = hn::MulAdd(dv_, hn::Load(d, vc), p0);
+              p1 = hn::MulAdd(dv_, hn::Load(d, vc + L), p1);
+              p2 = hn::MulAdd(dv_, hn::Load(d, vc + 2 * L), p2);
+              p3 = hn::MulAdd(dv_, hn::Load(d, vc + 3 * L), p3);
+            }
+            finish(jv, s0, p0);
+            finish(jv + L, s1, p1);
+            finish(jv + 2 * L, s2, p2);
+            finish(jv + 3 * L, s3, p3);
+          }
+          for (; jv < rg.hi; jv += L) {
+            VF s0 = hn::Zero(d), p0 = s0;
+            const float* kc = kt + (jv - k_lo);
+            const float* vc = vt + (jv - k_lo);
+            for (int64_t c = 0; c < hd; ++c, kc += ld, vc += ld) {
+              s0 = hn::MulAdd(hn::Set(d, qsc[c]), hn::Load(d, kc), s0);
+              p0 = hn::MulAdd(hn::Set(d, doi[c]), hn::Load(d, vc), p0);
+            }
+            finish(jv, s0, p0);
+          }
+          if (dq) {
+            float* dqi = dq + qo;
+            for (int64_t c = 0; c < hdv; c += L) {
+              VF a0v = hn::Zero(d), a1v = a0v, a2v = a0v, a3v = a0v;
+              int64_t j = rg.lo;
+              for (; j + 4 <= rg.hi; j += 4) {
+                const float* kj = ks + j * kv_stride + c;
+                const float* ds = dsb + (j - k_lo);
+                a0v = hn::MulAdd(hn::Set(d, ds[0]), hn::LoadU(d, kj), a0v);
+                a1v = hn::MulAdd(hn::Set(d, ds[1]), hn::LoadU(d, kj + kv_stride), a1v);
+                a2v = hn::MulAdd(hn::Set(d, ds[2]), hn::LoadU(d, kj + 2 * kv_stride), a2v);
+                a3v = hn::MulAdd(hn::Set(d, ds[3]), hn::LoadU(d, kj + 3 * kv_stride), a3v);
+              }
+              for (; j < rg.hi; ++j)
+                a0v = hn::MulAdd(hn::Set(d, dsb[j - k_lo]), hn::LoadU(d, ks + j * kv_stride + c), a0v);
+              const VF sum = hn::Add(hn::Add(a0v, a1v), hn::Add(a2v, a3v));
+              hn::StoreU(hn::Add(hn::LoadU(d, dqi + c), sum), d, dqi + c);
+            }
+            for (int64_t c = hdv; c < hd; ++c) {
+              float a = 0.0f;
+              for (int64_t j = rg.lo; j < rg.hi; ++j) a += dsb[j - k_lo] * ks[j * kv_stride + c];
+              dqi[c] += a;
+            }
+          }
+          for (int64_t j = rg.lo; j < rg.hi; ++j) {
+            const float pj = pb[j - k_lo], dsj = dsb[j - k_lo];
+            float* dkr = dkl + (j - k_lo) * hd;
+            float* dvr = dvl + (j - k_lo) * hd;
+            const VF vp = hn::Set(d, pj), vds = hn::Set(d, dsj);
+            for (int64_t c = 0; c < hdv; c += L) {
+              hn::StoreU(hn::MulAdd(vp, hn::LoadU(d, doi + c), hn::LoadU(d, dvr + c)), d, dvr + c);
+              hn::StoreU(hn::MulAdd(vds, hn::LoadU(d, qi + c), hn::LoadU(d, dkr + c)), d, dkr + c);
+            }
+            for (int64_t c = hdv; c < hd; ++c) {
+              dvr[c] += pj * doi[c];
+              dkr[c] += dsj * qi[c];
+            }
+          }
+        }
+      }
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t jo = kv_off + (k_lo + j) * kv_stride;
+        for (int64_t c = 0; c < hd; ++c) {
+          if (dk) dk[jo + c] += dkl[j * hd + c];
+          if (dv) dv[jo + c] += dvl[j * hd + c];
+        }
+      }
+    }
+  }
+}
+
 // ---- paged KV cache ----------------------------------------------------------------------------
 // The same per-row arithmetic as Rows/Attention, reading keys from the transposed pages in place:
 // a page row k[c][0 .. kKVPage) holds whole vectors of consecutive keys, so score vectors load
@@ -437,6 +591,7 @@ namespace llmkit::cpu {
 namespace attn {
 HWY_EXPORT(Attention);
 HWY_EXPORT(PagedAttention);
+HWY_EXPORT(AttentionBackward);
 }  // namespace attn
 
 void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse) {
@@ -446,6 +601,15 @@ void attention(const ref::AttentionParams& p, const float* q, const float* k, co
 void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
                      float* o) {
   HWY_DYNAMIC_DISPATCH(attn::PagedAttention)(p, q, k_pages, v_pages, o);
+}
+
+void attention_backward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  if (!lse) {  // the SIMD path needs the forward's log-sum-exp; without it the reference recomputes it
+    ref::attention_backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(attn::AttentionBackward)(p, q, k, v, o, lse, dout, dq, dk, dv);
 }
 
 }  // namespace llmkit::cpu

@@ -42,5 +42,9 @@ void attention(const ref::AttentionParams& p, const float* q, const float* k, co
 // arithmetic per query row as attention() (keys read from the transposed pages in place).
 void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
                      float* o);
+// Attention backward with ref::attention_backward's contract, in attention.cc (SIMD when the forward's
+// lse is given, else the reference).
+void attention_backward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv);
 
 }  // namespace llmkit::cpu

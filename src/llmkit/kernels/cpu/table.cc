@@ -27,6 +27,7 @@ const KernelTable& cpu_table() {
       .rmsnorm = cpu::rmsnorm,
       .softmax = cpu::softmax,
       .attention = cpu::attention,
+      .attention_backward = cpu::attention_backward,
       .paged_attention = cpu::paged_attention,
   };
   return t;

@@ -18,6 +18,7 @@ const KernelTable& ref_table() {
       .rmsnorm = ref::rmsnorm,
       .softmax = ref::softmax,
       .attention = ref::attention,
+      .attention_backward = ref::attention_backward,
       .paged_attention = ref::paged_attention,
   };
   return t;
