@@ -52,7 +52,7 @@ std::vector<OpCase> cases() {
         [x, w] { return std::vector<Tensor>{ops::matmul_bf16(x, w)}; });
   }
   // Element-wise and activations over odd and SIMD-friendly lengths.
-  for (int64_t n : {1, 7, 64, 1000, 4099}) {
+  for (int64_t n : {1, 7, 64, 1000, 4099, 40000}) {
     Tensor a = rand_tensor({n}, seed++, -4, 4), b = rand_tensor({n}, seed++, -4, 4);
     const std::string d = str_cat("n=", n);
     add("add", d, 1e-12, [a, b] { return std::vector<Tensor>{ops::add(a, b)}; });
@@ -61,6 +61,13 @@ std::vector<OpCase> cases() {
     for (ops::Act act : {ops::Act::kSilu, ops::Act::kGeluErf, ops::Act::kGeluTanh, ops::Act::kRelu})
       add(ops::act_name(act), d, 1e-10, [a, act] { return std::vector<Tensor>{ops::activation(act, a)}; });
     add("swiglu", d, 1e-10, [a, b] { return std::vector<Tensor>{ops::swiglu(a, b)}; });
+    // Both gradients accumulated onto non-zero values; n = 40000 crosses the threading threshold.
+    Tensor dy = rand_tensor({n}, seed++), g0 = rand_tensor({n}, seed++), u0 = rand_tensor({n}, seed++);
+    add("swiglu_backward", d, 1e-10, [a, b, dy, g0, u0] {
+      Tensor gg = g0.clone(), gu = u0.clone();
+      ops::glu_backward(ops::Act::kSilu, a, b, dy, &gg, &gu);
+      return std::vector<Tensor>{gg, gu};
+    });
     add("geglu", d, 1e-10, [a, b] { return std::vector<Tensor>{ops::geglu(a, b, true)}; });
   }
   {
@@ -151,13 +158,32 @@ std::vector<OpCase> cases() {
       return std::vector<Tensor>{gq, gk, gv};
     });
   }
-  // Loss and selection.
+  // Loss and selection. [9, 3001] (vocabulary not a multiple of the vector, above the row-split
+  // threshold), logits spread wide so some rows have a dominant entry.
+  {
+    Tensor logits = rand_tensor({9, 3001}, seed++, -20, 20);
+    Tensor tg = harness::ids_tensor({9}, seed++, 0, 3001);
+    tg.data<int32_t>()[4] = ops::kIgnoreIndex;
+    add("cross_entropy", "[9,3001]", 1e-10, [logits, tg] {
+      return std::vector<Tensor>{Tensor::from_floats({ops::cross_entropy(logits, tg)}, {1})};
+    });
+    add("cross_entropy_backward", "[9,3001]", 1e-10, [logits, tg] {
+      Tensor g = Tensor::zeros(logits.shape(), DType::kF32);
+      ops::cross_entropy_backward(logits, tg, 1.3f, &g);
+      return std::vector<Tensor>{g};
+    });
+  }
   {
     Tensor logits = rand_tensor({6, 50}, seed++, -6, 6);
     Tensor tg = harness::ids_tensor({6}, seed++, 0, 50);
     tg.data<int32_t>()[2] = ops::kIgnoreIndex;
     add("cross_entropy", "[6,50] one ignored", 1e-10, [logits, tg] {
       return std::vector<Tensor>{Tensor::from_floats({ops::cross_entropy(logits, tg)}, {1})};
+    });
+    add("cross_entropy_backward", "[6,50] one ignored", 1e-10, [logits, tg] {
+      Tensor g = Tensor::zeros(logits.shape(), DType::kF32);
+      ops::cross_entropy_backward(logits, tg, 0.7f, &g);
+      return std::vector<Tensor>{g};
     });
     add("argmax", "[6,50]", 0, [logits] { return std::vector<Tensor>{ops::argmax(logits)}; });
     add("topk", "[6,50] k=5", 0, [logits] {

@@ -40,6 +40,14 @@ struct KernelTable {
   void (*silu)(const float* x, float* y, int64_t n) = nullptr;
   // y = silu(gate) * up
   void (*swiglu)(const float* gate, const float* up, float* y, int64_t n) = nullptr;
+  // dgate += dy up silu'(gate), dup += dy silu(gate) (either may be null).
+  void (*swiglu_backward)(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
+                          int64_t n) = nullptr;
+  // Cross-entropy row pieces (ref::logsumexp_rows / ref::xent_grad_rows); single-threaded, the ops
+  // layer splits rows.
+  void (*logsumexp_rows)(const float* x, int64_t rows, int64_t d, double* lse) = nullptr;
+  void (*xent_grad_rows)(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
+                         int32_t ignore_index, double g, float* dx) = nullptr;
   // y[rows,d] = x / rms(x) * (w + w_offset); w_offset is 1 for Gemma-style norms, else 0.
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) = nullptr;
   // In-place row softmax of x[rows, d].

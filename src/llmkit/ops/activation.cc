@@ -72,7 +72,7 @@ void glu_backward(Act a, const Tensor& gate_, const Tensor& up_, const Tensor& d
   float* gu = grad_out(dup, up.shape(), "glu_backward", "dup");
   const int64_t n = gate.numel();
   if (a == Act::kSilu)
-    ref::swiglu_backward(gate.data<float>(), up.data<float>(), dy.data<float>(), gg, gu, n);
+    active_table().swiglu_backward(gate.data<float>(), up.data<float>(), dy.data<float>(), gg, gu, n);
   else
     ref::geglu_backward(gate.data<float>(), up.data<float>(), dy.data<float>(), gg, gu, n, a == Act::kGeluTanh);
 }

@@ -1,4 +1,8 @@
 // Ops for cross-entropy (with ignore_index) and its gradient, argmax and top-k.
+#include <algorithm>
+#include <vector>
+
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 
@@ -17,6 +21,22 @@ void check_targets(const Tensor& logits, const Tensor& targets, int32_t ignore_i
     LLMKIT_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < V), kInvalidArgument, op, ": target ", t[r], " at row ",
                  r, " is outside [0, n_vocab = ", V, ") and is not the ignore index ", ignore_index);
 }
+// Rows split over the pool on kCpu when the work is large (~64k values); each row is one task's.
+template <class F>
+void rows_split(int64_t n, int64_t d, F&& fn) {
+  if (current_backend() == Backend::kCpu && n * d >= (int64_t{1} << 16))
+    ThreadPool::global().parallel_for(n, std::max<int64_t>(1, (int64_t{1} << 15) / d), fn);
+  else
+    fn(int64_t{0}, n);
+}
+
+std::vector<double> row_lse(const Tensor& logits) {
+  const int64_t n = logits.rows(), V = logits.dim(-1);
+  std::vector<double> lse(static_cast<size_t>(n));
+  const KernelTable& kt = active_table();
+  rows_split(n, V, [&](int64_t r0, int64_t r1) { kt.logsumexp_rows(logits.data<float>() + r0 * V, r1 - r0, V, lse.data() + r0); });
+  return lse;
+}
 }  // namespace
 
 float cross_entropy(const Tensor& logits_, const Tensor& targets_, int32_t ignore_index) {
@@ -24,8 +44,17 @@ float cross_entropy(const Tensor& logits_, const Tensor& targets_, int32_t ignor
   Tensor targets = detail::i32_in(targets_, "cross_entropy", "targets");
   check_targets(logits, targets, ignore_index, "cross_entropy");
   if (!logits.rows()) return 0.0f;
-  return ref::cross_entropy(logits.data<float>(), targets.data<int32_t>(), logits.rows(), logits.dim(-1), ignore_index,
-                            nullptr);
+  const int64_t n = logits.rows(), V = logits.dim(-1);
+  const std::vector<double> lse = row_lse(logits);
+  const int32_t* t = targets.data<int32_t>();
+  double total = 0.0;
+  int64_t valid = 0;
+  for (int64_t r = 0; r < n; ++r) {  // in row order: the same sum for any thread count
+    if (t[r] == ignore_index) continue;
+    total += lse[static_cast<size_t>(r)] - logits.data<float>()[r * V + t[r]];
+    ++valid;
+  }
+  return valid ? static_cast<float>(total / static_cast<double>(valid)) : 0.0f;
 }
 
 void cross_entropy_backward(const Tensor& logits_, const Tensor& targets_, float dloss, Tensor* dlogits,
@@ -34,9 +63,19 @@ void cross_entropy_backward(const Tensor& logits_, const Tensor& targets_, float
   Tensor targets = detail::i32_in(targets_, "cross_entropy_backward", "targets");
   check_targets(logits, targets, ignore_index, "cross_entropy_backward");
   float* g = detail::grad_out(dlogits, logits.shape(), "cross_entropy_backward", "dlogits");
-  if (g && logits.rows())
-    ref::cross_entropy_backward(logits.data<float>(), targets.data<int32_t>(), logits.rows(), logits.dim(-1),
-                                ignore_index, dloss, g);
+  if (!g || !logits.rows()) return;
+  const int64_t n = logits.rows(), V = logits.dim(-1);
+  const int32_t* t = targets.data<int32_t>();
+  int64_t valid = 0;
+  for (int64_t r = 0; r < n; ++r) valid += t[r] != ignore_index;
+  if (!valid) return;
+  const std::vector<double> lse = row_lse(logits);
+  const double scale = static_cast<double>(dloss) / static_cast<double>(valid);
+  const KernelTable& kt = active_table();
+  rows_split(n, V, [&](int64_t r0, int64_t r1) {
+    kt.xent_grad_rows(logits.data<float>() + r0 * V, t + r0, lse.data() + r0, r1 - r0, V, ignore_index, scale,
+                      g + r0 * V);
+  });
 }
 
 Tensor argmax(const Tensor& x_) {

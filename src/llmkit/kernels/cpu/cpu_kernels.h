@@ -34,6 +34,12 @@ void mul(const float* a, const float* b, float* y, int64_t n);
 void scale(const float* a, float s, float* y, int64_t n);
 void silu(const float* x, float* y, int64_t n);
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
+// Threaded over n like swiglu.
+void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n);
+// Single-threaded over the rows given (ref's contracts); float vector sums of exp within a row.
+void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse);
+void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
+                    int32_t ignore_index, double g, float* dx);
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset);
 void softmax(float* x, int64_t rows, int64_t d);
 // Attention forward with ref::attention's contract (kernels/ref/ops.h), in attention.cc.

@@ -136,6 +136,93 @@ void Softmax(float* x, int64_t rows, int64_t dim) {
   });
 }
 
+// dgate += dy * up * s * (1 + g * (1 - s)), dup += dy * g * s with s = sigmoid(g).
+void SwigluBackward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n) {
+  ThreadPool::global().parallel_for(n, kParallelMinElems, [&](int64_t b, int64_t e) {
+    const DF d;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    auto one = [&](VF g, VF u, VF dyv, VF* dg, VF* du) {
+      const VF sg = Sigmoid(d, g);
+      const VF one_v = hn::Set(d, 1.0f);
+      *dg = hn::Mul(hn::Mul(dyv, u), hn::Mul(sg, hn::MulAdd(g, hn::Sub(one_v, sg), one_v)));
+      *du = hn::Mul(dyv, hn::Mul(g, sg));
+    };
+    int64_t i = b;
+    for (; i + L <= e; i += L) {
+      VF dg, du;
+      one(hn::LoadU(d, gate + i), hn::LoadU(d, up + i), hn::LoadU(d, dy + i), &dg, &du);
+      if (dgate) hn::StoreU(hn::Add(hn::LoadU(d, dgate + i), dg), d, dgate + i);
+      if (dup) hn::StoreU(hn::Add(hn::LoadU(d, dup + i), du), d, dup + i);
+    }
+    if (i < e) {
+      HWY_ALIGN float tg[HWY_MAX_BYTES / sizeof(float)] = {}, tu[HWY_MAX_BYTES / sizeof(float)] = {},
+                      td[HWY_MAX_BYTES / sizeof(float)] = {};
+      const int64_t r = e - i;
+      for (int64_t j = 0; j < r; ++j) tg[j] = gate[i + j], tu[j] = up[i + j], td[j] = dy[i + j];
+      VF dg, du;
+      one(hn::Load(d, tg), hn::Load(d, tu), hn::Load(d, td), &dg, &du);
+      hn::Store(dg, d, tg);
+      hn::Store(du, d, tu);
+      for (int64_t j = 0; j < r; ++j) {
+        if (dgate) dgate[i + j] += tg[j];
+        if (dup) dup[i + j] += tu[j];
+      }
+    }
+  });
+}
+
+// Row max, then sum of exp(x - max) in four float vector accumulators, reduced in double.
+void LogSumExpRows(const float* x, int64_t rows, int64_t dim, double* lse) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    VF vm = hn::Set(d, -std::numeric_limits<float>::infinity());
+    int64_t j = 0;
+    for (; j + L <= dim; j += L) vm = hn::Max(vm, hn::LoadU(d, xr + j));
+    float m = hn::GetLane(hn::MaxOfLanes(d, vm));
+    for (; j < dim; ++j) m = xr[j] > m ? xr[j] : m;
+    const VF mv = hn::Set(d, m);
+    VF s0 = hn::Zero(d), s1 = s0, s2 = s0, s3 = s0;
+    j = 0;
+    for (; j + 4 * L <= dim; j += 4 * L) {
+      s0 = hn::Add(s0, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j), mv)));
+      s1 = hn::Add(s1, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j + L), mv)));
+      s2 = hn::Add(s2, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j + 2 * L), mv)));
+      s3 = hn::Add(s3, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j + 3 * L), mv)));
+    }
+    for (; j + L <= dim; j += L) s0 = hn::Add(s0, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j), mv)));
+    HWY_ALIGN float lanes[4 * HWY_MAX_BYTES / sizeof(float)];
+    hn::Store(s0, d, lanes);
+    hn::Store(s1, d, lanes + L);
+    hn::Store(s2, d, lanes + 2 * L);
+    hn::Store(s3, d, lanes + 3 * L);
+    double s = 0.0;
+    for (int64_t t = 0; t < 4 * L; ++t) s += lanes[t];
+    for (; j < dim; ++j) s += std::exp(static_cast<double>(xr[j]) - m);
+    lse[r] = m + std::log(s);
+  }
+}
+
+void XentGradRows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t dim,
+                  int32_t ignore_index, double g, float* dx) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const VF gv = hn::Set(d, static_cast<float>(g));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore_index) continue;
+    const float* xr = x + r * dim;
+    float* dr = dx + r * dim;
+    const float l = static_cast<float>(lse[r]);
+    const VF lv = hn::Set(d, l);
+    int64_t j = 0;
+    for (; j + L <= dim; j += L)
+      hn::StoreU(hn::MulAdd(gv, hn::Exp(d, hn::Sub(hn::LoadU(d, xr + j), lv)), hn::LoadU(d, dr + j)), d, dr + j);
+    for (; j < dim; ++j) dr[j] += static_cast<float>(g * std::exp(static_cast<double>(xr[j]) - lse[r]));
+    dr[targets[r]] -= static_cast<float>(g);
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace llmkit::cpu
 HWY_AFTER_NAMESPACE();
@@ -148,6 +235,9 @@ HWY_EXPORT(Mul);
 HWY_EXPORT(Scale);
 HWY_EXPORT(Silu);
 HWY_EXPORT(Swiglu);
+HWY_EXPORT(SwigluBackward);
+HWY_EXPORT(LogSumExpRows);
+HWY_EXPORT(XentGradRows);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
 
@@ -156,6 +246,16 @@ void mul(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISP
 void scale(const float* a, float s, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, s, y, n); }
 void silu(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Silu)(x, y, n); }
 void swiglu(const float* gate, const float* up, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Swiglu)(gate, up, y, n); }
+void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(SwigluBackward)(gate, up, dy, dgate, dup, n);
+}
+void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse) {
+  HWY_DYNAMIC_DISPATCH(LogSumExpRows)(x, rows, d, lse);
+}
+void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
+                    int32_t ignore_index, double g, float* dx) {
+  HWY_DYNAMIC_DISPATCH(XentGradRows)(x, targets, lse, rows, d, ignore_index, g, dx);
+}
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) {
   HWY_DYNAMIC_DISPATCH(RmsNorm)(x, w, y, rows, d, eps, w_offset);
 }

@@ -57,6 +57,21 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t
   }
 }
 
+void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse) {
+  for (int64_t r = 0; r < rows; ++r) lse[r] = logsumexp(x + r * d, d);
+}
+
+void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
+                    int32_t ignore_index, double g, float* dx) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore_index) continue;
+    for (int64_t j = 0; j < d; ++j) {
+      const double p = std::exp(static_cast<double>(x[r * d + j]) - lse[r]);
+      dx[r * d + j] += static_cast<float>(g * (p - (j == targets[r] ? 1.0 : 0.0)));
+    }
+  }
+}
+
 void argmax(const float* x, int32_t* out, int64_t rows, int64_t d) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * d;

@@ -213,6 +213,12 @@ float cross_entropy(const float* logits, const int32_t* targets, int64_t n, int6
 // dlogits += dloss / n_valid * (softmax(logits) - onehot(target)) on non-ignored rows.
 void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
                             int32_t ignore_index, float dloss, float* dlogits);
+// The row pieces of cross_entropy for the KernelTable (the ops layer threads them over rows):
+// lse[r] = log sum_j exp(x[r, j]) (max-shifted, summed in double), and for rows whose target is not
+// ignore_index, dx[r, j] += g (exp(x[r, j] - lse[r]) - [j == target[r]]).
+void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse);
+void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
+                    int32_t ignore_index, double g, float* dx);
 // out[rows] = index of the max of each row of x[rows, d] (first one on ties).
 void argmax(const float* x, int32_t* out, int64_t rows, int64_t d);
 // The k largest of each row, in descending order (lower index first on ties): vals, idx [rows, k].
