@@ -36,7 +36,13 @@ void Tape::backward(const Var& loss) {
   // Entries are consumed even if one throws, so a failed step does not leave a half-run tape behind.
   std::vector<std::function<void()>> entries;
   entries.swap(entries_);
-  for (auto it = entries.rbegin(); it != entries.rend(); ++it) (*it)();
+  // Each entry is destroyed as soon as it has run: its captures (the activations it saved and its
+  // output's gradient) are then freed while the rest of the backward runs, so the peak is the
+  // activations plus one layer's gradients, not activations plus every intermediate gradient.
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    (*it)();
+    *it = nullptr;
+  }
 }
 
 ScopedTape::ScopedTape(Tape& t) : prev_(t_tape) { t_tape = &t; }

@@ -367,7 +367,10 @@ void GemmEx(const ref::GemmArgs& g) {
   ThreadPool& pool = ThreadPool::global();
   const int64_t n_panels = (g.N + NR - 1) / NR;
   const int64_t min_flops = int64_t{1} << 16;
-  if (n_panels >= 2 * pool.size() || g.M < 2 * kMR) {
+  // A transposed A is split by rows when there are enough: each thread then transposes only its own
+  // rows of A (split by columns, every thread would transpose all of A); B is the small operand there.
+  const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size();
+  if (!split_m && (n_panels >= 2 * pool.size() || g.M < 2 * kMR)) {
     const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, g.M * g.K * NR));
     pool.parallel_for(n_panels, grain, [&](int64_t pb, int64_t pe) {
       GemmExBlock(g, 0, g.M, pb * NR, std::min(g.N, pe * NR));
