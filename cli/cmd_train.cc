@@ -35,8 +35,10 @@ int run_train(const TrainCli& c) {
   TrainConfig cfg = train_config_from_json(j.dump());
   if (cfg.model.empty()) cfg.model = default_model_path();
   if (cfg.data.empty() || cfg.out.empty())
-    throw Error(ErrorCode::kInvalidArgument, "training needs a data folder and a run folder",
-                "give --data DIR (from `llmkit data prepare`) and --out DIR, or \"data\" and \"out\" in --config");
+    throw Error(ErrorCode::kInvalidArgument,
+                cfg.task == "sft" ? "fine-tuning needs a data file and a run folder" : "training needs a data folder and a run folder",
+                cfg.task == "sft" ? "give --data FILE.jsonl (chats or Alpaca records) and --out DIR"
+                                  : "give --data DIR (from `llmkit data prepare`) and --out DIR, or \"data\" and \"out\" in --config");
   const bool tty = isatty(fileno(stderr));
   const TrainPlan plan = plan_training(cfg);
   std::fprintf(stderr,
@@ -61,6 +63,7 @@ int run_train(const TrainCli& c) {
                    p.tokens_per_s, eta / 60, eta % 60, p.saved ? " [saved]" : "");
     if (tty && p.step == p.steps) std::fprintf(stderr, "\n");
   });
+  if (!s.data_note.empty()) std::printf("%s\n", s.data_note.c_str());
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf("trained steps %lld..%lld in %.1f s: loss %.4f -> %.4f%s; peak RSS %.0f MB (estimate %.0f MB)\n",

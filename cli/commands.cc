@@ -26,6 +26,71 @@ std::function<int()> not_built(const char* name, const char* lands_with) {
 }
 
 
+// `train` and `finetune` share the training flags; finetune adds -m/--method/--data for SFT and
+// sets task = sft. Each flag given becomes a config override (name with '_' for '-').
+std::function<int()> add_train_flags(CLI::App& app, bool finetune) {
+  auto c = std::make_shared<TrainCli>();
+  app.add_option("--config", c->config, "Training config (JSON: the long flag names below with _); flags override it");
+  struct Flag {
+    const char* name;
+    const char* help;
+  };
+  static const Flag kFlags[] = {
+      {"model", "Model to start from: GGUF file or Hugging Face folder (default: the installed SmolLM2)"},
+      {"data", "lm: prepared data folder (llmkit data prepare); sft: JSONL of chats ({\"messages\": [...]}) or "
+               "Alpaca records"},
+      {"out", "Run folder: checkpoints/, metrics.jsonl, loss.svg, export/"},
+      {"task", "lm (next-token on prepared data) | sft (chat/instruction JSONL, assistant tokens only, packed)"},
+      {"val-fraction", "sft: share of examples held out for the validation loss (default 0)"},
+      {"seq-len", "Tokens per sequence (default 256)"},
+      {"batch", "Sequences per micro-batch (default 4)"},
+      {"grad-accum", "Micro-batches per optimizer step (default 1)"},
+      {"steps", "Optimizer steps in all (default 100)"},
+      {"warmup", "Linear warmup steps (default 10)"},
+      {"lr", "Peak learning rate (default 3e-4)"},
+      {"min-lr-ratio", "Final LR as a fraction of the peak (default 0.1)"},
+      {"schedule", "cosine | linear | constant after the warmup (default cosine)"},
+      {"weight-decay", "AdamW decoupled weight decay on matrices (default 0.1)"},
+      {"beta1", "AdamW beta1 (default 0.9)"},
+      {"beta2", "AdamW beta2 (default 0.95)"},
+      {"eps", "AdamW epsilon (default 1e-8)"},
+      {"clip", "Clip gradients to this global norm; 0 = off (default 1.0)"},
+      {"eval-every", "Validation loss every N steps; 0 = off (default 50)"},
+      {"eval-batches", "Validation micro-batches (default 4)"},
+      {"save-every", "Checkpoint every N steps (and at the end) (default 100)"},
+      {"keep", "Checkpoints kept; 0 = all (default 3)"},
+      {"seed", "Seed of the data order (default 1234)"},
+      {"resume", "true: continue from the newest checkpoint in the run folder (default)"},
+      {"export-model", "true: write export/hf and export/model.gguf at the end (default)"},
+  };
+  auto store = std::make_shared<std::vector<std::string>>(std::size(kFlags));
+  auto method = std::make_shared<std::string>("full");
+  for (size_t i = 0; i < std::size(kFlags); ++i) {
+    const std::string name = kFlags[i].name;
+    if (finetune && name == "task") continue;
+    std::string flag = "--" + name;
+    if (finetune && name == "model") flag = "-m,--model";
+    app.add_option(flag, (*store)[i], kFlags[i].help);
+  }
+  if (finetune)
+    app.add_option("--method", *method, "full (supervised fine-tuning of every weight) | lora | qlora | adalora | prefix | "
+                                        "prompt | ptuning | adapter")->capture_default_str();
+  return [c, store, method, finetune, &app] {
+    if (finetune) {
+      if (*method != "full") return not_built(("finetune --method " + *method).c_str(), "the PEFT work")();
+      c->overrides.emplace_back("task", "sft");
+    }
+    for (size_t i = 0; i < std::size(kFlags); ++i) {
+      if (app.count(std::string("--") + kFlags[i].name) == 0) continue;
+      std::string key = kFlags[i].name;
+      for (char& ch : key)
+        if (ch == '-') ch = '_';
+      c->overrides.emplace_back(key, (*store)[i]);
+    }
+    return run_train(*c);
+  };
+}
+
 void add_model_flag(CLI::App& app, std::string& model) {
   app.add_option("-m,--model", model, "GGUF file or Hugging Face folder (default: the installed SmolLM2-135M-Instruct)");
 }
@@ -82,51 +147,7 @@ const std::vector<Command> kCommands = {
        return std::function<int()>([f] { return run_serve(*f); });
      }},
     {"train", "Train a model on prepared data (AdamW, warmup + cosine, checkpoints, resume, export)",
-     [](CLI::App& app) {
-       auto c = std::make_shared<TrainCli>();
-       app.add_option("--config", c->config, "Training config (JSON: the long flag names below with _); flags override it");
-       struct Flag {
-         const char* name;
-         const char* help;
-       };
-       static const Flag kFlags[] = {
-           {"model", "Model to start from: GGUF file or Hugging Face folder (default: the installed SmolLM2)"},
-           {"data", "Prepared data folder (llmkit data prepare)"},
-           {"out", "Run folder: checkpoints/, metrics.jsonl, loss.svg, export/"},
-           {"seq-len", "Tokens per sequence (default 256)"},
-           {"batch", "Sequences per micro-batch (default 4)"},
-           {"grad-accum", "Micro-batches per optimizer step (default 1)"},
-           {"steps", "Optimizer steps in all (default 100)"},
-           {"warmup", "Linear warmup steps (default 10)"},
-           {"lr", "Peak learning rate (default 3e-4)"},
-           {"min-lr-ratio", "Final LR as a fraction of the peak (default 0.1)"},
-           {"schedule", "cosine | linear | constant after the warmup (default cosine)"},
-           {"weight-decay", "AdamW decoupled weight decay on matrices (default 0.1)"},
-           {"beta1", "AdamW beta1 (default 0.9)"},
-           {"beta2", "AdamW beta2 (default 0.95)"},
-           {"eps", "AdamW epsilon (default 1e-8)"},
-           {"clip", "Clip gradients to this global norm; 0 = off (default 1.0)"},
-           {"eval-every", "Validation loss every N steps; 0 = off (default 50)"},
-           {"eval-batches", "Validation micro-batches (default 4)"},
-           {"save-every", "Checkpoint every N steps (and at the end) (default 100)"},
-           {"keep", "Checkpoints kept; 0 = all (default 3)"},
-           {"seed", "Seed of the data order (default 1234)"},
-           {"resume", "true: continue from the newest checkpoint in the run folder (default)"},
-           {"export-model", "true: write export/hf and export/model.gguf at the end (default)"},
-       };
-       auto store = std::make_shared<std::vector<std::string>>(std::size(kFlags));
-       for (size_t i = 0; i < std::size(kFlags); ++i) app.add_option(std::string("--") + kFlags[i].name, (*store)[i], kFlags[i].help);
-       return std::function<int()>([c, store, &app] {
-         for (size_t i = 0; i < std::size(kFlags); ++i) {
-           if (app.count(std::string("--") + kFlags[i].name) == 0) continue;
-           std::string key = kFlags[i].name;
-           for (char& ch : key)
-             if (ch == '-') ch = '_';
-           c->overrides.emplace_back(key, (*store)[i]);
-         }
-         return run_train(*c);
-       });
-     }},
+     [](CLI::App& app) { return add_train_flags(app, false); }},
     {"data", "Prepare training data: tokenize a text or JSONL corpus into token shards",
      [](CLI::App& app) {
        auto o = std::make_shared<DataPrepareOptions>();
@@ -147,14 +168,8 @@ const std::vector<Command> kCommands = {
        app.require_subcommand(1);
        return std::function<int()>([o] { return run_data_prepare(*o); });
      }},
-    {"finetune", "Fine-tune a model: full, LoRA, QLoRA, AdaLoRA, prefix/prompt tuning, adapters",
-     [](CLI::App& app) {
-       static std::string model, method = "lora", data;
-       add_model_flag(app, model);
-       app.add_option("--method", method, "full | lora | qlora | adalora | prefix | prompt | ptuning | adapter");
-       app.add_option("--data", data, "Training data: JSONL with OpenAI `messages` or Alpaca fields");
-       return not_built("finetune", "the training and PEFT work");
-     }},
+    {"finetune", "Fine-tune a model on chat/instruction JSONL: full (SFT); LoRA, QLoRA, AdaLoRA, prefix/prompt tuning, adapters",
+     [](CLI::App& app) { return add_train_flags(app, true); }},
     {"quantize", "Quantize a model: GGUF types, LLM.int8, SmoothQuant, GPTQ, AWQ",
      [](CLI::App& app) {
        static std::string in, out, type = "q4_k";

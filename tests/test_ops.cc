@@ -158,6 +158,28 @@ std::vector<OpCase> cases() {
       return std::vector<Tensor>{gq, gk, gv};
     });
   }
+  // Packed documents (first_key): sequence 0 holds documents of 5, 30 and 35 rows, sequence 1 one of
+  // 70; forward and backward on every target against the reference, and each document's rows equal
+  // the same document run alone.
+  {
+    const int64_t S = 2, T = 70, H = 6, Hkv = 2, D = 64;
+    ops::AttentionOptions o;
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t i = 0; i < T; ++i) o.first_key.push_back(s == 1 ? 0 : i < 5 ? 0 : i < 35 ? 5 : 35);
+    Tensor q = rand_tensor({S, T, H, D}, seed++), k = rand_tensor({S, T, Hkv, D}, seed++), v = rand_tensor({S, T, Hkv, D}, seed++);
+    Tensor dout = rand_tensor(q.shape(), seed++);
+    add("attention", "packed documents", 1e-10, [q, k, v, o] {
+      ops::AttentionOutput r = ops::attention(q, k, v, o);
+      return std::vector<Tensor>{r.out, r.lse};
+    });
+    add("attention_backward", "packed documents", 1e-10, [q, k, v, o, dout] {
+      ops::AttentionOutput f = ops::attention(q, k, v, o);
+      Tensor gq = Tensor::zeros(q.shape(), DType::kF32), gk = Tensor::zeros(k.shape(), DType::kF32),
+             gv = Tensor::zeros(v.shape(), DType::kF32);
+      ops::attention_backward(q, k, v, f, dout, o, &gq, &gk, &gv);
+      return std::vector<Tensor>{gq, gk, gv};
+    });
+  }
   // Loss and selection. [9, 3001] (vocabulary not a multiple of the vector, above the row-split
   // threshold), logits spread wide so some rows have a dominant entry.
   {
@@ -312,6 +334,7 @@ std::vector<GradCase> grad_cases() {
       {1, 2, 5, 2, 2, 3, {.window = 2}, "decode window 2"},
       {1, 4, 4, 3, 3, 2, {.alibi = true}, "alibi 3 heads"},
       {2, 2, 4, 4, 1, 2, {.scale = 0.7f}, "mqa decode causal, scale"},
+      {1, 6, 6, 2, 1, 3, {.first_key = {0, 0, 2, 2, 2, 5}}, "packed documents 2+3+1"},
   };
   for (const Att& a : atts) {
     ops::AttentionOptions o = a.o;
@@ -350,6 +373,36 @@ TEST(OpHarness, EveryBackwardMatchesFiniteDifferences) {
   double worst = 0;
   for (const GradCase& c : all) worst = std::max(worst, harness::check_grad(c));
   std::printf("[harness] %zu gradient cases, worst relative error %.2e\n", all.size(), worst);
+}
+
+// A packed document sees nothing of its neighbours: its rows (outputs and gradients) equal the same
+// document run as a sequence of its own, and a wrong first_key is a typed error.
+TEST(OpHarness, PackedDocumentsAreIndependent) {
+  const int64_t T = 40, H = 4, Hkv = 2, D = 16, a = 12;  // documents [0, 12) and [12, 40)
+  Tensor q = rand_tensor({1, T, H, D}, 901), k = rand_tensor({1, T, Hkv, D}, 902), v = rand_tensor({1, T, Hkv, D}, 903);
+  Tensor dout = rand_tensor(q.shape(), 904);
+  ops::AttentionOptions packed;
+  for (int64_t i = 0; i < T; ++i) packed.first_key.push_back(i < a ? 0 : static_cast<int32_t>(a));
+  ops::AttentionOutput f = ops::attention(q, k, v, packed);
+  Tensor gq = Tensor::zeros(q.shape(), DType::kF32), gk = Tensor::zeros(k.shape(), DType::kF32),
+         gv = Tensor::zeros(v.shape(), DType::kF32);
+  ops::attention_backward(q, k, v, f, dout, packed, &gq, &gk, &gv);
+  for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, a}, {a, T}}) {
+    auto slice = [&](const Tensor& t) { return t.slice(1, lo, hi).contiguous(); };
+    Tensor qs = slice(q), ks = slice(k), vs = slice(v), ds = slice(dout);
+    ops::AttentionOutput fs = ops::attention(qs, ks, vs, {});
+    Tensor sq = Tensor::zeros(qs.shape(), DType::kF32), sk = Tensor::zeros(ks.shape(), DType::kF32),
+           sv = Tensor::zeros(vs.shape(), DType::kF32);
+    ops::attention_backward(qs, ks, vs, fs, ds, {}, &sq, &sk, &sv);
+    const std::pair<Tensor, Tensor> pairs[] = {{slice(f.out), fs.out}, {slice(gq), sq}, {slice(gk), sk}, {slice(gv), sv}};
+    for (const auto& [got, want] : pairs)
+      for (int64_t i = 0; i < want.numel(); ++i)
+        ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-5) << "document [" << lo << ", " << hi << ") at " << i;
+  }
+  ops::AttentionOptions bad;
+  bad.first_key.assign(static_cast<size_t>(T), 0);
+  bad.first_key[5] = 3;  // then back to 0: not non-decreasing
+  EXPECT_THROW(ops::attention(q, k, v, bad), Error);
 }
 
 TEST(OpHarness, RefTableIsComplete) {

@@ -14,7 +14,10 @@
 #include "llmkit/error.h"
 #include "llmkit/models/transformer.h"
 #include "llmkit/train/checkpoint.h"
+#include "llmkit/ops/ops.h"
+#include "llmkit/tokenizer.h"
 #include "llmkit/train/model.h"
+#include "llmkit/train/sft.h"
 #include "llmkit/train/trainer.h"
 
 namespace llmkit {
@@ -197,6 +200,157 @@ TEST(Train, ExportedGgufLoadsAndGivesTheTrainedLoss) {
   }
   EXPECT_NEAR(nll / 15, want, 1e-4 * want);
   EXPECT_LT(want, 0.8 * r.first_loss) << "the exported model did not learn";
+  fs::remove_all(dir);
+}
+
+
+// ---- SFT -----------------------------------------------------------------------------------------
+// testdata/hf/tiny-llama: a 300-token BPE tokenizer and the chat template
+// "<s>{role}: {content}</s>" per message, "<s>assistant: " as the generation prompt.
+const std::string kChatModel = std::string(LLMKIT_TESTDATA_DIR) + "/hf/tiny-llama";
+
+std::string write_jsonl(const fs::path& dir, const std::string& text) {
+  const fs::path f = dir / "sft.jsonl";
+  std::ofstream(f) << text;
+  return f.string();
+}
+
+TEST(Sft, OnlyTheAssistantsTokensAreTrained) {
+  const fs::path dir = temp_dir("sft_labels");
+  const std::string f = write_jsonl(dir,
+      R"({"messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello you"}, )"
+      R"({"role": "user", "content": "and now"}, {"role": "assistant", "content": "bye"}]})" "\n"
+      "\n"
+      R"({"instruction": "say yes", "input": "please", "output": "yes"})" "\n");
+  const train::SftData d = train::load_sft(f, kChatModel, 64, 0.0, 1);
+  ASSERT_EQ(d.train.size(), 2u);
+  EXPECT_EQ(d.lines, 2);
+  const Tokenizer tok = Tokenizer::load(kChatModel);
+  auto text_of = [&](const train::SftExample& ex, uint8_t trained) {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < ex.ids.size(); ++i)
+      if (ex.trained[i] == trained) ids.push_back(ex.ids[i]);
+    return tok.decode(ids, false);
+  };
+  // The replies and their end-of-turn are trained; roles, prompts and the user's words are not.
+  EXPECT_EQ(text_of(d.train[0], 1), "hello you</s>bye</s>");
+  const std::string context = text_of(d.train[0], 0);
+  EXPECT_NE(context.find("hi there"), std::string::npos);
+  EXPECT_NE(context.find("and now"), std::string::npos);
+  EXPECT_EQ(context.find("hello"), std::string::npos);
+  // The whole example is the rendered conversation.
+  EXPECT_EQ(tok.decode(d.train[0].ids, false),
+            "<s>user: hi there</s><s>assistant: hello you</s><s>user: and now</s><s>assistant: bye</s>");
+  // Alpaca: the instruction and input become the user turn.
+  EXPECT_EQ(text_of(d.train[1], 1), "yes</s>");
+  EXPECT_NE(text_of(d.train[1], 0).find("say yes\n\nplease"), std::string::npos);
+
+  // Bad records name their line.
+  auto error_of = [&](const std::string& text) {
+    try {
+      train::load_sft(write_jsonl(dir, text), kChatModel, 64, 0.0, 1);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("{\"instruction\": \"a\", \"output\": \"b\"}\nnot json\n").find("line 2"), std::string::npos);
+  EXPECT_NE(error_of(R"({"messages": [{"role": "user", "content": "only a question"}]})").find("no assistant"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"text": "plain"})").find("neither"), std::string::npos);
+  EXPECT_NE(error_of(R"({"messages": [{"role": "user"}]})").find("role"), std::string::npos);
+  EXPECT_THROW(train::load_sft((dir / "missing.jsonl").string(), kChatModel, 64, 0.0, 1), Error);
+  fs::remove_all(dir);
+}
+
+// A packed row (two examples, then padding) gives the loss and the gradients of its examples run one
+// at a time: no attention across examples, positions restart, padding never trained.
+TEST(Sft, PackedRowTrainsExactlyLikeItsExamplesAlone) {
+  const fs::path dir = temp_dir("sft_pack");
+  const std::string f = write_jsonl(dir,
+      R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "bc"}]})" "\n"
+      R"({"instruction": "g", "output": "hi"})" "\n");
+  const train::SftData d = train::load_sft(f, kChatModel, 64, 0.0, 1);
+  ASSERT_EQ(d.train.size(), 2u);
+  const std::vector<train::TokenBatch> rows = train::pack_sft(d.train, 64, 0);
+  ASSERT_EQ(rows.size(), 1u) << "two short examples fit one row of 64: " << d.train[0].ids.size() << " + "
+                             << d.train[1].ids.size();
+  auto model = train::TrainModel::from_weights(models::Weights::open(kChatModel));
+  ag::ParamStore& ps = model->params();
+  ps.zero_grad();
+  ag::Var packed = model->loss(rows[0]);
+  ag::backward(packed);
+  std::vector<float> g_packed(ps.grads().data<float>(), ps.grads().data<float>() + ps.grads().numel());
+
+  ps.zero_grad();
+  double weighted = 0;
+  int64_t n_targets = 0;
+  std::vector<train::TokenBatch> alone;
+  for (const auto& ex : d.train) {
+    alone.push_back(train::pack_sft({ex}, static_cast<int64_t>(ex.ids.size()), 0)[0]);
+    alone.back().doc_start.clear();  // a row of its own: plain causal attention
+    for (int32_t t : alone.back().targets) n_targets += t != ops::kIgnoreIndex;
+  }
+  for (const auto& b : alone) {
+    int64_t n = 0;
+    for (int32_t t : b.targets) n += t != ops::kIgnoreIndex;
+    ag::Var l = model->loss(b);
+    weighted += l.value().data<float>()[0] * static_cast<double>(n);
+    ag::backward(ag::scale(l, static_cast<float>(n) / static_cast<float>(n_targets)));
+  }
+  EXPECT_NEAR(packed.value().data<float>()[0], weighted / static_cast<double>(n_targets), 1e-5);
+  const float* g = ps.grads().data<float>();
+  double worst = 0, norm = 0;
+  for (size_t i = 0; i < g_packed.size(); ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(g_packed[i]) - g[i]));
+    norm = std::max(norm, std::fabs(static_cast<double>(g[i])));
+  }
+  EXPECT_LT(worst, 1e-5 * norm) << "largest gradient " << norm;
+  fs::remove_all(dir);
+}
+
+TEST(Sft, FinetuneLearnsTheRepliesAndResumes) {
+  const fs::path dir = temp_dir("sft_run");
+  std::string text;
+  const char* qa[][2] = {{"red", "apple"}, {"yellow", "banana"}, {"green", "lime"}, {"purple", "grape"}};
+  for (int rep = 0; rep < 3; ++rep)
+    for (const auto& p : qa)
+      text += std::string(R"({"messages": [{"role": "user", "content": ")") + p[0] +
+              R"("}, {"role": "assistant", "content": ")" + p[1] + "\"}]}\n";
+  TrainOptions o;
+  o.model = kChatModel;
+  o.task = "sft";
+  o.data = write_jsonl(dir, text);
+  o.out = (dir / "run").string();
+  o.seq_len = 48;
+  o.batch = 2;
+  o.steps = 40;
+  o.warmup = 2;
+  o.lr = 1e-2;
+  o.eval_every = 0;
+  o.save_every = 20;
+  o.export_model = false;
+  const train::TrainResult r = train::train_model(o);
+  EXPECT_LT(r.last_loss, 0.3 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  EXPECT_NE(r.data_note.find("12 examples"), std::string::npos) << r.data_note;
+  // Killed right after its step-20 checkpoint and started again: the same final parameters.
+  auto finished = train::TrainModel::from_weights(models::Weights::open(kChatModel));
+  train::load_checkpoint(r.last_checkpoint, finished->params());
+  TrainOptions o2 = o;
+  o2.out = (dir / "run2").string();
+  struct Crash {};
+  EXPECT_THROW(train::train_model(o2, [](const train::StepInfo& s) {
+                 if (s.step == 20) throw Crash{};
+               }),
+               Crash);
+  const train::TrainResult r2 = train::train_model(o2);
+  EXPECT_EQ(r2.start_step, 20);
+  auto resumed = train::TrainModel::from_weights(models::Weights::open(kChatModel));
+  train::load_checkpoint(r2.last_checkpoint, resumed->params());
+  const Tensor& a = finished->params().params();
+  const Tensor& b = resumed->params().params();
+  ASSERT_EQ(a.numel(), b.numel());
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << "resume changed the SFT run";
   fs::remove_all(dir);
 }
 

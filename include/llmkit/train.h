@@ -17,7 +17,12 @@ namespace llmkit {
 // out/export/model.gguf (loaded by `llmkit run` / `chat`). Config keys are these field names.
 struct TrainConfig {
   std::string model;  // GGUF file or Hugging Face folder to start from
-  std::string data;   // prepared data folder
+  std::string data;   // lm: prepared data folder; sft: chat/instruction JSONL file
+  // lm: next-token prediction on every token of prepared data (`llmkit data prepare`); sft: chats
+  // ({"messages": [...]}) or Alpaca records rendered with the model's chat template, loss on the
+  // assistant's tokens only, examples packed into rows with attention kept inside each example.
+  std::string task = "lm";
+  double val_fraction = 0.0;  // sft: share of examples held out for the validation loss
   std::string out;    // run folder
   int64_t seq_len = 256, batch = 4, grad_accum = 1, steps = 100, warmup = 10;
   double lr = 3e-4, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
@@ -43,6 +48,7 @@ struct TrainSummary {
   int64_t n_params = 0;
   double seconds = 0;
   std::string last_checkpoint, export_gguf;
+  std::string data_note;  // what the data loader made of the input (sft: examples, rows, trained tokens)
 };
 
 // A JSON object of TrainConfig fields -> the config; an unknown key or a mistyped value throws

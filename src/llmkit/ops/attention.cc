@@ -72,6 +72,18 @@ void check_heads(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                "attention: kv_len has ", opt.kv_len.size(), " entries, need n_seqs = ", q.dim(0));
   for (int32_t l : opt.kv_len)
     LLMKIT_CHECK(l >= 0 && l <= k.dim(1), kInvalidArgument, "attention: kv_len ", l, " outside [0, n_kv = ", k.dim(1), "]");
+  if (!opt.first_key.empty()) {
+    LLMKIT_CHECK(static_cast<int64_t>(opt.first_key.size()) == q.dim(0) * q.dim(1), kInvalidArgument,
+                 "attention: first_key has ", opt.first_key.size(), " entries, need n_seqs * n_q = ", q.dim(0) * q.dim(1));
+    for (int64_t s = 0; s < q.dim(0); ++s) {
+      for (int64_t i = 0; i < q.dim(1); ++i) {
+        const int32_t f = opt.first_key[static_cast<size_t>(s * q.dim(1) + i)];
+        LLMKIT_CHECK(f >= 0 && f < k.dim(1) && (i == 0 || f >= opt.first_key[static_cast<size_t>(s * q.dim(1) + i - 1)]),
+                     kInvalidArgument, "attention: first_key ", f, " at sequence ", s, " row ", i,
+                     " must be in [0, n_kv) and not below the previous row's (documents are packed in order)");
+      }
+    }
+  }
   LLMKIT_CHECK(std::isfinite(opt.scale) && opt.scale >= 0.0f, kInvalidArgument, "attention: scale ", opt.scale,
                " must be finite and >= 0 (0 = 1/sqrt(head_dim))");
 }
@@ -89,6 +101,7 @@ ref::AttentionParams params(const Tensor& q, const Tensor& k, const AttentionOpt
   p.window = opt.window;
   p.alibi = slopes.defined() ? slopes.data<float>() : nullptr;
   p.kv_len = opt.kv_len.empty() ? nullptr : opt.kv_len.data();
+  p.first_key = opt.first_key.empty() ? nullptr : opt.first_key.data();
   return p;
 }
 
@@ -105,6 +118,7 @@ void for_each_seq_kv_head(const ref::AttentionParams& p, F fn) {
       ref::AttentionParams ps = p;
       ps.n_seqs = 1;
       ps.kv_len = p.kv_len ? p.kv_len + s : nullptr;
+      ps.first_key = p.first_key ? p.first_key + s * p.n_q : nullptr;
       ps.head_begin = g * group;
       ps.head_end = (g + 1) * group;
       fn(ps, s);
@@ -143,6 +157,7 @@ void attention_forward(const ref::AttentionParams& p, const float* q, const floa
       ref::AttentionParams ps = p;
       ps.n_seqs = 1;
       ps.kv_len = p.kv_len ? p.kv_len + s : nullptr;
+      ps.first_key = p.first_key ? p.first_key + s * p.n_q : nullptr;
       ps.head_begin = g * group;
       ps.head_end = (g + 1) * group;
       ps.q_begin = rb * kAttnRowsPerItem;

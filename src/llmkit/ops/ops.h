@@ -118,6 +118,9 @@ struct AttentionOptions {
   int64_t window = 0;             // sliding window (Mistral); 0 = off
   bool alibi = false;             // add ALiBi bias with the standard slopes
   std::vector<int32_t> kv_len;    // [n_seqs] valid keys per sequence (padding); empty = all
+  // [n_seqs * n_q] the first key each query row may see, non-decreasing along a sequence: packed
+  // documents (a row sees only its own document, which starts there); empty = 0 for every row.
+  std::vector<int32_t> first_key;
 };
 struct AttentionOutput {
   Tensor out;  // [n_seqs, n_q, n_heads, head_dim]

@@ -175,8 +175,7 @@ DataPrepareResult prepare_data(const DataPrepareOptions& opt) {
   bool in_doc = false, doc_val = false;
   auto piece = [&](const std::string& text, bool last) {
     if (!in_doc) {
-      uint64_t s = opt.seed ^ static_cast<uint64_t>(r.documents);
-      doc_val = static_cast<double>(splitmix64(s) >> 11) * 0x1.0p-53 < opt.val_fraction;
+      doc_val = train::in_val_split(opt.seed, static_cast<uint64_t>(r.documents), opt.val_fraction);
       ++r.documents;
       if (doc_val) ++r.val_documents;
     }
@@ -338,10 +337,15 @@ BatchSampler::BatchSampler(const TokenData& data, int64_t seq_len, int64_t batch
 }
 
 void BatchSampler::build_order() {
-  order_.resize(static_cast<size_t>(n_windows_));
-  for (int64_t i = 0; i < n_windows_; ++i) order_[static_cast<size_t>(i)] = i;
-  uint64_t s = state_.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(state_.epoch) + 1;
-  for (int64_t i = n_windows_ - 1; i > 0; --i) {
+  order_ = shuffled_order(n_windows_, state_.seed, state_.epoch);
+  order_epoch_ = state_.epoch;
+}
+
+std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1;
+  for (int64_t i = n - 1; i > 0; --i) {
     // Unbiased draw in [0, i] (Lemire 2019): the high half of a 64 x 64 -> 128-bit product.
     const uint64_t bound = static_cast<uint64_t>(i) + 1;
     uint64_t hi, lo;
@@ -350,9 +354,14 @@ void BatchSampler::build_order() {
       const uint64_t thresh = (0 - bound) % bound;
       while (lo < thresh) mul128(splitmix64(s), bound, &hi, &lo);
     }
-    std::swap(order_[static_cast<size_t>(i)], order_[static_cast<size_t>(hi)]);
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(hi)]);
   }
-  order_epoch_ = state_.epoch;
+  return order;
+}
+
+bool in_val_split(uint64_t seed, uint64_t index, double val_fraction) {
+  uint64_t s = seed ^ index;
+  return static_cast<double>(splitmix64(s) >> 11) * 0x1.0p-53 < val_fraction;
 }
 
 void BatchSampler::next(int32_t* tokens) {

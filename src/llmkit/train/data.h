@@ -43,6 +43,12 @@ class TokenData {
   int token_bytes_ = 2;
 };
 
+// 0..n-1 in the seeded order of `epoch` (Fisher-Yates over splitmix64 with unbiased bounded draws):
+// the same on every platform.
+std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, int64_t epoch);
+// Whether item `index` goes to the validation split: splitmix64(seed ^ index) / 2^64 < val_fraction.
+bool in_val_split(uint64_t seed, uint64_t index, double val_fraction);
+
 struct SamplerState {
   uint64_t seed = 0;
   int64_t epoch = 0;

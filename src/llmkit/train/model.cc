@@ -55,23 +55,42 @@ ag::Var TrainModel::linear(const ag::Var& x, const std::string& base) const {
 
 ag::Var TrainModel::loss(const std::vector<std::vector<int32_t>>& batch) {
   LLMKIT_CHECK(!batch.empty(), kInvalidArgument, "the batch is empty");
-  const int64_t B = static_cast<int64_t>(batch.size()), T = static_cast<int64_t>(batch[0].size());
-  LLMKIT_CHECK(T >= 2, kInvalidArgument, "rows need at least 2 tokens (one prediction), got ", T);
+  TokenBatch tb;
+  tb.B = static_cast<int64_t>(batch.size());
+  tb.T = static_cast<int64_t>(batch[0].size());
+  LLMKIT_CHECK(tb.T >= 2, kInvalidArgument, "rows need at least 2 tokens (one prediction), got ", tb.T);
+  for (int64_t b = 0; b < tb.B; ++b) {
+    const auto& row = batch[static_cast<size_t>(b)];
+    LLMKIT_CHECK(static_cast<int64_t>(row.size()) == tb.T, kInvalidArgument, "row ", b, " has ", row.size(),
+                 " tokens, row 0 has ", tb.T, ": rows must have one length");
+    for (int64_t t = 0; t < tb.T; ++t) {
+      tb.ids.push_back(row[static_cast<size_t>(t)]);
+      tb.targets.push_back(t + 1 < tb.T ? row[static_cast<size_t>(t + 1)] : ops::kIgnoreIndex);
+      tb.pos.push_back(static_cast<int32_t>(t));
+    }
+  }
+  return loss(tb);
+}
+
+ag::Var TrainModel::loss(const TokenBatch& tb) {
+  const int64_t B = tb.B, T = tb.T;
+  LLMKIT_CHECK(B >= 1 && T >= 1, kInvalidArgument, "the batch is empty");
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, N = B * T;
+  LLMKIT_CHECK(static_cast<int64_t>(tb.ids.size()) == N && static_cast<int64_t>(tb.targets.size()) == N &&
+                   static_cast<int64_t>(tb.pos.size()) == N &&
+                   (tb.doc_start.empty() || static_cast<int64_t>(tb.doc_start.size()) == N),
+               kInvalidArgument, "a batch of ", B, " x ", T, " needs ", N, " ids, targets, positions (and document starts)");
   Tensor ids = Tensor::empty({N}, DType::kI32), pos = Tensor::empty({N}, DType::kI32),
          targets = Tensor::empty({N}, DType::kI32);
-  for (int64_t b = 0; b < B; ++b) {
-    LLMKIT_CHECK(static_cast<int64_t>(batch[static_cast<size_t>(b)].size()) == T, kInvalidArgument, "row ", b, " has ",
-                 batch[static_cast<size_t>(b)].size(), " tokens, row 0 has ", T, ": rows must have one length");
-    for (int64_t t = 0; t < T; ++t) {
-      const int32_t id = batch[static_cast<size_t>(b)][static_cast<size_t>(t)];
-      LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " (row ", b, ", position ", t,
-                   ") is outside the vocabulary [0, ", cfg_.n_vocab, ")");
-      ids.data<int32_t>()[b * T + t] = id;
-      pos.data<int32_t>()[b * T + t] = static_cast<int32_t>(t);
-      targets.data<int32_t>()[b * T + t] =
-          t + 1 < T ? batch[static_cast<size_t>(b)][static_cast<size_t>(t + 1)] : ops::kIgnoreIndex;
-    }
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t id = tb.ids[static_cast<size_t>(i)], tg = tb.targets[static_cast<size_t>(i)];
+    LLMKIT_CHECK(id >= 0 && id < cfg_.n_vocab, kInvalidArgument, "token id ", id, " (row ", i / T, ", position ", i % T,
+                 ") is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+    LLMKIT_CHECK(tg == ops::kIgnoreIndex || (tg >= 0 && tg < cfg_.n_vocab), kInvalidArgument, "target ", tg, " (row ",
+                 i / T, ", position ", i % T, ") is outside the vocabulary [0, ", cfg_.n_vocab, ")");
+    ids.data<int32_t>()[i] = id;
+    targets.data<int32_t>()[i] = tg;
+    pos.data<int32_t>()[i] = tb.pos[static_cast<size_t>(i)];
   }
   ag::Var x = ag::embedding(p("token_embd.weight"), ids);  // [N, d]
   if (cfg_.embedding_scale != 1.0f) x = ag::scale(x, cfg_.embedding_scale);
@@ -90,6 +109,7 @@ ag::Var TrainModel::loss(const std::vector<std::vector<int32_t>>& batch) {
   opt.causal = true;
   opt.window = cfg_.sliding_window;
   opt.alibi = cfg_.position == models::PositionKind::kAlibi;
+  opt.first_key = tb.doc_start;
   const ops::Act act = models::to_act(cfg_.act);
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     const std::string pre = str_cat("blk.", l, ".");

@@ -21,6 +21,15 @@
 
 namespace llmkit::train {
 
+// A batch of B rows of T tokens with explicit labels: what packed SFT batches need. targets[i] is
+// the token to predict after ids[i] (ops::kIgnoreIndex: no loss there, e.g. prompt tokens and a
+// document's last token); pos[i] its position (restarting at 0 in each packed document); doc_start[i]
+// the row index where its document starts (empty: every row is one document).
+struct TokenBatch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> ids, targets, pos, doc_start;
+};
+
 class TrainModel {
  public:
   // Every tensor of the model becomes a trainable F32 parameter (quantized ones dequantized).
@@ -32,6 +41,8 @@ class TrainModel {
   // (B rows of equal length T >= 2): transformers' loss with labels = input_ids. A [1] Var; call
   // ag::backward on it for the gradients.
   ag::Var loss(const std::vector<std::vector<int32_t>>& batch);
+  // Mean cross-entropy over the batch's non-ignored targets; attention stays inside each document.
+  ag::Var loss(const TokenBatch& batch);
 
   // (HF name, gradient in HF layout) for every parameter that received one, after backward.
   std::vector<std::pair<std::string, Tensor>> hf_gradients() const;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "llmkit/train/checkpoint.h"
 #include "llmkit/train/data.h"
 #include "llmkit/train/model.h"
+#include "llmkit/train/sft.h"
 
 namespace llmkit::train {
 namespace {
@@ -157,24 +159,75 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   // after (its pages would otherwise stay resident beside the copy: +4 bytes/parameter at F32).
   auto model = TrainModel::from_weights(models::Weights::open(o.model));
   ag::ParamStore& ps = model->params();
-  const TokenData train_data = TokenData::open(o.data, "train");
-  LLMKIT_CHECK(train_data.n_vocab() <= model->config().n_vocab, kInvalidArgument, "the data was tokenized with a ",
-               train_data.n_vocab(), "-token vocabulary but the model has ", model->config().n_vocab,
-               " tokens: prepare the data with this model's tokenizer (-m)");
+  LLMKIT_CHECK(o.task == "lm" || o.task == "sft", kInvalidArgument, "--task '", o.task,
+               "' must be lm (next-token prediction on prepared data) or sft (chat/instruction JSONL)");
   LLMKIT_CHECK(o.seq_len <= model->config().n_ctx, kInvalidArgument, "--seq-len ", o.seq_len, " exceeds the model's ",
                model->config().n_ctx, " positions");
-  BatchSampler sampler(train_data, o.seq_len, o.batch, o.seed);
-  TokenData val_data = TokenData::open(o.data, "val");
-  const bool can_eval = o.eval_every > 0 && val_data.n_tokens() >= o.seq_len + 1;
+  const bool sft = o.task == "sft";
+  std::string data_note;
+  // The batch sources: windows of prepared token shards (lm), or packed SFT rows (sft).
+  std::optional<TokenData> train_data, val_data;
+  std::optional<BatchSampler> sampler;
+  std::optional<SftSampler> sft_sampler;
+  std::vector<TokenBatch> sft_val;
+  bool can_eval = false;
+  if (sft) {
+    SftData sd = load_sft(o.data, o.model, o.seq_len, o.val_fraction, o.seed);
+    const int32_t pad = 0;  // never attended to by a real token, never trained
+    sft_sampler.emplace(pack_sft(sd.train, o.seq_len, pad), o.batch, o.seed);
+    sft_val = pack_sft(sd.val, o.seq_len, pad);
+    can_eval = o.eval_every > 0 && !sft_val.empty();
+    data_note = str_cat("sft: ", sd.lines, " examples (", sd.train.size(), " train, ", sd.val.size(), " validation) in ",
+                         sft_sampler->rows_per_epoch(), " packed rows of ", o.seq_len, " tokens; ", sd.trained_tokens,
+                         " of ", sd.tokens, " tokens trained (assistant)",
+                         sd.truncated ? str_cat("; ", sd.truncated, " examples cut to --seq-len") : std::string());
+  } else {
+    train_data.emplace(TokenData::open(o.data, "train"));
+    LLMKIT_CHECK(train_data->n_vocab() <= model->config().n_vocab, kInvalidArgument, "the data was tokenized with a ",
+                 train_data->n_vocab(), "-token vocabulary but the model has ", model->config().n_vocab,
+                 " tokens: prepare the data with this model's tokenizer (-m)");
+    sampler.emplace(*train_data, o.seq_len, o.batch, o.seed);
+    val_data.emplace(TokenData::open(o.data, "val"));
+    can_eval = o.eval_every > 0 && val_data->n_tokens() >= o.seq_len + 1;
+  }
+  std::vector<int32_t> buf(static_cast<size_t>(o.batch * (o.seq_len + 1)));
+  auto next_loss = [&]() -> ag::Var {
+    if (sft) return model->loss(sft_sampler->next());
+    sampler->next(buf.data());
+    return model->loss(rows(buf, o.batch, o.seq_len + 1));
+  };
+  auto data_state = [&] { return sft ? sft_sampler->state() : sampler->state(); };
+  auto val_loss = [&]() -> double {
+    ag::NoGrad ng;
+    if (sft) {
+      SftSampler vs(sft_val, o.batch, 0, /*shuffle=*/false);
+      const int64_t n = std::max<int64_t>(1, std::min(o.eval_batches, vs.rows_per_epoch() / o.batch));
+      double vsum = 0;
+      for (int64_t i = 0; i < n; ++i) vsum += model->loss(vs.next()).value().data<float>()[0];
+      return vsum / static_cast<double>(n);
+    }
+    BatchSampler vs(*val_data, o.seq_len, o.batch, 0, /*shuffle=*/false);
+    const int64_t n = std::max<int64_t>(1, std::min(o.eval_batches, vs.windows_per_epoch() / o.batch));
+    double vsum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      vs.next(buf.data());
+      vsum += model->loss(rows(buf, o.batch, o.seq_len + 1)).value().data<float>()[0];
+    }
+    return vsum / static_cast<double>(n);
+  };
 
   TrainResult r;
+  r.data_note = data_note;
   for (const auto& e : ps.entries()) r.n_params += e.numel;
   std::vector<Point> train_pts, val_pts;
   if (o.resume) {
     const std::string last = latest_checkpoint(ckdir.string());
     if (!last.empty()) {
       CheckpointState st = load_checkpoint(last, ps);
-      sampler.restore(st.data);
+      if (sft)
+        sft_sampler->restore(st.data);
+      else
+        sampler->restore(st.data);
       r.start_step = st.step;
       r.last_checkpoint = last;
     }
@@ -203,7 +256,6 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   acfg.beta2 = static_cast<float>(o.beta2);
   acfg.eps = static_cast<float>(o.eps);
   acfg.weight_decay = static_cast<float>(o.weight_decay);
-  std::vector<int32_t> buf(static_cast<size_t>(o.batch * (o.seq_len + 1)));
   const int64_t tokens_per_step = o.batch * o.seq_len * o.grad_accum;
   auto t_last = std::chrono::steady_clock::now();
   bool first = true;
@@ -212,8 +264,7 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
       ps.zero_grad();
       double loss_sum = 0;
       for (int64_t a = 0; a < o.grad_accum; ++a) {
-        sampler.next(buf.data());
-        ag::Var loss = model->loss(rows(buf, o.batch, o.seq_len + 1));
+        ag::Var loss = next_loss();
         const double lv = loss.value().data<float>()[0];
         LLMKIT_CHECK(std::isfinite(lv), kInvalidArgument, "step ", step + 1, ": the loss is ", lv,
                      "; lower --lr or raise --warmup (the last checkpoint is intact)");
@@ -242,15 +293,7 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
       r.last_loss = si.loss;
       train_pts.push_back({si.step, si.loss});
       if (can_eval && (si.step % o.eval_every == 0 || si.step == o.steps)) {
-        ag::NoGrad ng;
-        BatchSampler vs(val_data, o.seq_len, o.batch, 0, /*shuffle=*/false);
-        const int64_t n = std::max<int64_t>(1, std::min(o.eval_batches, vs.windows_per_epoch() / o.batch));
-        double vsum = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          vs.next(buf.data());
-          vsum += model->loss(rows(buf, o.batch, o.seq_len + 1)).value().data<float>()[0];
-        }
-        si.val_loss = vsum / static_cast<double>(n);
+        si.val_loss = val_loss();
         r.last_val_loss = si.val_loss;
         val_pts.push_back({si.step, si.val_loss});
       }
@@ -262,7 +305,7 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
       if ((o.save_every > 0 && si.step % o.save_every == 0) || si.step == o.steps) {
         CheckpointState st;
         st.step = si.step;
-        st.data = sampler.state();
+        st.data = data_state();
         st.lr = lr;
         st.config_json = json{{"model", o.model}, {"data", o.data}, {"seq_len", o.seq_len}, {"batch", o.batch},
                               {"grad_accum", o.grad_accum}, {"steps", o.steps}, {"lr", o.lr}, {"schedule", o.schedule}}
@@ -332,6 +375,8 @@ TrainConfig train_config_from_json(const std::string& json_text) {
     else if (k == "seed") num(&c.seed);
     else if (k == "resume") flag(&c.resume);
     else if (k == "export_model") flag(&c.export_model);
+    else if (k == "task") str(&c.task);
+    else if (k == "val_fraction") num(&c.val_fraction);
     else LLMKIT_CHECK(false, kInvalidArgument, "unknown training config key '", k, "'");
   }
   return c;

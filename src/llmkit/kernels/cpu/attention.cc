@@ -69,6 +69,7 @@ inline Range visible(const ref::AttentionParams& p, int64_t s, int64_t i) {
   if (p.kv_len && p.kv_len[s] < r.hi) r.hi = p.kv_len[s];
   r.lo = 0;
   if (p.window > 0 && r.pos - p.window + 1 > r.lo) r.lo = r.pos - p.window + 1;
+  if (p.first_key && p.first_key[s * p.n_q + i] > r.lo) r.lo = p.first_key[s * p.n_q + i];
   return r;
 }
 

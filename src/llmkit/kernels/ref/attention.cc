@@ -43,6 +43,7 @@ RowView row_view(const AttentionParams& p, const float* q, const float* k, const
   if (p.kv_len && p.kv_len[s] < r.hi) r.hi = p.kv_len[s];
   r.lo = 0;
   if (p.window > 0 && r.pos - p.window + 1 > r.lo) r.lo = r.pos - p.window + 1;
+  if (p.first_key && p.first_key[s * p.n_q + i] > r.lo) r.lo = p.first_key[s * p.n_q + i];
   r.slope = p.alibi ? p.alibi[h] : 0.0f;
   return r;
 }

@@ -155,6 +155,8 @@ struct AttentionParams {
   int64_t window = 0;                   // sliding window (Mistral): also require pos_q - j < window; 0 = off
   const float* alibi = nullptr;         // [n_heads] ALiBi slopes: score += slope * (j - pos_q); null = off
   const int32_t* kv_len = nullptr;      // [n_seqs] valid keys per sequence (padding mask); null = all
+  const int32_t* first_key = nullptr;   // [n_seqs * n_q] first visible key per query row (packed documents,
+                                        // non-decreasing along a sequence); null = 0
   // Only query heads [head_begin, head_end) are computed (head_end 0 = n_heads): lets the ops layer
   // split the work over threads by kv-head group, where no two threads write the same dk/dv.
   int64_t head_begin = 0, head_end = 0;
