@@ -50,7 +50,11 @@ std::function<int()> add_train_flags(CLI::App& app, bool finetune) {
       {"lr", "Peak learning rate (default 3e-4)"},
       {"min-lr-ratio", "Final LR as a fraction of the peak (default 0.1)"},
       {"schedule", "cosine | linear | constant after the warmup (default cosine)"},
-      {"weight-decay", "AdamW decoupled weight decay on matrices (default 0.1)"},
+      {"optimizer", "adamw | sgd (SGD with momentum, PyTorch's rule) (default adamw)"},
+      {"momentum", "SGD momentum (default 0.9)"},
+      {"recompute", "true: recompute each layer's activations in the backward (memory of one layer, ~1/3 more "
+                    "compute) (default false)"},
+      {"weight-decay", "AdamW decoupled weight decay on matrices; SGD: L2 added to the gradient (default 0.1)"},
       {"beta1", "AdamW beta1 (default 0.9)"},
       {"beta2", "AdamW beta2 (default 0.95)"},
       {"eps", "AdamW epsilon (default 1e-8)"},
@@ -81,6 +85,7 @@ std::function<int()> add_train_flags(CLI::App& app, bool finetune) {
       c->overrides.emplace_back("task", "sft");
     }
     for (size_t i = 0; i < std::size(kFlags); ++i) {
+      if (finetune && std::string(kFlags[i].name) == "task") continue;
       if (app.count(std::string("--") + kFlags[i].name) == 0) continue;
       std::string key = kFlags[i].name;
       for (char& ch : key)

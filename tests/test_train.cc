@@ -121,6 +121,55 @@ TEST(Train, LearnsAPatternAndWritesMetricsPlotAndCheckpoints) {
   fs::remove_all(dir);
 }
 
+// Activation recomputation changes memory, not results: the same loss and bitwise the same
+// gradients with and without it (every dense family's layer code is shared, so one model suffices;
+// gpt2 covers biases, LayerNorm and learned positions).
+TEST(Train, RecomputationGivesBitwiseTheSameGradients) {
+  for (const char* name : {"llama", "gpt2"}) {
+    const std::string path = std::string(LLMKIT_TESTDATA_DIR) + "/tiny/" + name;
+    std::vector<std::vector<int32_t>> batch(2);
+    for (int b = 0; b < 2; ++b)
+      for (int t = 0; t < 12; ++t) batch[static_cast<size_t>(b)].push_back((7 * t + 3 * b + 1) % 50);
+    std::vector<float> grads[2];
+    float losses[2];
+    size_t tape[2];
+    for (int rc = 0; rc < 2; ++rc) {
+      auto m = train::TrainModel::from_weights(models::Weights::open(path));
+      m->set_recompute(rc == 1);
+      m->params().zero_grad();
+      ag::Var l = m->loss(batch);
+      tape[rc] = ag::Tape::current().size();
+      ag::backward(l);
+      losses[rc] = l.value().data<float>()[0];
+      const Tensor& g = m->params().grads();
+      grads[rc].assign(g.data<float>(), g.data<float>() + g.numel());
+    }
+    EXPECT_EQ(losses[0], losses[1]) << name;
+    EXPECT_LT(tape[1] * 3, tape[0]) << name << ": with recomputation the tape holds one entry per layer";
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    EXPECT_EQ(std::memcmp(grads[0].data(), grads[1].data(), grads[0].size() * sizeof(float)), 0) << name;
+    double norm = 0;
+    for (float v : grads[1]) norm += static_cast<double>(v) * v;
+    EXPECT_GT(norm, 0) << name << ": no gradient reached the parameters";
+  }
+}
+
+TEST(Train, SgdWithMomentumLearnsThePattern) {
+  const fs::path dir = temp_dir("sgd");
+  TrainOptions o = options(dir);
+  o.optimizer = "sgd";
+  o.momentum = 0.9;
+  o.weight_decay = 0.0;
+  o.lr = 0.3;
+  o.steps = 30;
+  o.eval_every = 0;
+  const train::TrainResult r = train::train_model(o);
+  EXPECT_LT(r.last_loss, 0.6 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  o.optimizer = "adam";
+  EXPECT_THROW(train::train_model(o), Error);
+  fs::remove_all(dir);
+}
+
 TEST(Train, ResumedRunEndsBitwiseWhereAnUninterruptedOneDoes) {
   const fs::path dir = temp_dir("resume");
   TrainOptions straight = options(dir);

@@ -27,6 +27,9 @@ struct TrainConfig {
   int64_t seq_len = 256, batch = 4, grad_accum = 1, steps = 100, warmup = 10;
   double lr = 3e-4, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double clip = 1.0;                   // max global gradient norm; 0 = off
+  std::string optimizer = "adamw";     // adamw | sgd (momentum as PyTorch's, weight_decay coupled)
+  double momentum = 0.9;               // sgd
+  bool recompute = false;              // activation recomputation per layer (less memory, ~1/3 more compute)
   std::string schedule = "cosine";     // cosine | linear | constant (after the warmup)
   int64_t eval_every = 50, eval_batches = 4, save_every = 100;
   int keep = 3;                        // checkpoints kept; 0 = all

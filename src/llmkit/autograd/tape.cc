@@ -33,6 +33,18 @@ void Tape::backward(const Var& loss) {
     Tensor one = Tensor::from_floats({1.0f}, loss.value().shape());
     accumulate(loss.grad_slot(), one);
   }
+  run();
+}
+
+void Tape::backward(const Var& y, const Tensor& dy) {
+  LLMKIT_CHECK(y.defined() && dy.defined() && y.value().numel() == dy.numel(), kInvalidArgument,
+               "backward: the seed gradient ", dy.defined() ? dy.str() : "undefined", " does not match ",
+               y.defined() ? y.value().str() : "an undefined value");
+  if (y.requires_grad()) accumulate(y.grad_slot(), dy);
+  run();
+}
+
+void Tape::run() {
   // Entries are consumed even if one throws, so a failed step does not leave a half-run tape behind.
   std::vector<std::function<void()>> entries;
   entries.swap(entries_);

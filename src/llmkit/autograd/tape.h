@@ -57,6 +57,9 @@ class Tape {
   void record(std::function<void()> backward) { entries_.push_back(std::move(backward)); }
   // Seeds loss's gradient with 1 (loss must have one element), runs every entry in reverse, clears.
   void backward(const Var& loss);
+  // Seeds y's gradient with dy (y's shape) instead: back-propagates a gradient that arrived from
+  // outside this tape (activation recomputation runs a layer again on a private tape).
+  void backward(const Var& y, const Tensor& dy);
   void clear() { entries_.clear(); }
   size_t size() const { return entries_.size(); }
   // The tape ops record on: this thread's default, or the innermost ScopedTape.
@@ -64,6 +67,7 @@ class Tape {
   static bool recording();
 
  private:
+  void run();  // every entry in reverse, each freed once run; the tape ends empty
   std::vector<std::function<void()>> entries_;
   friend class ScopedTape;
   friend class NoGrad;

@@ -92,8 +92,8 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
     targets.data<int32_t>()[i] = tg;
     pos.data<int32_t>()[i] = tb.pos[static_cast<size_t>(i)];
   }
-  ag::Var x = ag::embedding(p("token_embd.weight"), ids);  // [N, d]
-  if (cfg_.embedding_scale != 1.0f) x = ag::scale(x, cfg_.embedding_scale);
+  ag::Var hs = ag::embedding(p("token_embd.weight"), ids);  // [N, d]
+  if (cfg_.embedding_scale != 1.0f) hs = ag::scale(hs, cfg_.embedding_scale);
   if (const ag::Var pe = p("position_embd.weight"); pe.defined()) {
     Tensor pids = Tensor::empty({N}, DType::kI32);
     for (int64_t i = 0; i < N; ++i) {
@@ -102,16 +102,18 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
                    " is beyond the model's learned positions");
       pids.data<int32_t>()[i] = static_cast<int32_t>(q);
     }
-    x = ag::add(x, ag::embedding(pe, pids));
+    hs = ag::add(hs, ag::embedding(pe, pids));
   }
-  if (cfg_.embedding_norm) x = norm(x, "token_embd_norm");
+  if (cfg_.embedding_norm) hs = norm(hs, "token_embd_norm");
   ops::AttentionOptions opt;
   opt.causal = true;
   opt.window = cfg_.sliding_window;
   opt.alibi = cfg_.position == models::PositionKind::kAlibi;
   opt.first_key = tb.doc_start;
   const ops::Act act = models::to_act(cfg_.act);
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+  // One decoder layer, x -> x'. Captures by value: with recomputation it runs again during the
+  // backward, after this function has returned.
+  auto layer = [=, this](int64_t l, ag::Var x) -> ag::Var {
     const std::string pre = str_cat("blk.", l, ".");
     ag::Var h = norm(x, pre + "attn_norm");
     ag::Var q, k, v;
@@ -154,8 +156,38 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
       x = ag::add(x, o);
       x = ag::add(x, mlp(norm(x, pre + "ffn_norm")));
     }
+    return x;
+  };
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    if (!recompute_ || !ag::Tape::recording()) {
+      hs = layer(l, hs);
+      continue;
+    }
+    // Activation recomputation: the layer runs without recording, so the tape keeps only its input;
+    // its backward runs it again on a private tape and back-propagates through that copy (the
+    // parameters are the same Vars, so their gradients land in the store as usual).
+    ag::Var x_in = hs;
+    Tensor y;
+    {
+      ag::NoGrad ng;
+      y = layer(l, ag::Var(x_in.value(), false)).value();
+    }
+    ag::Var out(y, true);
+    ag::Tape::current().record([layer, l, x_in, out] {
+      if (!out.grad().defined()) return;
+      ag::Var xr(x_in.value(), x_in.requires_grad());
+      ag::Tape local;
+      ag::Var yr;
+      {
+        ag::ScopedTape st(local);
+        yr = layer(l, xr);
+      }
+      local.backward(yr, out.grad());
+      if (x_in.requires_grad() && xr.grad().defined()) ag::accumulate(x_in.grad_slot(), xr.grad());
+    });
+    hs = out;
   }
-  ag::Var hf = norm(x, "output_norm");
+  ag::Var hf = norm(hs, "output_norm");
   ag::Var head = p("output.weight");
   if (!head.defined()) head = p("token_embd.weight");  // tied
   return ag::cross_entropy(ag::matmul(hf, head), targets);

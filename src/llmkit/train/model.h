@@ -35,6 +35,9 @@ class TrainModel {
   // Every tensor of the model becomes a trainable F32 parameter (quantized ones dequantized).
   static std::unique_ptr<TrainModel> from_weights(const models::Weights& w);
   ag::ParamStore& params() { return params_; }
+  // Activation recomputation per layer: the tape keeps each layer's input only and runs the layer
+  // again in the backward (about one more forward of compute for activation memory of one layer).
+  void set_recompute(bool on) { recompute_ = on; }
   const models::ModelConfig& config() const { return cfg_; }
 
   // Mean cross-entropy of predicting token t + 1 from tokens <= t over every row of `batch`
@@ -57,6 +60,7 @@ class TrainModel {
   models::ArchFamily family_;
   ops::RopeConfig rope_;
   bool use_rope_ = false;
+  bool recompute_ = false;
   ag::ParamStore params_;
 };
 

@@ -158,7 +158,11 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   // The source weights are copied into the model's flat buffers; the file's mapping is dropped right
   // after (its pages would otherwise stay resident beside the copy: +4 bytes/parameter at F32).
   auto model = TrainModel::from_weights(models::Weights::open(o.model));
+  model->set_recompute(o.recompute);
   ag::ParamStore& ps = model->params();
+  LLMKIT_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", kInvalidArgument, "--optimizer '", o.optimizer,
+               "' must be adamw or sgd");
+  LLMKIT_CHECK(o.momentum >= 0 && o.momentum < 1, kInvalidArgument, "--momentum ", o.momentum, " must be in [0, 1)");
   LLMKIT_CHECK(o.task == "lm" || o.task == "sft", kInvalidArgument, "--task '", o.task,
                "' must be lm (next-token prediction on prepared data) or sft (chat/instruction JSONL)");
   LLMKIT_CHECK(o.seq_len <= model->config().n_ctx, kInvalidArgument, "--seq-len ", o.seq_len, " exceeds the model's ",
@@ -276,7 +280,15 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
                    "; lower --lr or set --clip (the last checkpoint is intact)");
       const double lr = lr_at(o, step);
       acfg.lr = static_cast<float>(lr);
-      ps.step_adamw(acfg);
+      if (o.optimizer == "sgd") {
+        ag::SgdConfig sc;
+        sc.lr = static_cast<float>(lr);
+        sc.momentum = static_cast<float>(o.momentum);
+        sc.weight_decay = static_cast<float>(o.weight_decay);
+        ps.step_sgd(sc);
+      } else {
+        ps.step_adamw(acfg);
+      }
 
       StepInfo si;
       si.step = step + 1;
@@ -376,6 +388,9 @@ TrainConfig train_config_from_json(const std::string& json_text) {
     else if (k == "resume") flag(&c.resume);
     else if (k == "export_model") flag(&c.export_model);
     else if (k == "task") str(&c.task);
+    else if (k == "optimizer") str(&c.optimizer);
+    else if (k == "recompute") flag(&c.recompute);
+    else if (k == "momentum") num(&c.momentum);
     else if (k == "val_fraction") num(&c.val_fraction);
     else LLMKIT_CHECK(false, kInvalidArgument, "unknown training config key '", k, "'");
   }
@@ -397,8 +412,10 @@ TrainPlan plan_training(const TrainConfig& c) {
   const double per_layer = 6.0 * static_cast<double>(m.d_model) +
                            3.0 * static_cast<double>((m.n_heads + 2 * m.n_kv_heads) * m.head_dim) +
                            4.0 * static_cast<double>(m.d_ff);
-  p.activation_bytes = 4.0 * static_cast<double>(c.batch * c.seq_len) *
-                       (static_cast<double>(m.n_layers) * per_layer + 2.0 * static_cast<double>(m.n_vocab));
+  // With recomputation the tape keeps each layer's input (d_model) and one layer's activations.
+  const double layers = c.recompute ? static_cast<double>(m.n_layers * m.d_model) + per_layer
+                                    : static_cast<double>(m.n_layers) * per_layer;
+  p.activation_bytes = 4.0 * static_cast<double>(c.batch * c.seq_len) * (layers + 2.0 * static_cast<double>(m.n_vocab));
   p.total_bytes = p.weight_bytes + p.grad_bytes + p.optimizer_bytes + p.activation_bytes;
   return p;
 }
