@@ -19,14 +19,7 @@ namespace llmkit::cli {
 
 int run_train(const TrainCli& c) {
   nlohmann::json j = nlohmann::json::object();
-  if (!c.config.empty()) {
-    std::ifstream in(c.config);
-    if (!in) throw Error(ErrorCode::kNotFound, "cannot read the config '" + c.config + "'", "pass an existing JSON file");
-    j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-      throw Error(ErrorCode::kInvalidArgument, "config '" + c.config + "' is not a JSON object",
-                  "write {\"model\": ..., \"data\": ..., \"out\": ...}");
-  }
+  if (!c.config.empty()) j = nlohmann::json::parse(train_config_file_json(c.config));
   // Flags override the file; their text is a JSON number or boolean when it parses as one.
   for (const auto& [key, text] : c.overrides) {
     nlohmann::json v = nlohmann::json::parse(text, nullptr, false);

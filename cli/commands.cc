@@ -30,7 +30,7 @@ std::function<int()> not_built(const char* name, const char* lands_with) {
 // sets task = sft. Each flag given becomes a config override (name with '_' for '-').
 std::function<int()> add_train_flags(CLI::App& app, bool finetune) {
   auto c = std::make_shared<TrainCli>();
-  app.add_option("--config", c->config, "Training config (JSON: the long flag names below with _); flags override it");
+  app.add_option("--config", c->config, "Training config: .json, .yaml or .toml with the long flag names below (- as _) as keys; flags override it");
   struct Flag {
     const char* name;
     const char* help;

@@ -16,6 +16,7 @@
 #include "llmkit/train/checkpoint.h"
 #include "llmkit/ops/ops.h"
 #include "llmkit/tokenizer.h"
+#include "llmkit/train.h"
 #include "llmkit/train/model.h"
 #include "llmkit/train/sft.h"
 #include "llmkit/train/trainer.h"
@@ -152,6 +153,43 @@ TEST(Train, RecomputationGivesBitwiseTheSameGradients) {
     for (float v : grads[1]) norm += static_cast<double>(v) * v;
     EXPECT_GT(norm, 0) << name << ": no gradient reached the parameters";
   }
+}
+
+// The same settings from JSON, YAML and TOML files; syntax errors and unknown keys are named.
+TEST(Train, ConfigFilesInJsonYamlAndToml) {
+  const fs::path dir = temp_dir("config");
+  std::ofstream(dir / "a.json") << R"({"model": "m.gguf", "data": "d", "seq_len": 128, "lr": 1e-4, "resume": false,
+                                      "schedule": "linear", "task": "sft", "recompute": true})";
+  std::ofstream(dir / "a.yaml") << "# run\nmodel: m.gguf\ndata: d\nseq_len: 128\nlr: 1e-4\nresume: false\n"
+                                   "schedule: linear\ntask: sft\nrecompute: true\n";
+  std::ofstream(dir / "a.toml") << "# run\nmodel = \"m.gguf\"\ndata = \"d\"\nseq_len = 128\nlr = 1e-4\n"
+                                   "resume = false\nschedule = \"linear\"\ntask = \"sft\"\nrecompute = true\n";
+  for (const char* f : {"a.json", "a.yaml", "a.toml"}) {
+    const TrainConfig c = train_config_from_json(train_config_file_json((dir / f).string()));
+    EXPECT_EQ(c.model, "m.gguf") << f;
+    EXPECT_EQ(c.data, "d") << f;
+    EXPECT_EQ(c.seq_len, 128) << f;
+    EXPECT_DOUBLE_EQ(c.lr, 1e-4) << f;
+    EXPECT_FALSE(c.resume) << f;
+    EXPECT_EQ(c.schedule, "linear") << f;
+    EXPECT_EQ(c.task, "sft") << f;
+    EXPECT_TRUE(c.recompute) << f;
+  }
+  auto error_of = [&](const char* name, const char* text) {
+    std::ofstream(dir / name) << text;
+    try {
+      train_config_from_json(train_config_file_json((dir / name).string()));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("b.toml", "seq_len = = 3\n").find("line 1"), std::string::npos);
+  EXPECT_NE(error_of("b.yaml", "seq_len: [1, 2\n").find("YAML"), std::string::npos);
+  EXPECT_NE(error_of("c.yaml", "seq_lenn: 3\n").find("seq_lenn"), std::string::npos);
+  EXPECT_NE(error_of("d.yaml", "seq_len: many\n").find("seq_len"), std::string::npos);
+  EXPECT_THROW(train_config_file_json((dir / "missing.yaml").string()), Error);
+  fs::remove_all(dir);
 }
 
 TEST(Train, SgdWithMomentumLearnsThePattern) {

@@ -57,6 +57,10 @@ struct TrainSummary {
 // A JSON object of TrainConfig fields -> the config; an unknown key or a mistyped value throws
 // Error(kInvalidArgument) naming it.
 TrainConfig train_config_from_json(const std::string& json_text);
+// A config file as the JSON text train_config_from_json reads: .json, .yaml / .yml or .toml (by
+// extension; the same keys in each). Throws Error(kNotFound) for a missing file and
+// Error(kInvalidArgument) with the position of a syntax error.
+std::string train_config_file_json(const std::string& path);
 
 // Memory of full training, estimated before the first step: F32 weights, gradients and AdamW's
 // two moments (16 bytes per parameter) plus the activations the tape keeps for one micro-batch.
