@@ -23,9 +23,30 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "testdata" / "tiny"
-# Mixtral is left out until the differentiable transformer routes experts (its fused expert
-# parameters in transformers 5 also have no one-to-one checkpoint tensor).
-DECODERS = ["llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom", "gpt_neox"]
+DECODERS = ["llama", "llama3", "mistral", "qwen2", "gemma", "phi3", "gpt2", "opt", "bloom", "gpt_neox", "mixtral"]
+
+
+def fused_experts(n, p, ckpt):
+    """transformers 5 fuses Mixtral's experts into mlp.experts.gate_up_proj [E, 2F, d] (gate rows
+    first) and mlp.experts.down_proj [E, d, F]; the checkpoint keeps one w1 (gate), w3 (up) and w2
+    (down) per expert. Returns {checkpoint name: (param name, index function)} after checking the
+    values agree, or None when n is not a fused expert tensor."""
+    if not (n.endswith("mlp.experts.gate_up_proj") or n.endswith("mlp.experts.down_proj")):
+        return None
+    base = n[: -len("mlp.experts.gate_up_proj")] if n.endswith("gate_up_proj") else n[: -len("mlp.experts.down_proj")]
+    out = {}
+    for e in range(p.shape[0]):
+        pre = f"{base}block_sparse_moe.experts.{e}."
+        if n.endswith("gate_up_proj"):
+            f = p.shape[1] // 2
+            parts = {pre + "w1.weight": (lambda t, e=e, f=f: t[e, :f]), pre + "w3.weight": (lambda t, e=e, f=f: t[e, f:])}
+        else:
+            parts = {pre + "w2.weight": (lambda t, e=e: t[e])}
+        for k, fn in parts.items():
+            if not torch.equal(fn(p.detach()), ckpt[k]):
+                raise SystemExit(f"{n}: expert {e} does not match checkpoint tensor {k}")
+            out[k] = (n, fn)
+    return out
 
 
 def main():
@@ -48,7 +69,12 @@ def main():
         # lm_head.weight in named_parameters), so each parameter is found by its exact initial values.
         ckpt = load_file(str(d / "model.safetensors"))
         names = {}
+        fused = {}
         for n, p in model.named_parameters():
+            f = fused_experts(n, p, ckpt)
+            if f is not None:
+                fused.update(f)
+                continue
             if n in ckpt:
                 names[n] = n
                 continue
@@ -59,7 +85,11 @@ def main():
         model.zero_grad()
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
-        grads = {names[n]: p.grad.detach().contiguous().clone() for n, p in model.named_parameters() if p.grad is not None}
+        grads = {names[n]: p.grad.detach().contiguous().clone() for n, p in model.named_parameters()
+                 if p.grad is not None and n in names}
+        params = dict(model.named_parameters())
+        for k, (n, fn) in fused.items():
+            grads[k] = fn(params[n].grad.detach()).contiguous().clone()
         grads["loss"] = out.loss.detach().reshape(1).clone()
         save_file(grads, str(d / "grads.safetensors"))
         gmax = max(float(g.abs().max()) for k, g in grads.items() if k != "loss")

@@ -133,6 +133,18 @@ Var embedding(const Var& table, const Tensor& ids) {
   return y;
 }
 
+Var scatter_rows(const Var& x, const Tensor& ids, int64_t n_rows) {
+  LLMKIT_CHECK(x.value().rank() == 2 && ids.numel() == x.value().dim(0), kInvalidArgument, "scatter_rows: x ",
+               x.value().str(), " needs one id per row, got ", ids.numel());
+  Tensor y = Tensor::zeros({n_rows, x.value().dim(1)}, DType::kF32);
+  ops::embedding_backward(ids, x.value(), &y, n_rows);
+  Var out = result(y, {&x});
+  on_backward(out, [x, ids](const Tensor& dy) {
+    if (Tensor* g = slot(x)) accumulate(g, ops::embedding(dy, ids));
+  });
+  return out;
+}
+
 Var cross_entropy(const Var& logits, const Tensor& targets, int32_t ignore_index) {
   Var y = result(Tensor::from_floats({ops::cross_entropy(logits.value(), targets, ignore_index)}, {1}), {&logits});
   on_backward(y, [logits, targets, ignore_index](const Tensor& dy) {

@@ -24,7 +24,10 @@ Var layernorm(const Var& x, const Var& w, const Var& b, float eps);  // w, b may
 Var softmax(const Var& x, const ops::SoftmaxOptions& opt = {});
 Var rope(const Var& x, const Tensor& pos, const ops::RopeConfig& cfg);
 Var attention(const Var& q, const Var& k, const Var& v, const ops::AttentionOptions& opt = {});
-Var embedding(const Var& table, const Tensor& ids);
+Var embedding(const Var& table, const Tensor& ids);  // rows table[ids]; also a differentiable gather
+// y [n_rows, d] = 0, then y[ids[i]] += x[i] for every row i of x [m, d] (the combine step of
+// mixture-of-experts routing); the gradient gathers dy's rows back.
+Var scatter_rows(const Var& x, const Tensor& ids, int64_t n_rows);
 // Mean cross-entropy over non-ignored rows: a [1] Var.
 Var cross_entropy(const Var& logits, const Tensor& targets, int32_t ignore_index = ops::kIgnoreIndex);
 // Shape changes (contiguous copies where needed) and reductions.

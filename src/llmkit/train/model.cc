@@ -2,6 +2,7 @@
 // forward_pass (one sequence batch, no cache) op for op, on ag::Var.
 #include "llmkit/train/model.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "llmkit/base/check.h"
@@ -17,8 +18,6 @@ std::unique_ptr<TrainModel> TrainModel::from_weights(const models::Weights& w) {
 TrainModel::TrainModel(const models::Weights& w) : cfg_(w.config()), family_(w.config().family) {
   LLMKIT_CHECK(cfg_.decoder && !cfg_.encoder, kUnsupported, "model '", w.path(), "' (", models::family_name(family_),
                ") is not a decoder-only language model; training covers those");
-  LLMKIT_CHECK(cfg_.n_experts == 0, kUnsupported, "model '", w.path(),
-               "' is a mixture of experts; the differentiable transformer does not route experts yet");
   rope_ = models::rope_config(cfg_, w, &use_rope_);
   for (const auto& [name, t] : w.all()) {
     if (name == "rope_freqs.weight") continue;  // a constant of the rotary embedding, not trained
@@ -134,6 +133,7 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
     ag::Var att = ag::attention(ag::view(q, {B, T, H, hd}), ag::view(k, {B, T, Hkv, hd}), ag::view(v, {B, T, Hkv, hd}), opt);
     ag::Var o = linear(ag::view(att, {N, H * hd}), pre + "attn_output");
     auto mlp = [&](const ag::Var& hin) {
+      if (cfg_.n_experts > 0) return moe(hin, pre, act);
       ag::Var a;
       if (cfg_.gated_mlp) {
         ag::Var g, u;
@@ -191,6 +191,70 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
   ag::Var head = p("output.weight");
   if (!head.defined()) head = p("token_embd.weight");  // tied
   return ag::cross_entropy(ag::matmul(hf, head), targets);
+}
+
+// Mixtral routing as models::Transformer::moe: the top k experts by router probability (ties to
+// the lower index), weights renormalised over them (= a softmax over the k selected logits), each
+// expert's SwiGLU MLP over its tokens, the weighted outputs added back per token. The selection
+// is a constant of the step; the weights, the experts and the router get gradients.
+ag::Var TrainModel::moe(const ag::Var& h, const std::string& pre, ops::Act act) const {
+  const int64_t n = h.shape()[0], d = h.shape()[1], E = cfg_.n_experts;
+  const int64_t k = std::clamp<int64_t>(cfg_.n_experts_used, 1, E);
+  const ag::Var logits = linear(h, pre + "ffn_gate_inp");  // [n, E]
+  const float* lv = logits.value().data<float>();
+  Tensor sel = Tensor::empty({n * k}, DType::kI32);
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> routed(static_cast<size_t>(E));  // (token, slot t*k + j)
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* l = lv + t * E;
+    for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [l](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = order[static_cast<size_t>(j)];
+      sel.data<int32_t>()[t * k + j] = static_cast<int32_t>(t * E + e);
+      routed[static_cast<size_t>(e)].emplace_back(static_cast<int32_t>(t), static_cast<int32_t>(t * k + j));
+    }
+  }
+  const ag::Var w = ag::softmax(ag::view(ag::embedding(ag::view(logits, {n * E, 1}), sel), {n, k}));
+  const ag::Var w_flat = ag::view(w, {n * k, 1});
+  // Expert matrices: one merged [E, ...] tensor per kind (llama.cpp's layout) or one per expert.
+  auto experts = [&](const char* merged, const char* single, int64_t rows, int64_t cols) {
+    std::vector<ag::Var> out;
+    if (const ag::Var all = p(pre + merged + ".weight"); all.defined()) {
+      for (const ag::Var& one : ag::split(all, std::vector<int64_t>(static_cast<size_t>(E), 1), 0))
+        out.push_back(ag::view(one, {rows, cols}));
+    } else {
+      for (int64_t e = 0; e < E; ++e) {
+        const ag::Var one = p(str_cat(pre, single, ".", e, ".weight"));
+        LLMKIT_CHECK(one.defined(), kInvalidFile, "the model has no expert weight '", pre, single, ".", e, ".weight'");
+        out.push_back(one);
+      }
+    }
+    return out;
+  };
+  const std::vector<ag::Var> gate = experts("ffn_gate_exps", "ffn_gate", cfg_.d_ff, d);
+  const std::vector<ag::Var> up = experts("ffn_up_exps", "ffn_up", cfg_.d_ff, d);
+  const std::vector<ag::Var> down = experts("ffn_down_exps", "ffn_down", d, cfg_.d_ff);
+  ag::Var out;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& r = routed[static_cast<size_t>(e)];
+    if (r.empty()) continue;
+    const int64_t m = static_cast<int64_t>(r.size());
+    Tensor tok = Tensor::empty({m}, DType::kI32), slot = Tensor::empty({m * d}, DType::kI32);
+    for (int64_t i = 0; i < m; ++i) {
+      tok.data<int32_t>()[i] = r[static_cast<size_t>(i)].first;
+      for (int64_t c = 0; c < d; ++c) slot.data<int32_t>()[i * d + c] = r[static_cast<size_t>(i)].second;
+    }
+    const ag::Var xe = ag::embedding(h, tok);  // [m, d]
+    const ag::Var ye = ag::matmul(ag::glu(act, ag::matmul(xe, gate[static_cast<size_t>(e)]),
+                                          ag::matmul(xe, up[static_cast<size_t>(e)])),
+                                  down[static_cast<size_t>(e)]);
+    const ag::Var we = ag::view(ag::embedding(w_flat, slot), {m, d});  // each row's weight, broadcast
+    const ag::Var part = ag::scatter_rows(ag::mul(ye, we), tok, n);
+    out = out.defined() ? ag::add(out, part) : part;
+  }
+  return out;
 }
 
 std::vector<std::pair<std::string, Tensor>> TrainModel::hf_gradients() const {

@@ -7,7 +7,7 @@
 // the same gradient as w).
 //
 // Covers the dense decoder families (LLaMA 1/2/3, SmolLM, Mistral, Qwen2, Gemma, Phi-3, GPT-2,
-// OPT, BLOOM, GPT-NeoX); mixture-of-experts (Mixtral) throws Error(kUnsupported) for now.
+// OPT, BLOOM, GPT-NeoX) and Mixtral's mixture of experts (top-k routing).
 #pragma once
 
 #include <memory>
@@ -55,6 +55,7 @@ class TrainModel {
   ag::Var p(const std::string& name) const;  // the parameter, or an undefined Var when absent
   ag::Var norm(const ag::Var& x, const std::string& base) const;
   ag::Var linear(const ag::Var& x, const std::string& base) const;
+  ag::Var moe(const ag::Var& h, const std::string& pre, ops::Act act) const;
 
   models::ModelConfig cfg_;
   models::ArchFamily family_;
