@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -42,8 +43,9 @@ int run_train(const TrainCli& c) {
                static_cast<long long>(plan.tokens_per_step));
   const TrainSummary s = run_training(cfg, [tty](const TrainProgress& p) {
     const int width = 24, filled = static_cast<int>(width * p.step / std::max<int64_t>(1, p.steps));
-    char val[48] = "";
+    char val[96] = "";
     if (std::isfinite(p.val_loss)) std::snprintf(val, sizeof val, " val %.4f", p.val_loss);
+    if (p.skipped) std::snprintf(val + std::strlen(val), sizeof val - std::strlen(val), " [f16 overflow: skipped, scale %.0f]", p.loss_scale);
     const int eta = static_cast<int>(p.eta_s);
     if (tty)
       std::fprintf(stderr, "\r[%.*s%*s] step %lld/%lld loss %.4f%s lr %.2e |g| %.3f %.0f tok/s ETA %dm%02ds%s ", filled,

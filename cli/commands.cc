@@ -52,6 +52,10 @@ std::function<int()> add_train_flags(CLI::App& app, bool finetune) {
       {"schedule", "cosine | linear | constant after the warmup (default cosine)"},
       {"optimizer", "adamw | sgd (SGD with momentum, PyTorch's rule) (default adamw)"},
       {"momentum", "SGD momentum (default 0.9)"},
+      {"precision", "f32 | bf16 | f16: matmul compute precision, F32 master weights (f16 with dynamic loss "
+                    "scaling) (default f32)"},
+      {"loss-scale", "f16: initial loss scale (default 65536)"},
+      {"scale-window", "f16: good steps before the loss scale doubles (default 2000)"},
       {"recompute", "true: recompute each layer's activations in the backward (memory of one layer, ~1/3 more "
                     "compute) (default false)"},
       {"weight-decay", "AdamW decoupled weight decay on matrices; SGD: L2 added to the gradient (default 0.1)"},

@@ -15,6 +15,7 @@
 #include "llmkit/models/transformer.h"
 #include "llmkit/train/checkpoint.h"
 #include "llmkit/ops/ops.h"
+#include "llmkit/tensor/half.h"
 #include "llmkit/tokenizer.h"
 #include "llmkit/train.h"
 #include "llmkit/train/model.h"
@@ -189,6 +190,83 @@ TEST(Train, ConfigFilesInJsonYamlAndToml) {
   EXPECT_NE(error_of("c.yaml", "seq_lenn: 3\n").find("seq_lenn"), std::string::npos);
   EXPECT_NE(error_of("d.yaml", "seq_len: many\n").find("seq_len"), std::string::npos);
   EXPECT_THROW(train_config_file_json((dir / "missing.yaml").string()), Error);
+  fs::remove_all(dir);
+}
+
+// BF16 compute: a matmul's value is the F32 product of its inputs rounded to BF16, its gradients
+// those of the rounded operands with the incoming gradient rounded too; training with it learns.
+TEST(Train, Bf16ComputeRoundsMatmulOperandsAndLearns) {
+  Tensor xt = Tensor::empty({3, 5}, DType::kF32), wt = Tensor::empty({4, 5}, DType::kF32);
+  for (int i = 0; i < 15; ++i) xt.data<float>()[i] = 0.1f * static_cast<float>(i) + 0.0123f;
+  for (int i = 0; i < 20; ++i) wt.data<float>()[i] = 0.05f * static_cast<float>(i) - 0.4567f;
+  ag::Var x(xt, true), w(wt, true);
+  ag::Var y;
+  {
+    ag::ScopedCompute bf16(DType::kBF16);
+    y = ag::matmul(x, w);
+  }
+  auto r = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+  for (int m = 0; m < 3; ++m)
+    for (int n = 0; n < 4; ++n) {
+      float want = 0;
+      for (int k = 0; k < 5; ++k) want += r(xt.data<float>()[m * 5 + k]) * r(wt.data<float>()[n * 5 + k]);
+      EXPECT_NEAR(y.value().data<float>()[m * 4 + n], want, 1e-6f);
+      float plain = 0;
+      for (int k = 0; k < 5; ++k) plain += xt.data<float>()[m * 5 + k] * wt.data<float>()[n * 5 + k];
+      if (m == 2 && n == 3) {
+        EXPECT_GT(std::fabs(want - plain), 1e-4f) << "the test values must be rounded by BF16";
+      }
+    }
+  ag::backward(ag::sum(y));
+  for (int n = 0; n < 4; ++n)
+    for (int k = 0; k < 5; ++k) {
+      float want = 0;
+      for (int m = 0; m < 3; ++m) want += r(xt.data<float>()[m * 5 + k]);  // dy = 1 is exact in BF16
+      EXPECT_NEAR(w.grad().data<float>()[n * 5 + k], want, 1e-6f);
+    }
+  const fs::path dir = temp_dir("bf16");
+  TrainOptions o = options(dir);
+  o.precision = "bf16";
+  o.steps = 30;
+  o.eval_every = 0;
+  const train::TrainResult res = train::train_model(o);
+  EXPECT_LT(res.last_loss, 0.5 * res.first_loss) << res.first_loss << " -> " << res.last_loss;
+  fs::remove_all(dir);
+}
+
+// F16 compute under dynamic loss scaling: a scale far too large overflows F16 in the backward; those
+// steps are skipped (parameters untouched, scale halved) until it fits, then training proceeds.
+TEST(Train, F16LossScalerSkipsOverflowingStepsAndLearns) {
+  const fs::path dir = temp_dir("f16");
+  TrainOptions o = options(dir);
+  o.precision = "f16";
+  o.loss_scale = 1073741824.0;  // 2^30
+  o.scale_window = 10;
+  o.steps = 40;
+  o.eval_every = 0;
+  o.save_every = 0;
+  int skipped = 0, updated_after_skips = 0;
+  double last_scale = 0;
+  const train::TrainResult r = train::train_model(o, [&](const train::StepInfo& s) {
+    if (s.skipped) {
+      ++skipped;
+      EXPECT_EQ(updated_after_skips, 0) << "overflow again after the scale had settled, step " << s.step;
+    } else if (skipped) {
+      ++updated_after_skips;
+    }
+    last_scale = s.loss_scale;
+  });
+  EXPECT_GE(skipped, 3);
+  EXPECT_EQ(r.skipped_steps, skipped);
+  EXPECT_GT(updated_after_skips, 15);
+  EXPECT_LT(last_scale, 1073741824.0);
+  EXPECT_LT(r.last_loss, 0.6 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  std::ifstream m(fs::path(o.out) / "metrics.jsonl");
+  int lines_skipped = 0;
+  for (std::string l; std::getline(m, l);) lines_skipped += l.find("\"skipped\":true") != std::string::npos;
+  EXPECT_EQ(lines_skipped, skipped);
+  o.precision = "fp8";
+  EXPECT_THROW(train::train_model(o), Error);
   fs::remove_all(dir);
 }
 

@@ -29,6 +29,12 @@ struct TrainConfig {
   double clip = 1.0;                   // max global gradient norm; 0 = off
   std::string optimizer = "adamw";     // adamw | sgd (momentum as PyTorch's, weight_decay coupled)
   double momentum = 0.9;               // sgd
+  // Matmul compute precision with F32 master weights: f32 | bf16 | f16 (f16 under dynamic loss
+  // scaling: starts at loss_scale, halves and skips the step on inf/NaN gradients, doubles after
+  // scale_window good steps).
+  std::string precision = "f32";
+  double loss_scale = 65536.0;
+  int64_t scale_window = 2000;
   bool recompute = false;              // activation recomputation per layer (less memory, ~1/3 more compute)
   std::string schedule = "cosine";     // cosine | linear | constant (after the warmup)
   int64_t eval_every = 50, eval_batches = 4, save_every = 100;
@@ -42,13 +48,15 @@ struct TrainProgress {
   int64_t step = 0, steps = 0;  // step just taken (1-based), total
   double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, eta_s = 0;
   double val_loss = std::numeric_limits<double>::quiet_NaN();  // when this step evaluated
+  double loss_scale = 1.0;  // f16: the dynamic loss scale after this step
+  bool skipped = false;     // f16: an overflow skipped this step's update
   bool saved = false;
 };
 
 struct TrainSummary {
   int64_t start_step = 0, steps = 0;
   double first_loss = 0, last_loss = 0, last_val_loss = std::numeric_limits<double>::quiet_NaN();
-  int64_t n_params = 0;
+  int64_t n_params = 0, skipped_steps = 0;
   double seconds = 0;
   std::string last_checkpoint, export_gguf;
   std::string data_note;  // what the data loader made of the input (sft: examples, rows, trained tokens)

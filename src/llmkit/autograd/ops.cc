@@ -33,9 +33,27 @@ void check_defined(const Var& v, const char* op, const char* arg) {
 
 }  // namespace
 
+thread_local DType t_compute = DType::kF32;
+DType compute_dtype() { return t_compute; }
+ScopedCompute::ScopedCompute(DType t) : prev_(t_compute) {
+  LLMKIT_CHECK(t == DType::kF32 || t == DType::kF16 || t == DType::kBF16, kInvalidArgument, "compute precision ",
+               dtype_name(t), " must be F32, F16 or BF16");
+  t_compute = t;
+}
+ScopedCompute::~ScopedCompute() { t_compute = prev_; }
+
 Var matmul(const Var& x, const Var& w) {
   check_defined(x, "matmul", "x");
   check_defined(w, "matmul", "w");
+  const DType cd = t_compute;
+  if (cd != DType::kF32 && w.value().dtype() == DType::kF32) {
+    const Tensor xh = ops::to_half(x.value(), cd), wh = ops::to_half(w.value(), cd);
+    Var y = result(ops::matmul(ops::to_f32(xh), wh), {&x, &w});
+    on_backward(y, [x, w, xh, wh, cd](const Tensor& dy) {
+      ops::matmul_backward(ops::to_f32(ops::to_half(dy, cd)), ops::to_f32(xh), wh, slot(x), slot(w));
+    });
+    return y;
+  }
   Var y = result(ops::matmul(x.value(), w.value()), {&x, &w});
   on_backward(y, [x, w](const Tensor& dy) { ops::matmul_backward(dy, x.value(), w.value(), slot(x), slot(w)); });
   return y;

@@ -11,6 +11,23 @@
 
 namespace llmkit::ag {
 
+// Mixed precision. Inside a ScopedCompute(kBF16 or kF16) scope, matmul rounds its input and its
+// weight to that type (the weight kept at 2 bytes for the backward), multiplies them exactly in
+// F32 and sums in F32; its backward rounds the incoming gradient to that type as well, so dx and
+// dw are products of half-precision values accumulated in F32. Vars stay F32: the master weights
+// and their gradients. F16's narrow range makes large values inf: run it under a loss scaler.
+DType compute_dtype();
+class ScopedCompute {
+ public:
+  explicit ScopedCompute(DType t);
+  ~ScopedCompute();
+  ScopedCompute(const ScopedCompute&) = delete;
+  ScopedCompute& operator=(const ScopedCompute&) = delete;
+
+ private:
+  DType prev_;
+};
+
 // y[..., N] = x[..., K] . w[N, K]^T ; w may be a frozen half/quantized weight (then only dx flows).
 Var matmul(const Var& x, const Var& w);
 Var add(const Var& a, const Var& b);

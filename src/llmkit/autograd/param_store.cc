@@ -104,6 +104,13 @@ double ParamStore::clip_grad_norm(double max_norm) {
   return norm;
 }
 
+void ParamStore::scale_grads(float s) {
+  float* g = grads_.data<float>();
+  ThreadPool::global().parallel_for(n_trainable_, kNormChunk, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) g[i] *= s;
+  });
+}
+
 // Per-parameter loops over the flat buffers: the decay flag and a later freeze (set_requires_grad(false)
 // on a trainable Var) are per parameter; the memory traffic is still one sweep of each buffer. Float
 // arithmetic in torch.optim.AdamW's order (decay, moments, bias-corrected step), element-wise, so the

@@ -72,6 +72,8 @@ class ParamStore {
   double clip_grad_norm(double max_norm);
   void step_adamw(const AdamWConfig& cfg);
   void step_sgd(const SgdConfig& cfg);
+  // grads *= s (unscaling after a loss-scaled backward).
+  void scale_grads(float s);
 
  private:
   std::vector<Entry> entries_;

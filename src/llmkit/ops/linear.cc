@@ -6,6 +6,7 @@
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
+#include "llmkit/tensor/half.h"
 
 namespace llmkit::ops {
 using detail::f32_in;
@@ -204,6 +205,26 @@ Tensor to_f32(const Tensor& x_) {
   Tensor x = x_.contiguous();
   Tensor y = Tensor::empty(x.shape(), DType::kF32);
   if (y.numel()) ref::to_f32(x.raw(), x.dtype(), y.data<float>(), y.numel());
+  return y;
+}
+
+Tensor to_half(const Tensor& x_, DType t) {
+  LLMKIT_CHECK(t == DType::kF16 || t == DType::kBF16, kInvalidArgument, "to_half: target ", dtype_name(t),
+               " must be F16 or BF16");
+  Tensor x = f32_in(x_, "to_half", "x");
+  Tensor y = Tensor::empty(x.shape(), t);
+  const float* src = x.data<float>();
+  uint16_t* dst = static_cast<uint16_t*>(y.raw());
+  auto run = [&](int64_t b, int64_t e) {
+    if (t == DType::kF16)
+      for (int64_t i = b; i < e; ++i) dst[i] = f32_to_f16(src[i]);
+    else
+      for (int64_t i = b; i < e; ++i) dst[i] = f32_to_bf16(src[i]);
+  };
+  if (current_backend() == Backend::kCpu)
+    ThreadPool::global().parallel_for(x.numel(), int64_t{1} << 16, run);
+  else
+    run(0, x.numel());
   return y;
 }
 

@@ -66,6 +66,8 @@ Tensor embedding(const Tensor& table, const Tensor& ids);
 void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor* dtable, int64_t n_vocab);
 // Any float dtype (F32, F16, BF16, quantized) to a new F32 tensor of the same shape.
 Tensor to_f32(const Tensor& x);
+// F32 -> F16 or BF16, round to nearest even (F16: beyond +-65504 becomes +-inf, as a cast does).
+Tensor to_half(const Tensor& x, DType t);
 
 // ---- activations (activation.cc) --------------------------------------------------------------------
 enum class Act : uint8_t { kSilu, kGeluErf, kGeluTanh, kRelu };

@@ -102,6 +102,7 @@ std::string save_checkpoint(const std::string& dir, ag::ParamStore& params, cons
     j["rng"] = st.rng;
     j["lr"] = st.lr;
     j["loss_scale"] = st.loss_scale;
+    j["scale_good_steps"] = st.scale_good_steps;
     json cfg = json::parse(st.config_json, nullptr, false);
     j["config"] = cfg.is_discarded() ? json(st.config_json) : cfg;
     io::write_text_atomically((tmp / "state.json").string(), j.dump(2) + "\n");
@@ -149,6 +150,7 @@ CheckpointState load_checkpoint(const std::string& path, ag::ParamStore& params)
   st.rng = j.value("rng", uint64_t{0});
   st.lr = j.value("lr", 0.0);
   st.loss_scale = j.value("loss_scale", 1.0);
+  st.scale_good_steps = j.value("scale_good_steps", int64_t{0});
   st.config_json = j.contains("config") ? j["config"].dump() : "{}";
   return st;
 }

@@ -28,6 +28,7 @@ struct CheckpointState {
   uint64_t rng = 0;             // the trainer's RNG state
   double lr = 0.0;              // learning rate of the last step (the schedule is a function of step)
   double loss_scale = 1.0;      // FP16 dynamic loss scale
+  int64_t scale_good_steps = 0;  // steps since the scale last changed (it doubles after scale_window)
   std::string config_json = "{}";  // the run's resolved config
 };
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -224,10 +225,14 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   r.data_note = data_note;
   for (const auto& e : ps.entries()) r.n_params += e.numel;
   std::vector<Point> train_pts, val_pts;
+  double resumed_scale = 0;
+  int64_t resumed_good_steps = 0;
   if (o.resume) {
     const std::string last = latest_checkpoint(ckdir.string());
     if (!last.empty()) {
       CheckpointState st = load_checkpoint(last, ps);
+      resumed_scale = st.loss_scale;
+      resumed_good_steps = st.scale_good_steps;
       if (sft)
         sft_sampler->restore(st.data);
       else
@@ -261,26 +266,75 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
   acfg.eps = static_cast<float>(o.eps);
   acfg.weight_decay = static_cast<float>(o.weight_decay);
   const int64_t tokens_per_step = o.batch * o.seq_len * o.grad_accum;
+  LLMKIT_CHECK(o.precision == "f32" || o.precision == "bf16" || o.precision == "f16", kInvalidArgument,
+               "--precision '", o.precision, "' must be f32, bf16 or f16");
+  const bool fp16 = o.precision == "f16";
+  const DType compute_dtype = o.precision == "bf16" ? DType::kBF16 : fp16 ? DType::kF16 : DType::kF32;
+  double loss_scale = fp16 ? o.loss_scale : 1.0;
+  int64_t good_steps = 0;
+  if (fp16 && resumed_scale > 0) {
+    loss_scale = resumed_scale;
+    good_steps = resumed_good_steps;
+  }
   auto t_last = std::chrono::steady_clock::now();
   bool first = true;
   try {
     for (int64_t step = r.start_step; step < o.steps; ++step) {
       ps.zero_grad();
       double loss_sum = 0;
-      for (int64_t a = 0; a < o.grad_accum; ++a) {
-        ag::Var loss = next_loss();
-        const double lv = loss.value().data<float>()[0];
-        LLMKIT_CHECK(std::isfinite(lv), kInvalidArgument, "step ", step + 1, ": the loss is ", lv,
-                     "; lower --lr or raise --warmup (the last checkpoint is intact)");
-        loss_sum += lv;
-        ag::backward(o.grad_accum > 1 ? ag::scale(loss, 1.0f / static_cast<float>(o.grad_accum)) : loss);
+      bool overflow = false;
+      {
+        ag::ScopedCompute compute(compute_dtype);
+        for (int64_t a = 0; a < o.grad_accum; ++a) {
+          ag::Var loss = next_loss();
+          const double lv = loss.value().data<float>()[0];
+          if (!std::isfinite(lv) && fp16) {  // an F16 overflow in the forward: skip the step
+            overflow = true;
+            ag::Tape::current().clear();
+            break;
+          }
+          LLMKIT_CHECK(std::isfinite(lv), kInvalidArgument, "step ", step + 1, ": the loss is ", lv,
+                       "; lower --lr or raise --warmup (the last checkpoint is intact)");
+          loss_sum += lv;
+          const float k = static_cast<float>(loss_scale) / static_cast<float>(o.grad_accum);
+          ag::backward(k != 1.0f ? ag::scale(loss, k) : loss);
+        }
       }
-      const double norm = o.clip > 0 ? ps.clip_grad_norm(o.clip) : ps.grad_norm();
-      LLMKIT_CHECK(std::isfinite(norm), kInvalidArgument, "step ", step + 1, ": the gradient norm is ", norm,
-                   "; lower --lr or set --clip (the last checkpoint is intact)");
+      double norm = 0;
+      if (fp16) {
+        // Dynamic loss scaling (as torch.cuda.amp.GradScaler): gradients of loss x scale; inf/NaN
+        // among them skips the step and halves the scale, else they are unscaled and the step
+        // runs, and every scale_window good steps in a row double the scale.
+        if (!overflow) {
+          norm = ps.grad_norm();
+          overflow = !std::isfinite(norm);
+        }
+        if (overflow) {
+          ++r.skipped_steps;
+          loss_scale *= 0.5;
+          good_steps = 0;
+          LLMKIT_CHECK(loss_scale >= 1.0, kInvalidArgument, "step ", step + 1, ": F16 overflows even with loss scale 1 ",
+                       "(the values themselves exceed F16's range); use --precision bf16 or f32, or lower --lr");
+          ps.zero_grad();
+          norm = std::numeric_limits<double>::quiet_NaN();
+        } else {
+          ps.scale_grads(static_cast<float>(1.0 / loss_scale));
+          if (++good_steps == o.scale_window) {
+            loss_scale *= 2.0;
+            good_steps = 0;
+          }
+        }
+      }
+      if (!overflow) {
+        norm = o.clip > 0 ? ps.clip_grad_norm(o.clip) : ps.grad_norm();
+        LLMKIT_CHECK(std::isfinite(norm), kInvalidArgument, "step ", step + 1, ": the gradient norm is ", norm,
+                     "; lower --lr or set --clip (the last checkpoint is intact)");
+      }
       const double lr = lr_at(o, step);
       acfg.lr = static_cast<float>(lr);
-      if (o.optimizer == "sgd") {
+      if (overflow) {
+        // skipped: parameters and optimizer state unchanged
+      } else if (o.optimizer == "sgd") {
         ag::SgdConfig sc;
         sc.lr = static_cast<float>(lr);
         sc.momentum = static_cast<float>(o.momentum);
@@ -296,6 +350,8 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
       si.loss = loss_sum / static_cast<double>(o.grad_accum);
       si.lr = lr;
       si.grad_norm = norm;
+      si.loss_scale = loss_scale;
+      si.skipped = overflow;
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - t_last).count();
       t_last = now;
@@ -312,6 +368,8 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
       json line = {{"step", si.step}, {"loss", si.loss}, {"lr", si.lr}, {"grad_norm", si.grad_norm},
                    {"tokens", si.step * tokens_per_step}, {"tokens_per_s", si.tokens_per_s}};
       if (std::isfinite(si.val_loss)) line["val_loss"] = si.val_loss;
+      if (fp16) line["loss_scale"] = si.loss_scale;
+      if (overflow) line["skipped"] = true;
       std::fprintf(mf, "%s\n", line.dump().c_str());
       std::fflush(mf);
       if ((o.save_every > 0 && si.step % o.save_every == 0) || si.step == o.steps) {
@@ -319,6 +377,8 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
         st.step = si.step;
         st.data = data_state();
         st.lr = lr;
+        st.loss_scale = loss_scale;
+        st.scale_good_steps = good_steps;
         st.config_json = json{{"model", o.model}, {"data", o.data}, {"seq_len", o.seq_len}, {"batch", o.batch},
                               {"grad_accum", o.grad_accum}, {"steps", o.steps}, {"lr", o.lr}, {"schedule", o.schedule}}
                              .dump();
@@ -390,6 +450,9 @@ TrainConfig train_config_from_json(const std::string& json_text) {
     else if (k == "task") str(&c.task);
     else if (k == "optimizer") str(&c.optimizer);
     else if (k == "recompute") flag(&c.recompute);
+    else if (k == "precision") str(&c.precision);
+    else if (k == "loss_scale") num(&c.loss_scale);
+    else if (k == "scale_window") num(&c.scale_window);
     else if (k == "momentum") num(&c.momentum);
     else if (k == "val_fraction") num(&c.val_fraction);
     else LLMKIT_CHECK(false, kInvalidArgument, "unknown training config key '", k, "'");
