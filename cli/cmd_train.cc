@@ -1,7 +1,7 @@
 // `llmkit train --config run.json [flags]`: the training loop (src/llmkit/train/trainer.h) with a
 // progress bar (step, loss, tokens/s, LR, ETA), the validation loss when it is computed, a memory
-// estimate before the first step and the measured peak at the end. Config keys are the long flag
-// names with '_' for '-' ({"model": ..., "data": ..., "out": ..., "seq_len": 256, "lr": 3e-4});
+// estimate before the first step and the measured peak at the end. Config files (.json, .yaml,
+// .toml) use the long flag names with '_' for '-' as keys (model, data, out, seq_len, lr, ...);
 // flags given on the command line override the file.
 #include <sys/resource.h>
 #include <unistd.h>

@@ -127,8 +127,10 @@ TEST(Train, LearnsAPatternAndWritesMetricsPlotAndCheckpoints) {
 // gradients with and without it (every dense family's layer code is shared, so one model suffices;
 // gpt2 covers biases, LayerNorm and learned positions).
 TEST(Train, RecomputationGivesBitwiseTheSameGradients) {
-  for (const char* name : {"llama", "gpt2"}) {
-    const std::string path = std::string(LLMKIT_TESTDATA_DIR) + "/tiny/" + name;
+  for (const char* name : {"llama", "gpt2", "llama/bf16"}) {
+    const bool bf16 = std::string(name) == "llama/bf16";
+    const std::string path = std::string(LLMKIT_TESTDATA_DIR) + "/tiny/" + (bf16 ? "llama" : name);
+    ag::ScopedCompute precision(bf16 ? DType::kBF16 : DType::kF32);
     std::vector<std::vector<int32_t>> batch(2);
     for (int b = 0; b < 2; ++b)
       for (int t = 0; t < 12; ++t) batch[static_cast<size_t>(b)].push_back((7 * t + 3 * b + 1) % 50);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Developer tool: training tokens/s of `llmkit train` against PyTorch (transformers) on the CPU,
-same model, precision (F32), threads, batch and sequence length, side by side in one run.
+same model, precision (F32, or BF16 compute with F32 master weights: llmkit --precision bf16 against
+torch.autocast("cpu", torch.bfloat16)), threads, batch and sequence length, side by side in one run.
 
 The model is a Hugging Face folder (e.g. SmolLM2 converted with `llmkit convert MODEL.gguf DIR
 --type f32`); llmkit trains on a prepared data folder (`llmkit data prepare`), PyTorch on random ids
@@ -27,7 +28,8 @@ def run_llmkit(a):
     out = tempfile.mkdtemp(prefix="bench_train_")
     cmd = [a.llmkit, "train", "--model", a.model, "--data", a.data, "--out", out,
            "--seq-len", str(a.seq_len), "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", "1",
-           "--lr", "1e-5", "--eval-every", "0", "--save-every", "0", "--export-model", "false"]
+           "--lr", "1e-5", "--eval-every", "0", "--save-every", "0", "--export-model", "false",
+           "--precision", a.precision]
     env = dict(os.environ, LLMKIT_THREADS=str(a.threads))
     t0 = time.time()
     p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env)
@@ -53,7 +55,8 @@ for s in range({a.steps}):
     ids = torch.randint(0, m.config.vocab_size, ({a.batch}, {a.seq_len} + 1), generator=g)
     t0 = time.perf_counter()
     opt.zero_grad()
-    out = m(input_ids=ids[:, :-1], labels=ids[:, :-1])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled={a.precision == "bf16"}):
+        out = m(input_ids=ids[:, :-1], labels=ids[:, :-1])
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
     opt.step()
@@ -76,13 +79,14 @@ def main():
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     a = ap.parse_args()
     import torch
     import transformers
     t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     lk, lk_rss, _ = run_llmkit(a)
     pt, pt_rss = run_torch(a)
-    print(f"{t0} UTC; torch {torch.__version__}, transformers {transformers.__version__}; {a.model}, F32, "
+    print(f"{t0} UTC; torch {torch.__version__}, transformers {transformers.__version__}; {a.model}, {a.precision.upper()}, "
           f"batch {a.batch} x {a.seq_len}, {a.threads} threads, median of steps 2..{a.steps}; load {os.getloadavg()[0]:.2f}\n")
     print("| engine | tokens/s | peak RSS MB |\n|---|---|---|")
     print(f"| llmkit train | {lk:.1f} | {lk_rss:.0f} |")

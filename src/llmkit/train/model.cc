@@ -173,8 +173,9 @@ ag::Var TrainModel::loss(const TokenBatch& tb) {
       y = layer(l, ag::Var(x_in.value(), false)).value();
     }
     ag::Var out(y, true);
-    ag::Tape::current().record([layer, l, x_in, out] {
+    ag::Tape::current().record([layer, l, x_in, out, cd = ag::compute_dtype()] {
       if (!out.grad().defined()) return;
+      ag::ScopedCompute precision(cd);  // the rerun rounds as the first run did
       ag::Var xr(x_in.value(), x_in.requires_grad());
       ag::Tape local;
       ag::Var yr;

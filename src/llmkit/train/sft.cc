@@ -138,6 +138,8 @@ std::vector<TokenBatch> pack_sft(const std::vector<SftExample>& examples, int64_
   for (const SftExample& ex : examples) {
     const int64_t n = static_cast<int64_t>(ex.ids.size());
     if (n == 0) continue;
+    LLMKIT_CHECK(n <= seq_len, kInvalidArgument, "an SFT example of ", n, " tokens does not fit a row of ", seq_len,
+                 "; cut examples to the row length first (load_sft does)");
     if (static_cast<int64_t>(row.ids.size()) + n > seq_len) {
       finish_row();
       start_row();

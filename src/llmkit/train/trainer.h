@@ -1,6 +1,8 @@
-// The training loop (`llmkit train`): continues training a model (GGUF file or Hugging Face
-// folder) on a prepared data folder (`llmkit data prepare`) with AdamW, linear warmup then cosine
-// or linear decay, gradient accumulation and clipping by global norm; evaluates on the validation
+// The training loop (`llmkit train`, `llmkit finetune`): trains a model (GGUF file or Hugging Face
+// folder; from scratch = a random-init file) on a prepared data folder (`llmkit data prepare`) or,
+// task sft, on chat/instruction JSONL (sft.h), with AdamW or SGD, linear warmup then cosine or
+// linear decay, gradient accumulation and clipping by global norm, F32 or BF16/F16 compute (F16
+// under dynamic loss scaling), optional activation recomputation; evaluates on the validation
 // split; appends metrics to a JSONL file and redraws an SVG loss curve; saves atomic checkpoints
 // (checkpoint.h) and resumes from the newest one with bit-identical steps; exports the result as a
 // Hugging Face folder and a GGUF file that `llmkit run` loads.
