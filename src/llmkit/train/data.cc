@@ -326,37 +326,53 @@ void TokenData::read(int64_t begin, int64_t n, int32_t* out) const {
   }
 }
 
-BatchSampler::BatchSampler(const TokenData& data, int64_t seq_len, int64_t batch, uint64_t seed, bool shuffle)
-    : data_(data), seq_len_(seq_len), batch_(batch), shuffle_(shuffle) {
+// Checked before the members are built: the window count needs a valid seq_len and enough tokens.
+static int64_t windows_of(const TokenData& data, int64_t seq_len, int64_t batch) {
   LLMKIT_CHECK(seq_len >= 1 && batch >= 1, kInvalidArgument, "batch ", batch, " and sequence length ", seq_len,
                " must be >= 1");
   LLMKIT_CHECK(data.n_tokens() >= seq_len + 1, kInvalidArgument, "the data holds ", data.n_tokens(),
                " tokens, fewer than one window of sequence length ", seq_len, " + 1; use a shorter --seq-len or more data");
-  n_windows_ = (data.n_tokens() - 1) / seq_len;
-  state_.seed = seed;
+  return (data.n_tokens() - 1) / seq_len;
 }
 
-void BatchSampler::build_order() {
-  order_ = shuffled_order(n_windows_, state_.seed, state_.epoch);
-  order_epoch_ = state_.epoch;
-}
+BatchSampler::BatchSampler(const TokenData& data, int64_t seq_len, int64_t batch, uint64_t seed, bool shuffle)
+    : data_(data), seq_len_(seq_len), batch_(batch), order_(windows_of(data, seq_len, batch), seed, shuffle) {}
 
-std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
-  uint64_t s = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1;
-  for (int64_t i = n - 1; i > 0; --i) {
-    // Unbiased draw in [0, i] (Lemire 2019): the high half of a 64 x 64 -> 128-bit product.
-    const uint64_t bound = static_cast<uint64_t>(i) + 1;
-    uint64_t hi, lo;
-    mul128(splitmix64(s), bound, &hi, &lo);
-    if (lo < bound) {
-      const uint64_t thresh = (0 - bound) % bound;
-      while (lo < thresh) mul128(splitmix64(s), bound, &hi, &lo);
-    }
-    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(hi)]);
+EpochOrder::EpochOrder(int64_t n, uint64_t seed, bool shuffle) : n_(n), shuffle_(shuffle) { state_.seed = seed; }
+
+int64_t EpochOrder::next() {
+  if (state_.cursor == n_) {
+    ++state_.epoch;
+    state_.cursor = 0;
   }
-  return order;
+  int64_t i = state_.cursor++;
+  if (!shuffle_) return i;
+  if (order_epoch_ != state_.epoch) {
+    order_.resize(static_cast<size_t>(n_));
+    for (int64_t k = 0; k < n_; ++k) order_[static_cast<size_t>(k)] = k;
+    uint64_t r = state_.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(state_.epoch) + 1;
+    for (int64_t k = n_ - 1; k > 0; --k) {
+      // Unbiased draw in [0, k] (Lemire 2019): the high half of a 64 x 64 -> 128-bit product.
+      const uint64_t bound = static_cast<uint64_t>(k) + 1;
+      uint64_t hi, lo;
+      mul128(splitmix64(r), bound, &hi, &lo);
+      if (lo < bound) {
+        const uint64_t thresh = (0 - bound) % bound;
+        while (lo < thresh) mul128(splitmix64(r), bound, &hi, &lo);
+      }
+      std::swap(order_[static_cast<size_t>(k)], order_[static_cast<size_t>(hi)]);
+    }
+    order_epoch_ = state_.epoch;
+  }
+  return order_[static_cast<size_t>(i)];
+}
+
+void EpochOrder::restore(const SamplerState& s, const char* what) {
+  LLMKIT_CHECK(s.epoch >= 0 && s.cursor >= 0 && s.cursor <= n_, kInvalidArgument, "sampler state (epoch ", s.epoch,
+               ", cursor ", s.cursor, ") does not fit this data (", n_, " ", what, " per epoch): resumed with other data "
+               "or another sequence length?");
+  state_ = s;
+  order_epoch_ = -1;
 }
 
 bool in_val_split(uint64_t seed, uint64_t index, double val_fraction) {
@@ -365,28 +381,9 @@ bool in_val_split(uint64_t seed, uint64_t index, double val_fraction) {
 }
 
 void BatchSampler::next(int32_t* tokens) {
-  for (int64_t b = 0; b < batch_; ++b) {
-    if (state_.cursor == n_windows_) {
-      ++state_.epoch;
-      state_.cursor = 0;
-    }
-    int64_t w = state_.cursor;
-    if (shuffle_) {
-      if (order_epoch_ != state_.epoch) build_order();
-      w = order_[static_cast<size_t>(state_.cursor)];
-    }
-    data_.read(w * seq_len_, seq_len_ + 1, tokens + b * (seq_len_ + 1));
-    ++state_.cursor;
-  }
+  for (int64_t b = 0; b < batch_; ++b) data_.read(order_.next() * seq_len_, seq_len_ + 1, tokens + b * (seq_len_ + 1));
 }
 
-void BatchSampler::restore(const SamplerState& s) {
-  LLMKIT_CHECK(s.epoch >= 0 && s.cursor >= 0 && s.cursor <= n_windows_, kInvalidArgument, "sampler state (epoch ", s.epoch,
-               ", cursor ", s.cursor, ") does not fit this data (", n_windows_, " windows per epoch): resumed with other data "
-               "or another sequence length?");
-  state_ = s;
-  order_epoch_ = -1;
-}
 
 }  // namespace train
 }  // namespace llmkit

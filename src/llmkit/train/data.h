@@ -43,9 +43,6 @@ class TokenData {
   int token_bytes_ = 2;
 };
 
-// 0..n-1 in the seeded order of `epoch` (Fisher-Yates over splitmix64 with unbiased bounded draws):
-// the same on every platform.
-std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, int64_t epoch);
 // Whether item `index` goes to the validation split: splitmix64(seed ^ index) / 2^64 < val_fraction.
 bool in_val_split(uint64_t seed, uint64_t index, double val_fraction);
 
@@ -55,27 +52,43 @@ struct SamplerState {
   int64_t cursor = 0;  // windows of this epoch already dealt
 };
 
+// Deals the items 0..n-1 once per epoch, each epoch in its own seeded order (Fisher-Yates over
+// splitmix64 with unbiased bounded draws: the same on every platform) or in order, and moves on
+// to the next epoch when one runs out. Its state is a SamplerState, so a run resumes exactly.
+class EpochOrder {
+ public:
+  EpochOrder(int64_t n, uint64_t seed, bool shuffle);
+  int64_t size() const { return n_; }
+  int64_t next();
+  const SamplerState& state() const { return state_; }
+  // Throws Error(kInvalidArgument) naming `what` (e.g. "windows") when s does not fit n items.
+  void restore(const SamplerState& s, const char* what);
+
+ private:
+  int64_t n_;
+  bool shuffle_;
+  SamplerState state_;
+  std::vector<int64_t> order_;  // this epoch's order (shuffle only)
+  int64_t order_epoch_ = -1;
+};
+
 class BatchSampler {
  public:
   // Throws Error(kInvalidArgument) when the split holds fewer than seq_len + 1 tokens (not one
   // window) or batch / seq_len are not positive. shuffle = false deals windows in order (validation).
   BatchSampler(const TokenData& data, int64_t seq_len, int64_t batch, uint64_t seed, bool shuffle = true);
-  int64_t windows_per_epoch() const { return n_windows_; }
+  int64_t windows_per_epoch() const { return order_.size(); }
   // Fills tokens [batch, seq_len + 1], one window per row; an epoch that runs out mid-batch
   // continues with the next epoch's order.
   void next(int32_t* tokens);
-  SamplerState state() const { return state_; }
+  SamplerState state() const { return order_.state(); }
   // Continues from a saved state (same data, seq_len and shuffle flag; batch may differ).
-  void restore(const SamplerState& s);
+  void restore(const SamplerState& s) { order_.restore(s, "windows"); }
 
  private:
-  void build_order();
   const TokenData& data_;
-  int64_t seq_len_, batch_, n_windows_;
-  bool shuffle_;
-  SamplerState state_;
-  std::vector<int64_t> order_;  // this epoch's window order (shuffle only)
-  int64_t order_epoch_ = -1;
+  int64_t seq_len_, batch_;
+  EpochOrder order_;
 };
 
 }  // namespace llmkit::train

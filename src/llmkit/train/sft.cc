@@ -158,39 +158,17 @@ std::vector<TokenBatch> pack_sft(const std::vector<SftExample>& examples, int64_
 }
 
 SftSampler::SftSampler(std::vector<TokenBatch> rows, int64_t batch, uint64_t seed, bool shuffle)
-    : rows_(std::move(rows)), batch_(batch), shuffle_(shuffle) {
+    : rows_(std::move(rows)), batch_(batch), order_(static_cast<int64_t>(rows_.size()), seed, shuffle) {
   LLMKIT_CHECK(!rows_.empty(), kInvalidArgument, "no SFT examples to train on");
   LLMKIT_CHECK(batch_ >= 1, kInvalidArgument, "--batch ", batch_, " must be >= 1");
-  state_.seed = seed;
-}
-
-void SftSampler::restore(const SamplerState& s) {
-  LLMKIT_CHECK(s.cursor >= 0 && s.cursor <= rows_per_epoch() && s.epoch >= 0, kInvalidArgument,
-               "the checkpoint's data position (epoch ", s.epoch, ", row ", s.cursor, ") does not fit these ",
-               rows_per_epoch(), " packed rows: resume with the same data and --seq-len");
-  state_ = s;
 }
 
 TokenBatch SftSampler::next() {
   TokenBatch b;
   b.B = batch_;
   b.T = rows_[0].T;
-  const int64_t n = rows_per_epoch();
   for (int64_t i = 0; i < batch_; ++i) {
-    if (state_.cursor == n) {
-      ++state_.epoch;
-      state_.cursor = 0;
-    }
-    int64_t r = state_.cursor;
-    if (shuffle_) {
-      if (order_epoch_ != state_.epoch) {
-        order_ = shuffled_order(n, state_.seed, state_.epoch);
-        order_epoch_ = state_.epoch;
-      }
-      r = order_[static_cast<size_t>(r)];
-    }
-    ++state_.cursor;
-    const TokenBatch& row = rows_[static_cast<size_t>(r)];
+    const TokenBatch& row = rows_[static_cast<size_t>(order_.next())];
     b.ids.insert(b.ids.end(), row.ids.begin(), row.ids.end());
     b.targets.insert(b.targets.end(), row.targets.begin(), row.targets.end());
     b.pos.insert(b.pos.end(), row.pos.begin(), row.pos.end());

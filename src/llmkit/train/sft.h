@@ -55,18 +55,15 @@ std::vector<TokenBatch> pack_sft(const std::vector<SftExample>& examples, int64_
 class SftSampler {
  public:
   SftSampler(std::vector<TokenBatch> rows, int64_t batch, uint64_t seed, bool shuffle = true);
-  int64_t rows_per_epoch() const { return static_cast<int64_t>(rows_.size()); }
+  int64_t rows_per_epoch() const { return order_.size(); }
   TokenBatch next();
-  SamplerState state() const { return state_; }
-  void restore(const SamplerState& s);
+  SamplerState state() const { return order_.state(); }
+  void restore(const SamplerState& s) { order_.restore(s, "packed rows (same data and --seq-len?)"); }
 
  private:
   std::vector<TokenBatch> rows_;
   int64_t batch_;
-  bool shuffle_;
-  SamplerState state_;
-  std::vector<int64_t> order_;
-  int64_t order_epoch_ = -1;
+  EpochOrder order_;
 };
 
 }  // namespace llmkit::train

@@ -22,41 +22,6 @@ inline bool before(float a, int64_t i, float b, int64_t j) { return a > b || (a 
 
 }  // namespace
 
-float cross_entropy(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
-                    int32_t ignore_index, float* row_loss) {
-  double total = 0.0;
-  int64_t valid = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    const float* x = logits + r * n_vocab;
-    double loss = 0.0;
-    if (targets[r] != ignore_index) {
-      loss = logsumexp(x, n_vocab) - x[targets[r]];
-      total += loss;
-      ++valid;
-    }
-    if (row_loss) row_loss[r] = static_cast<float>(loss);
-  }
-  return valid ? static_cast<float>(total / static_cast<double>(valid)) : 0.0f;
-}
-
-void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
-                            int32_t ignore_index, float dloss, float* dlogits) {
-  int64_t valid = 0;
-  for (int64_t r = 0; r < n; ++r) valid += targets[r] != ignore_index;
-  if (!valid) return;
-  const double g = static_cast<double>(dloss) / static_cast<double>(valid);
-  for (int64_t r = 0; r < n; ++r) {
-    if (targets[r] == ignore_index) continue;
-    const float* x = logits + r * n_vocab;
-    const double lse = logsumexp(x, n_vocab);
-    float* dx = dlogits + r * n_vocab;
-    for (int64_t j = 0; j < n_vocab; ++j) {
-      const double p = std::exp(static_cast<double>(x[j]) - lse);
-      dx[j] += static_cast<float>(g * (p - (j == targets[r] ? 1.0 : 0.0)));
-    }
-  }
-}
-
 void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse) {
   for (int64_t r = 0; r < rows; ++r) lse[r] = logsumexp(x + r * d, d);
 }

@@ -207,17 +207,11 @@ void attention_backward(const AttentionParams& p, const float* q, const float* k
                         const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv);
 
 // ---- loss, selection (loss.cc) ------------------------------------------------------------------------
-// Cross-entropy of logits[n, n_vocab] against targets[n]; rows whose target == ignore_index are skipped.
-// Returns the mean over the other rows (0 if none); row_loss[n] (optional) gets each row's loss (0 if
-// ignored). log-sum-exp in double.
-float cross_entropy(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
-                    int32_t ignore_index, float* row_loss);
-// dlogits += dloss / n_valid * (softmax(logits) - onehot(target)) on non-ignored rows.
-void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n, int64_t n_vocab,
-                            int32_t ignore_index, float dloss, float* dlogits);
-// The row pieces of cross_entropy for the KernelTable (the ops layer threads them over rows):
-// lse[r] = log sum_j exp(x[r, j]) (max-shifted, summed in double), and for rows whose target is not
-// ignore_index, dx[r, j] += g (exp(x[r, j] - lse[r]) - [j == target[r]]).
+// Cross-entropy of logits[n, n_vocab] against targets[n] (ops::cross_entropy combines these per-row
+// pieces, threading them over rows): lse[r] = log sum_j exp(x[r, j]) (max-shifted, summed in
+// double); the loss is the mean of lse[r] - x[r, target[r]] over rows whose target is not
+// ignore_index, and its gradient dx[r, j] += g (exp(x[r, j] - lse[r]) - [j == target[r]]) on those
+// rows, with g = dloss / n_valid.
 void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse);
 void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
                     int32_t ignore_index, double g, float* dx);
