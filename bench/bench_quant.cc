@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/cpu_kernels.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
 #include "llmkit/kernels/ref/quant.h"
 #include "llmkit/tensor/dtype.h"
@@ -57,6 +58,34 @@ void BM_QuantMatVec(benchmark::State& st, DType t) {
                                            benchmark::Counter::kIsRate);
 }
 
+// The same product over kCold distinct copies of the weights in turn (~0.2-0.4 GB in all, beyond
+// the last-level cache): what decode of a model larger than the cache sees, every weight byte from
+// DRAM once per token.
+void BM_QuantMatVecCold(benchmark::State& st, DType t) {
+  constexpr int kCold = 24;
+  const int64_t N = st.range(0), K = st.range(1);
+  llmkit::ThreadPool::set_global_threads(static_cast<int>(st.range(2)));
+  const auto& w0 = weights(t, N, K);
+  std::vector<std::vector<uint8_t>> copies(kCold, w0);
+  std::vector<float> x(K), y(N);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  size_t i = 0;
+  for (auto _ : st) {
+    llmkit::cpu::matmul(x.data(), copies[i].data(), t, y.data(), 1, N, K);
+    i = (i + 1) % kCold;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(w0.size()) * 1e-9 * static_cast<double>(st.iterations()),
+                                           benchmark::Counter::kIsRate);
+}
+void cold_args(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2}) b->Args({2048, 8192, threads})->Args({8192, 2048, threads});
+  b->ArgNames({"N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 // M activation rows (a serving batch of M decoding sequences) against one weight matrix: time per
 // call and per row, to see how much of the weight work M rows share.
 void BM_QuantMatBatch(benchmark::State& st, DType t) {
@@ -97,6 +126,9 @@ void args_k(benchmark::internal::Benchmark* b) { shapes(b, true); }
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_0, DType::kQ4_0)->Apply(args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_1, DType::kQ4_1)->Apply(args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q8_0, DType::kQ8_0)->Apply(args);
+BENCHMARK_CAPTURE(BM_QuantMatVecCold, q4_0, DType::kQ4_0)->Apply(cold_args);
+BENCHMARK_CAPTURE(BM_QuantMatVecCold, q8_0, DType::kQ8_0)->Apply(cold_args);
+BENCHMARK_CAPTURE(BM_QuantMatVecCold, f16, DType::kF16)->Apply(cold_args);
 BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_1, DType::kQ4_1)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_k, DType::kQ4_K)->Apply(args_k);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q6_k, DType::kQ6_K)->Apply(args_k);
