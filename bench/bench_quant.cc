@@ -106,7 +106,7 @@ void BM_QuantMatBatch(benchmark::State& st, DType t) {
 }
 void batch_args(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2})
-    for (int m : {1, 2, 4, 5, 8, 16}) b->Args({m, 1536, 576, threads});
+    for (int m : {1, 2, 4, 5, 8, 16, 64}) b->Args({m, 1536, 576, threads});
   b->ArgNames({"M", "N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
@@ -129,7 +129,9 @@ BENCHMARK_CAPTURE(BM_QuantMatVec, q8_0, DType::kQ8_0)->Apply(args);
 BENCHMARK_CAPTURE(BM_QuantMatVecCold, q4_0, DType::kQ4_0)->Apply(cold_args);
 BENCHMARK_CAPTURE(BM_QuantMatVecCold, q8_0, DType::kQ8_0)->Apply(cold_args);
 BENCHMARK_CAPTURE(BM_QuantMatVecCold, f16, DType::kF16)->Apply(cold_args);
+BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_0, DType::kQ4_0)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_1, DType::kQ4_1)->Apply(batch_args);
+BENCHMARK_CAPTURE(BM_QuantMatBatch, q8_0, DType::kQ8_0)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_k, DType::kQ4_K)->Apply(args_k);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q6_k, DType::kQ6_K)->Apply(args_k);
 

@@ -66,6 +66,12 @@ namespace llmkit::cpu::i8::HWY_NAMESPACE {
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 
+// From this many rows on, AVX512-VNNI runs serving batches through the transposed L1 scratch
+// (TileRowLanes) rather than register passes: bench_quant batch, 1536 x 576, one Zen 4 thread,
+// M = 16: 157-168 us vs 174-245 us; M = 8: 109-117 us vs 87-98 us. AVX2 keeps register passes up
+// to kMaxPassesM * kDirectMaxM rows.
+constexpr int64_t kRowLanesMinM = HWY_TARGET <= HWY_AVX3_DL ? 12 : kMaxPassesM * kDirectMaxM + 1;
+
 // Quantized activations of one call.
 struct Acts {
   int8_t* q;     // [M, K] levels
@@ -169,6 +175,12 @@ HWY_INLINE __m256i DpBusd(__m256i acc, __m256i u8, __m256i i8) {
   asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(i8));
   return acc;
 }
+// acc + per-lane sums of 4 u8 x i8 products of u8 with the 4 bytes at p broadcast to every lane
+// (EVEX embedded broadcast: one load-op instead of a broadcast and the product).
+HWY_INLINE __m256i DpBusdBcast(__m256i acc, __m256i u8, const int8_t* p) {
+  asm("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
 #endif
 
 // The exact integer dot products of one block of the 8 rows (levels w from Levels8) with the 32
@@ -240,6 +252,100 @@ HWY_INLINE void Scales(const uint8_t* const* rows, int64_t block_off, __m256* d,
   *m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
 }
 
+#if HWY_TARGET <= HWY_AVX3_DL
+// Prompt batches on AVX512-VNNI. The tile's levels go to the L1 scratch transposed: vector j of
+// block b holds, in lane r, levels 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to
+// unsigned). One vpdpbusd of vector j with activation bytes 4j..4j+3 broadcast to every lane then
+// adds 4 products to each row's own lane: a block's 8 row sums come out of 8 vpdpbusd with no
+// reduction, and each weight vector loaded serves 4 activation rows. Q8_0's offset is taken back
+// with 128 sum(x levels) = 16 s8. The integers are the exact block sums of BlockSums and the float
+// steps those of Step, so results are bitwise those of every other path. Measured (Zen 4, one
+// thread, bench_quant batch): see docs/BENCHMARKS.md "Quantized matrix x vector".
+// `next` as for Tile: the next tile's bytes are prefetched (to L2) while this one is transposed.
+template <DType T>
+void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N,
+                  int64_t n0, const uint8_t* next) {
+  constexpr size_t kB = kBlockBytes<T>;
+  const int64_t nb = a.nb;
+  const int64_t lines_per_block = (8 * nb * static_cast<int64_t>(kB) / 64 + nb) / nb;
+  uint8_t* ws = t_w.get(static_cast<size_t>(nb * 256));
+  float* wds = t_wd.get(static_cast<size_t>(nb * 8));
+  float* wms = t_wm.get(static_cast<size_t>(nb * 8));
+  for (int64_t b = 0; b < nb; ++b) {
+    if (next) {
+      for (int64_t l = 0; l < lines_per_block; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
+    }
+    __m256i w[8];
+    Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+    // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows.
+    alignas(32) uint32_t t[8][8];
+    const __m256i off = _mm256_set1_epi8(static_cast<char>(0x80));
+    for (int i = 0; i < 8; ++i) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t[i]), T == DType::kQ8_0 ? _mm256_xor_si256(w[i], off) : w[i]);
+    }
+    uint32_t* o = reinterpret_cast<uint32_t*>(ws + b * 256);  // o[j * 8 + r]
+    for (int r = 0; r < 4; ++r) {
+      for (int j = 0; j < 4; ++j) {
+        o[j * 8 + r] = t[2 * r][j];
+        o[(j + 4) * 8 + r] = t[2 * r + 1][j];
+        o[j * 8 + r + 4] = t[2 * r][j + 4];
+        o[(j + 4) * 8 + r + 4] = t[2 * r + 1][j + 4];
+      }
+    }
+    __m256 wd, wm;
+    Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+    _mm256_store_ps(wds + b * 8, wd);
+    _mm256_store_ps(wms + b * 8, wm);
+  }
+  auto store = [&](int64_t m, __m256 acc) {
+    if (nr == 8) {
+      _mm256_storeu_ps(y + m * N + n0, acc);
+    } else {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, acc);
+      for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
+    }
+  };
+  auto pass = [&](int64_t m, auto rc) {
+    constexpr int R = decltype(rc)::value;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i* wb = reinterpret_cast<const __m256i*>(ws + b * 256);
+      __m256i s[R];
+      for (int r = 0; r < R; ++r) s[r] = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i wj = _mm256_load_si256(wb + j);
+        for (int r = 0; r < R; ++r) s[r] = DpBusdBcast(s[r], wj, a.q + (m + r) * a.K + b * 32 + 4 * j);
+      }
+      const __m256 wd = _mm256_load_ps(wds + b * 8);
+      for (int r = 0; r < R; ++r) {
+        const int64_t ab = (m + r) * a.nb + b;
+        __m256i sr = s[r];
+        if constexpr (T == DType::kQ4_0) sr = _mm256_sub_epi32(sr, _mm256_set1_epi32(a.s8[ab]));
+        if constexpr (T == DType::kQ8_0) sr = _mm256_sub_epi32(sr, _mm256_set1_epi32(16 * a.s8[ab]));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sr), _mm256_mul_ps(wd, _mm256_set1_ps(a.d[ab])), acc[r]);
+        if constexpr (T == DType::kQ4_1) acc[r] = _mm256_fmadd_ps(_mm256_load_ps(wms + b * 8), _mm256_set1_ps(a.dsum[ab]), acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) store(m + r, acc[r]);
+  };
+  int64_t m = m0;
+  for (; m + 8 <= m1; m += 8) pass(m, std::integral_constant<int, 8>());
+  if (m + 4 <= m1) {
+    pass(m, std::integral_constant<int, 4>());
+    m += 4;
+  }
+  switch (m1 - m) {
+    case 3: pass(m, std::integral_constant<int, 3>()); break;
+    case 2: pass(m, std::integral_constant<int, 2>()); break;
+    case 1: pass(m, std::integral_constant<int, 1>()); break;
+    default: break;
+  }
+}
+#endif
+
 // y[m0..m1, n0..n0+nr) for the 8 rows `rows` (the last ones repeated when nr < 8).
 // `next` (may be null): the first byte of the tile this thread runs next; while a few rows decode
 // this tile in registers, its bytes are prefetched a few lines per block. The 8 rows are read
@@ -291,6 +397,10 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
     return;
   }
   static_assert(kDirectMaxM == 4, "the switch above covers 1..4 rows");
+#if HWY_TARGET <= HWY_AVX3_DL
+  TileRowLanes<T>(rows, nr, a, m0, m1, y, N, n0, next);
+  return;
+#endif
   constexpr int64_t kVecs = T == DType::kQ8_0 ? 16 : 8;  // per block: levels (and Q8_0's |levels|)
   uint8_t* ws = t_w.get(static_cast<size_t>(nb * kVecs * 32));
   float* wds = t_wd.get(static_cast<size_t>(nb * 8));
@@ -332,7 +442,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   // At least ~64k multiply-adds per task: below that, waking a worker costs more than it saves.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, 8 * a.K * M));
   ThreadPool::global().parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
-    if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM) {
+    if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM) {
       // A serving batch of 5-16 decoding rows: register passes of at most 4 rows over each tile
       // (its bytes still in L1 after the first), the first prefetching the next tile, rather than
       // the L1 scratch. Measured on 1536 x 576 (one thread, Zen 4, VNNI), 16 rows: Q4_1 187 us in
