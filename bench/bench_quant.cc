@@ -6,6 +6,7 @@
 // vector" section there.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <random>
@@ -58,14 +59,14 @@ void BM_QuantMatVec(benchmark::State& st, DType t) {
                                            benchmark::Counter::kIsRate);
 }
 
-// The same product over kCold distinct copies of the weights in turn (~0.2-0.4 GB in all, beyond
+// The same product over kCold distinct copies of the weights in turn (>= 0.25 GB in all, beyond
 // the last-level cache): what decode of a model larger than the cache sees, every weight byte from
 // DRAM once per token.
 void BM_QuantMatVecCold(benchmark::State& st, DType t) {
-  constexpr int kCold = 24;
   const int64_t N = st.range(0), K = st.range(1);
   llmkit::ThreadPool::set_global_threads(static_cast<int>(st.range(2)));
   const auto& w0 = weights(t, N, K);
+  const size_t kCold = std::max<size_t>(24, (size_t{256} << 20) / w0.size());
   std::vector<std::vector<uint8_t>> copies(kCold, w0);
   std::vector<float> x(K), y(N);
   std::mt19937 rng(2);
@@ -82,7 +83,10 @@ void BM_QuantMatVecCold(benchmark::State& st, DType t) {
                                            benchmark::Counter::kIsRate);
 }
 void cold_args(benchmark::internal::Benchmark* b) {
-  for (int threads : {1, 2}) b->Args({2048, 8192, threads})->Args({8192, 2048, threads});
+  for (int threads : {1, 2}) {
+    b->Args({2048, 8192, threads})->Args({8192, 2048, threads});
+    b->Args({1536, 576, threads})->Args({576, 1536, threads});  // SmolLM2-135M's FFN
+  }
   b->ArgNames({"N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
