@@ -13,7 +13,8 @@
 //          Q4_1: then acc = fma(m_w, d_x sum(x levels), acc)], lane n owning output row n.
 // Every float operation of y[m, n] is the same whatever M is; M only decides where the 8 rows'
 // decoded levels come from: decoded in registers per block for a few rows (decode), or decoded
-// once per tile into an L1 scratch and reused by every activation row (prompt batches).
+// once per tile into an L1 scratch and reused by every activation row (prompt batches; on
+// AVX512-VNNI the scratch holds the levels transposed, one row per lane: TileRowLanes).
 //
 // Integer ranges: a u8 x i8 pair sum is at most 2 * 15 * 127 (Q4) or 2 * 128 * 127 = 32512 (Q8_0)
 // < 2^15, so vpmaddubsw never saturates; a block sum is at most 32 * 128 * 127 < 2^31.
@@ -257,7 +258,7 @@ HWY_INLINE void Scales(const uint8_t* const* rows, int64_t block_off, __m256* d,
 // block b holds, in lane r, levels 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to
 // unsigned). One vpdpbusd of vector j with activation bytes 4j..4j+3 broadcast to every lane then
 // adds 4 products to each row's own lane: a block's 8 row sums come out of 8 vpdpbusd with no
-// reduction, and each weight vector loaded serves 4 activation rows. Q8_0's offset is taken back
+// reduction, and each weight vector loaded serves up to 8 activation rows. Q8_0's offset is taken back
 // with 128 sum(x levels) = 16 s8. The integers are the exact block sums of BlockSums and the float
 // steps those of Step, so results are bitwise those of every other path. Measured (Zen 4, one
 // thread, bench_quant batch): see docs/BENCHMARKS.md "Quantized matrix x vector".
@@ -349,9 +350,9 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
 // y[m0..m1, n0..n0+nr) for the 8 rows `rows` (the last ones repeated when nr < 8).
 // `next` (may be null): the first byte of a tile this thread runs later (Run picks the one >= 16 KB
 // ahead); while a few rows decode this tile in registers, its bytes are prefetched a few lines per
-// block. The 8 rows are read
-// interleaved (8 streams 1 row apart), which the hardware prefetcher followed poorly: measured on
-// SmolLM2 decode (Zen 3, 1 thread) the weight loads stalled until this prefetch was added.
+// block. The 8 rows are read interleaved (8 streams 1 row apart), which the hardware prefetcher
+// followed poorly: measured on SmolLM2 decode (Zen 3, 1 thread) the weight loads stalled until
+// this prefetch was added.
 // The prefetch goes to L2, not L1: a tile of a d_ff = 8192 row group is 36 KB, more than L1, and
 // L1's few miss buffers capped the stream. bench_quant's cold case (weights beyond L3, Zen 4, one
 // thread): Q4_0 2048 x 8192 12.8 -> 20.4 GB/s, 8192 x 2048 10.6 -> 18.8, Q8_0 14.7 / 11.0 -> 22.5.
@@ -447,12 +448,13 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   // (one Zen 4 thread, medians of 3): Q4_0 8.9 -> 15.6 GB/s, Q8_0 15.0 -> 20.8; 8192 x 2048 unchanged.
   const int64_t tile_bytes = 8 * static_cast<int64_t>(row_bytes);
   const int64_t ahead = std::max<int64_t>(1, (16384 + tile_bytes - 1) / tile_bytes);
-  ThreadPool::global().parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
+  auto body = [&](int64_t t0, int64_t t1) {
     if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM) {
-      // A serving batch of 5-16 decoding rows: register passes of at most 4 rows over each tile
-      // (its bytes still in L1 after the first), the first prefetching the next tile, rather than
-      // the L1 scratch. Measured on 1536 x 576 (one thread, Zen 4, VNNI), 16 rows: Q4_1 187 us in
-      // 4 passes vs 202 us through the scratch, Q8_0 214 vs 336 us.
+      // A serving batch of 5-16 decoding rows (5-11 on AVX512-VNNI, kRowLanesMinM): register
+      // passes of at most 4 rows over each tile (its bytes still in L1 after the first), the first
+      // prefetching a tile ahead, rather than the L1 scratch. Measured on 1536 x 576 (one thread,
+      // Zen 4, VNNI), 16 rows, before TileRowLanes: Q4_1 187 us in 4 passes vs 202 us through the
+      // scratch, Q8_0 214 vs 336 us.
       const int64_t passes = (M + kDirectMaxM - 1) / kDirectMaxM;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * 8;
@@ -477,7 +479,8 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
         Tile<T>(rows, nr, a, m0, m1, y, N, n0, t + ahead < t1 ? w + static_cast<size_t>(n0 + 8 * ahead) * row_bytes : nullptr);
       }
     }
-  });
+  };
+  ThreadPool::global().parallel_for(tiles, grain, body);
 }
 
 bool Available() { return true; }
