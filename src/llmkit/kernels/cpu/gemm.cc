@@ -528,8 +528,9 @@ void GemvRange(const float* x, const void* w, DType wt, float* y, int64_t M, int
     constexpr int64_t kPrefetchAhead = 16384;
     const int64_t group_bytes = 4 * K * static_cast<int64_t>(sizeof(T));
     const int64_t ahead = std::max<int64_t>(1, (kPrefetchAhead + group_bytes - 1) / group_bytes);
-    const uint8_t* next = tmp == nullptr && g + ahead < ge && n + 4 * ahead + 4 <= N
-                              ? reinterpret_cast<const uint8_t*>(static_cast<const T*>(w) + (n + 4 * ahead) * K)
+    const int64_t pg = std::min(g + ahead, ge - 1);  // else the range's last group (see quant_i8.cc)
+    const uint8_t* next = tmp == nullptr && pg > g && 4 * pg + 4 <= N
+                              ? reinterpret_cast<const uint8_t*>(static_cast<const T*>(w) + 4 * pg * K)
                               : nullptr;
     for (int64_t m = 0; m < M; ++m) {
       float out[4];
