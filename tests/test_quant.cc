@@ -19,6 +19,7 @@
 #include "llmkit/kernels/kernel_table.h"
 #include "llmkit/kernels/ref/quant.h"
 #include "llmkit/tensor/dtype.h"
+#include "llmkit/tensor/half.h"
 
 namespace llmkit {
 namespace {
@@ -345,6 +346,73 @@ TEST(QuantMatmul, Int8KernelsAgreeBitwiseAcrossTargets) {
     }
   }
   reset_cpu_target();
+}
+
+// Q8_0 levels of -128 (outside what quantizers write, [-127, 127], but a file may hold them) and
+// +127 at every position, against activations of both signs: each int8 path takes them
+// differently (|w| and sign(x, w) on AVX2; w + 128 as unsigned in the AVX512-VNNI prompt kernel),
+// and all must give the exact integer block sums. Expected: the activations quantized as the
+// kernels do (d = amax / 127 rounded to f16, levels round-to-even of x / d), each block's exact
+// integer sum scaled in double; the x86 targets must also agree bitwise.
+TEST(QuantMatmul, Q8ExtremeLevelsAgreeAcrossPaths) {
+  const int64_t N = 19, K = 256;
+  const size_t rb = row_bytes(DType::kQ8_0, K);
+  std::vector<uint8_t> w(rb * N);
+  std::mt19937 rng(21);
+  for (int64_t n = 0; n < N; ++n) {
+    uint8_t* row = w.data() + n * rb;
+    for (int64_t b = 0; b < K / 32; ++b) {
+      uint8_t* blk = row + b * 34;
+      const uint16_t d = f32_to_f16(0.01f * static_cast<float>(1 + (n + b) % 5));
+      std::memcpy(blk, &d, 2);
+      for (int i = 0; i < 32; ++i) {
+        const int r = static_cast<int>(rng() % 3);
+        blk[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(r == 0 ? -128 : (r == 1 ? 127 : -1)));
+      }
+    }
+  }
+  for (const int64_t M : {int64_t{1}, int64_t{8}, int64_t{70}}) {
+    std::normal_distribution<float> nd;
+    std::vector<float> x(M * K);
+    for (auto& v : x) v = nd(rng);
+    std::vector<double> want(M * N, 0.0), mag(M * N, 0.0);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t b = 0; b < K / 32; ++b) {
+        const float* xb = x.data() + m * K + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+        const float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const double dx = f16_to_f32(f32_to_f16(d));
+        int lv[32];
+        for (int i = 0; i < 32; ++i) lv[i] = std::min(127, static_cast<int>(std::nearbyint(xb[i] * id)));
+        for (int64_t n = 0; n < N; ++n) {
+          const uint8_t* blk = w.data() + n * rb + b * 34;
+          uint16_t dh;
+          std::memcpy(&dh, blk, 2);
+          int64_t sum = 0;
+          for (int i = 0; i < 32; ++i) sum += int64_t{static_cast<int8_t>(blk[2 + i])} * lv[i];
+          want[m * N + n] += double(f16_to_f32(dh)) * dx * double(sum);
+          mag[m * N + n] += std::fabs(double(f16_to_f32(dh)) * dx * double(sum));
+        }
+      }
+    }
+    std::vector<float> first;
+    for (const auto& target : cpu_targets()) {
+      set_cpu_target(target);
+      std::vector<float> y(M * N, NAN);
+      cpu::quant_matmul(x.data(), w.data(), DType::kQ8_0, y.data(), M, N, K);
+      for (int64_t i = 0; i < M * N; ++i)
+        ASSERT_NEAR(y[i], want[i], 1e-5 * (1.0 + mag[i])) << target << " M=" << M << " at " << i;
+      if (target == "AVX2" || target.rfind("AVX3", 0) == 0) {
+        if (first.empty()) {
+          first = y;
+        } else {
+          for (int64_t i = 0; i < M * N; ++i) ASSERT_EQ(y[i], first[i]) << target << " M=" << M << " at " << i;
+        }
+      }
+    }
+    reset_cpu_target();
+  }
 }
 
 TEST(QuantMatmul, TwoThreadsMatchOneThread) {
