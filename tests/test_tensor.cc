@@ -138,6 +138,30 @@ TEST(ThreadPool, EveryTidRunsOncePerTask) {
   }
 }
 
+// parallel_for_streaming: [0, n) covered exactly once in at most one contiguous range per thread
+// (and in one range when n is within one grain).
+TEST(ThreadPool, StreamingRangesOnePerThread) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (const int64_t n : {int64_t{1}, int64_t{5}, int64_t{1003}}) {
+      for (const int64_t grain : {int64_t{1}, int64_t{100}}) {
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        std::atomic<int> ranges{0};
+        pool.parallel_for_streaming(n, grain, [&](int64_t b, int64_t e) {
+          ranges++;
+          EXPECT_LT(b, e);
+          for (int64_t i = b; i < e; ++i) seen[static_cast<size_t>(i)]++;
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << i;
+        EXPECT_LE(ranges.load(), threads) << "n " << n << " grain " << grain;
+        if (n <= grain) {
+          EXPECT_EQ(ranges.load(), 1);
+        }
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, NestedRunIsInline) {
   ThreadPool pool(2);
   std::atomic<int> inner{0};

@@ -76,6 +76,23 @@ class ThreadPool {
     run(body, static_cast<int>(parts));
   }
 
+  // As parallel_for, but one contiguous range per thread (still claimed dynamically, so a slowed
+  // thread's range is run by whoever is free): for streaming ops (decode's matrix x vector), where
+  // every range boundary restarts the stream's prefetching.
+  template <typename F>
+  void parallel_for_streaming(int64_t n, int64_t grain, F&& fn) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    const int64_t max_chunks = (n + grain - 1) / grain;
+    if (n_threads_ == 1 || max_chunks == 1 || in_worker()) {
+      fn(int64_t{0}, n);
+      return;
+    }
+    const int64_t parts = std::min<int64_t>(max_chunks, n_threads_);
+    auto body = [&](int share, int) { fn(n * share / parts, n * (share + 1) / parts); };
+    run(body, static_cast<int>(parts));
+  }
+
   // The process-wide pool used by ops; its size is set by set_global_threads() or LLMKIT_THREADS.
   static ThreadPool& global();
   static void set_global_threads(int n_threads);

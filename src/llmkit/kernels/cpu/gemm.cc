@@ -544,7 +544,7 @@ void Gemv(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t 
   const int64_t groups = (N + 3) / 4;
   // Each task covers at least ~32k weights so the wake-up (~1 us) stays small next to the work.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, 4 * K));
-  ThreadPool::global().parallel_for(groups, grain, [&](int64_t gb, int64_t ge) {
+  ThreadPool::global().parallel_for_streaming(groups, grain, [&](int64_t gb, int64_t ge) {
     if (wt == DType::kF16) {
       GemvRange<hwy::float16_t>(x, w, wt, y, M, N, K, gb, ge);
     } else if (wt == DType::kBF16) {

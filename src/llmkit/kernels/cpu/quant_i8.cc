@@ -487,7 +487,11 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
       }
     }
   };
-  ThreadPool::global().parallel_for(tiles, grain, body);
+  if (M <= kDirectMaxM) {
+    ThreadPool::global().parallel_for_streaming(tiles, grain, body);
+  } else {
+    ThreadPool::global().parallel_for(tiles, grain, body);
+  }
 }
 
 bool Available() { return true; }
