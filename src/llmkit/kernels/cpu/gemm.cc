@@ -7,8 +7,10 @@
 //    once per M-sweep), then a kMR x NR register tile (6 x 16 floats on AVX2: 12 accumulators +
 //    2 w vectors + 1 broadcast = 15 of 16 ymm) accumulates over the K block with FMAs, x rows
 //    broadcast straight from memory (6 rows x kKC = 6 KiB stay in L1).
-//  * GEMV (M <= kGemvMaxM, decode): w is streamed once, four rows at a time, each dotted with the
-//    M rows of x (vector accumulators along K, one horizontal sum per output).
+//  * GEMV (M <= kGemvMaxM, decode): w is streamed once, one row at a time for K <= kDot1MaxK
+//    (one stream for the hardware prefetcher) else four rows at a time with a software prefetch
+//    ahead, each dotted with the M rows of x (vector accumulators along K, one horizontal sum per
+//    output; both orders give the same bits); one contiguous range of rows per thread.
 // Both parallelise over N on ThreadPool::global() (over M when N is too narrow to split). Scratch
 // is thread-local and grows once; no heap allocation per call after warm-up.
 // No BLAS inside the library: bench_gemm measured this kernel at parity with OpenBLAS 0.3.21 on a
@@ -407,8 +409,8 @@ HWY_INLINE float ScalarF32(const T* p) {
 // out[r] = dot(x[0:K], rows[r][0:K]) for r < 4. F16/BF16 rows are widened in registers, so the
 // weights are read from memory once, at their stored size (decode is bound by those bytes).
 //
-// `next` (may be null): the first byte of the next group of 4 rows, prefetched a slice per step so
-// that it is in cache when its turn comes. The 4 rows are read interleaved (4 streams a row
+// `next` (may be null): the first byte of a later group of 4 rows (GemvRange picks the one >= 16 KB
+// ahead), prefetched a slice per step so that it is in cache when its turn comes. The 4 rows are read interleaved (4 streams a row
 // apart), which the hardware prefetcher follows poorly: SmolLM2-135M F16 decode on one Zen 3
 // core read weights at ~10 GB/s without this, against ~20 GB/s for a plain read stream. Into L2
 // (prefetcht1), not L1: on Zen 4, weights beyond L3, one thread, 2048 x 8192 read 14.8 GB/s with
