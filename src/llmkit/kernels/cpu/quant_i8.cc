@@ -253,6 +253,28 @@ HWY_INLINE void Scales(const uint8_t* const* rows, int64_t block_off, __m256* d,
   *m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
 }
 
+// Output row m of the tile's nr (<= 8) columns y[m, n0 .. n0 + nr).
+HWY_INLINE void StoreTileRow(float* y, int64_t N, int64_t n0, int nr, int64_t m, __m256 acc) {
+  if (nr == 8) {
+    _mm256_storeu_ps(y + m * N + n0, acc);
+  } else {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, acc);
+    for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
+  }
+}
+
+// Lines of a later tile to prefetch per block so that all its 8 rows are covered by the last block,
+// and the prefetch of block b's share of them (into L2: see Tile).
+template <DType T>
+HWY_INLINE int64_t PrefetchLinesPerBlock(int64_t nb) {
+  return (8 * nb * static_cast<int64_t>(kBlockBytes<T>) / 64 + nb) / nb;
+}
+HWY_INLINE void PrefetchBlockShare(const uint8_t* next, int64_t b, int64_t lines_per_block) {
+  for (int64_t l = 0; l < lines_per_block; ++l)
+    _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
+}
+
 #if HWY_TARGET <= HWY_AVX3_DL
 // Prompt batches on AVX512-VNNI. The tile's levels go to the L1 scratch transposed: vector j of
 // block b holds, in lane r, levels 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to
@@ -268,15 +290,12 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
                   int64_t n0, const uint8_t* next) {
   constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
-  const int64_t lines_per_block = (8 * nb * static_cast<int64_t>(kB) / 64 + nb) / nb;
+  const int64_t lines_per_block = PrefetchLinesPerBlock<T>(nb);
   uint8_t* ws = t_w.get(static_cast<size_t>(nb * 256));
   float* wds = t_wd.get(static_cast<size_t>(nb * 8));
   float* wms = t_wm.get(static_cast<size_t>(nb * 8));
   for (int64_t b = 0; b < nb; ++b) {
-    if (next) {
-      for (int64_t l = 0; l < lines_per_block; ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
-    }
+    if (next) PrefetchBlockShare(next, b, lines_per_block);
     __m256i w[8];
     Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
     // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows.
@@ -299,15 +318,6 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
     _mm256_store_ps(wds + b * 8, wd);
     _mm256_store_ps(wms + b * 8, wm);
   }
-  auto store = [&](int64_t m, __m256 acc) {
-    if (nr == 8) {
-      _mm256_storeu_ps(y + m * N + n0, acc);
-    } else {
-      alignas(32) float t[8];
-      _mm256_store_ps(t, acc);
-      for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
-    }
-  };
   auto pass = [&](int64_t m, auto rc) {
     constexpr int R = decltype(rc)::value;
     __m256 acc[R];
@@ -330,7 +340,7 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
         if constexpr (T == DType::kQ4_1) acc[r] = _mm256_fmadd_ps(_mm256_load_ps(wms + b * 8), _mm256_set1_ps(a.dsum[ab]), acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) store(m + r, acc[r]);
+    for (int r = 0; r < R; ++r) StoreTileRow(y, N, n0, nr, m + r, acc[r]);
   };
   int64_t m = m0;
   for (; m + 8 <= m1; m += 8) pass(m, std::integral_constant<int, 8>());
@@ -361,27 +371,15 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
           const uint8_t* next) {
   constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
-  // Lines of the next tile to prefetch per block so that all 8 rows are covered by the last block.
-  const int64_t lines_per_block = (8 * nb * static_cast<int64_t>(kB) / 64 + nb) / nb;
-  auto store = [&](int64_t m, __m256 acc) {
-    if (nr == 8) {
-      _mm256_storeu_ps(y + m * N + n0, acc);
-    } else {
-      alignas(32) float t[8];
-      _mm256_store_ps(t, acc);
-      for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
-    }
-  };
+  const int64_t lines_per_block = PrefetchLinesPerBlock<T>(nb);
+  auto store = [&](int64_t m, __m256 acc) { StoreTileRow(y, N, n0, nr, m, acc); };
   if (m1 - m0 <= kDirectMaxM) {
     auto direct = [&](auto mr) {
       constexpr int64_t R = decltype(mr)::value;
       __m256 acc[R];
       for (int64_t r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
       for (int64_t b = 0; b < nb; ++b) {
-        if (next) {
-          for (int64_t l = 0; l < lines_per_block; ++l)
-            _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
-        }
+        if (next) PrefetchBlockShare(next, b, lines_per_block);
         __m256i w[8];
         Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
         __m256 wd, wm;
@@ -425,10 +423,7 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
     for (int64_t b = 0; b < nb; ++b) {
       // The next tile's bytes, fetched while the first row runs over this one (a serving batch of
       // 5-16 decoding sequences streams every weight from memory once per step, as decode does).
-      if (next && m == m0) {
-        for (int64_t l = 0; l < lines_per_block; ++l)
-          _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
-      }
+      if (next && m == m0) PrefetchBlockShare(next, b, lines_per_block);
       const __m256i* wb = reinterpret_cast<const __m256i*>(ws + b * kVecs * 32);
       acc = Step<T>(wb, _mm256_load_ps(wds + b * 8), _mm256_load_ps(wms + b * 8), a, m, b, acc,
                     T == DType::kQ8_0 ? wb + 8 : nullptr);
