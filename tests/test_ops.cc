@@ -2,6 +2,9 @@
 // kCpu for every SIMD target of this CPU and must match the reference by NMSE within the dtype's bound
 // (tests/op_harness.h). LLMKIT_HARNESS_PERF=1 prints per-op per-target timings. Also: every
 // KernelTable entry of ref_table() is filled, and bad arguments surface as llmkit::Error naming the op.
+#include <array>
+#include <cstring>
+
 #include "op_harness.h"
 
 namespace llmkit {
@@ -31,6 +34,21 @@ std::vector<OpCase> cases() {
       add("matmul", str_cat("M=", s[0], " N=", s[1], " K=", s[2], " w=", dtype_name(wt)), harness::nmse_bound(wt),
           [x, w] { return std::vector<Tensor>{ops::matmul(x, w)}; });
     }
+  }
+  // The rows-interleaved-by-8 inference layouts (ops::repack_r8), N a multiple of 8: matmul and the
+  // embedding lookup of a tied output head.
+  for (DType wt : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    for (const auto& s : {std::array<int64_t, 3>{1, 32, 64}, std::array<int64_t, 3>{13, 24, 96},
+                          std::array<int64_t, 3>{70, 64, 256}}) {
+      Tensor x = rand_tensor({s[0], s[2]}, seed++);
+      Tensor w = ops::repack_r8(harness::convert(rand_tensor({s[1], s[2]}, seed++), wt));
+      add("matmul", str_cat("M=", s[0], " N=", s[1], " K=", s[2], " w=", dtype_name(w.dtype())), harness::nmse_bound(wt),
+          [x, w] { return std::vector<Tensor>{ops::matmul(x, w)}; });
+    }
+    Tensor table = ops::repack_r8(harness::convert(rand_tensor({24, 64}, seed++), wt));
+    Tensor ids = harness::ids_tensor({7}, seed++, 0, 24);
+    add("embedding", str_cat("[24,64] ", dtype_name(table.dtype())), 0,
+        [table, ids] { return std::vector<Tensor>{ops::embedding(table, ids)}; });
   }
   // matmul backward (dx for float and quantized weights, dw): reference-only today; the cases are here
   // for the SIMD backward kernel when it lands.
@@ -457,6 +475,40 @@ TEST(OpErrors, ShapeAndDtypeMistakesAreTypedErrors) {
   Tensor wq = harness::convert(rand_tensor({4, 32}, 3), DType::kQ8_0), dw;
   expect_error([&] { ops::matmul_backward(rand_tensor({2, 4}, 1), rand_tensor({2, 32}, 2), wq, nullptr, &dw); },
                "freeze it");
+}
+
+// repack_r8 keeps every value: the lookup, the conversion to F32 and the product equal the base
+// layout's bit for bit; what it cannot repack is a typed error naming the fix.
+TEST(OpRepackR8, SameValuesAsTheBaseLayoutAndClearErrors) {
+  for (DType wt : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    Tensor w = harness::convert(rand_tensor({40, 96}, 11), wt);
+    Tensor r = ops::repack_r8(w);
+    EXPECT_EQ(r.dtype(), *r8_of(wt));
+    EXPECT_EQ(r.shape(), w.shape());
+    EXPECT_EQ(r.nbytes(), w.nbytes());
+    EXPECT_NE(0, std::memcmp(r.raw(), w.raw(), w.nbytes()));
+    auto same = [&](const Tensor& a, const Tensor& b, const char* what) {
+      ASSERT_EQ(a.shape(), b.shape()) << what;
+      EXPECT_EQ(0, std::memcmp(a.raw(), b.raw(), a.nbytes())) << what << " " << dtype_name(wt);
+    };
+    same(ops::to_f32(r), ops::to_f32(w), "to_f32");
+    Tensor ids = harness::ids_tensor({9}, 12, 0, 40);
+    same(ops::embedding(r, ids), ops::embedding(w, ids), "embedding");
+    Tensor x = rand_tensor({3, 96}, 13);
+    same(ops::matmul(x, r), ops::matmul(x, w), "matmul");
+    Tensor dx1 = Tensor::zeros(x.shape(), DType::kF32), dx2 = Tensor::zeros(x.shape(), DType::kF32);
+    Tensor dy = rand_tensor({3, 40}, 14);
+    ops::matmul_backward(dy, x, r, &dx1, nullptr);
+    ops::matmul_backward(dy, x, w, &dx2, nullptr);
+    same(dx1, dx2, "matmul_backward dx");
+  }
+  expect_error([&] { ops::repack_r8(harness::convert(rand_tensor({12, 64}, 1), DType::kQ4_0)); },
+               "needs a multiple of 8 rows (N = 12)");
+  expect_error([&] { ops::repack_r8(rand_tensor({16, 64}, 1)); }, "only q4_0, q4_1 and q8_0");
+  Tensor w = harness::convert(rand_tensor({16, 64}, 2), DType::kQ8_0);
+  expect_error([&] { ops::repack_r8_into(w, Tensor::empty({8, 64}, DType::kQ8_0_R8)); }, "out must be a contiguous CPU q8_0_r8 tensor [16, 64]");
+  EXPECT_FALSE(ops::r8_helps(harness::convert(rand_tensor({12, 64}, 1), DType::kQ4_0)));
+  EXPECT_FALSE(ops::r8_helps(rand_tensor({16, 64}, 1)));
 }
 
 TEST(OpHarness, WeightGradientOfHalfWeightsIsF32) {

@@ -415,6 +415,87 @@ TEST(QuantMatmul, Q8ExtremeLevelsAgreeAcrossPaths) {
   }
 }
 
+// Rows interleaved by 8 (dtype.h, *_R8): pack and unpack are inverses, the bytes sit where the
+// layout comment says, and matmul gives the base layout's bits on every target (the int8 kernel
+// reads the interleaved groups; a target without it unpacks them) and in the reference.
+std::vector<uint8_t> random_rows(DType base, int64_t N, int64_t K, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  std::vector<float> wf(N * K);
+  for (auto& v : wf) v = nd(rng) * 0.05f;
+  const size_t rb = row_bytes(base, K);
+  std::vector<uint8_t> w(rb * N);
+  for (int64_t n = 0; n < N; ++n) ref::quantize_row(base, wf.data() + n * K, w.data() + n * rb, K);
+  return w;
+}
+
+TEST(QuantR8, PackAndUnpackAreInversesWithTheDocumentedLayout) {
+  const int64_t N = 24, K = 96;
+  for (const DType base : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    const std::vector<uint8_t> w = random_rows(base, N, K, 7);
+    const size_t rb = row_bytes(base, K), kb = type_size(base);
+    std::vector<uint8_t> packed(w.size(), 0xAA);
+    ref::pack_r8(base, w.data(), packed.data(), K, 0, 1);  // groups in two calls
+    ref::pack_r8(base, w.data(), packed.data(), K, 1, N / 8);
+    EXPECT_NE(packed, w) << dtype_name(base);
+    std::vector<uint8_t> row(rb);
+    for (int64_t n = 0; n < N; ++n) {
+      ref::unpack_r8_row(base, packed.data(), n, K, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), w.data() + n * rb, rb)) << dtype_name(base) << " row " << n;
+    }
+    // Row 13 = group 1, r = 5 (pair i = 1, second half), block 2: its scale and first level bytes.
+    const uint8_t* src = w.data() + 13 * rb + 2 * kb;
+    const uint8_t* blk = packed.data() + 8 * rb + 2 * 8 * kb;
+    EXPECT_EQ(0, std::memcmp(blk + 2 * 5, src, 2)) << dtype_name(base);
+    const size_t lev = base == DType::kQ4_1 ? 32 : 16;
+    const size_t qs = base == DType::kQ4_1 ? 4 : 2;
+    const size_t pair = base == DType::kQ8_0 ? 64 : 32;
+    EXPECT_EQ(0, std::memcmp(blk + lev + pair * 1 + 16, src + qs, 16)) << dtype_name(base);
+    if (base == DType::kQ4_1) {
+      EXPECT_EQ(0, std::memcmp(blk + 16 + 2 * 5, src + 2, 2));
+    }
+    if (base == DType::kQ8_0) {
+      EXPECT_EQ(0, std::memcmp(blk + lev + 64 + 32 + 16, src + 18, 16));
+    }
+  }
+}
+
+TEST(QuantR8, MatmulGivesTheBaseLayoutsBitsOnEveryTarget) {
+  const int64_t N = 48, K = 576;
+  for (const DType base : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    const DType r8 = *r8_of(base);
+    EXPECT_EQ(r8_base(r8), base);
+    EXPECT_TRUE(is_r8(r8));
+    EXPECT_FALSE(dtype_from_name(dtype_name(r8)).has_value()) << "an inference layout, not a file or flag type";
+    ASSERT_TRUE(cpu::quant_matmul_supported(r8));
+    const std::vector<uint8_t> w = random_rows(base, N, K, 3);
+    std::vector<uint8_t> packed(w.size());
+    ref::pack_r8(base, w.data(), packed.data(), K, 0, N / 8);
+    // Decode (1-4), serving register passes (5, 8), the row-per-lane scratch (12, 16), a prompt (70).
+    for (const int64_t M : {1, 2, 3, 4, 5, 8, 12, 16, 70}) {
+      std::mt19937 rng(static_cast<uint32_t>(M));
+      std::normal_distribution<float> nd;
+      std::vector<float> x(M * K);
+      for (auto& v : x) v = nd(rng);
+      for (const auto& target : cpu_targets()) {
+        set_cpu_target(target);
+        std::vector<float> want(M * N, NAN), got(M * N, NAN);
+        cpu::quant_matmul(x.data(), w.data(), base, want.data(), M, N, K);
+        cpu::quant_matmul(x.data(), packed.data(), r8, got.data(), M, N, K);
+        for (int64_t i = 0; i < M * N; ++i)
+          ASSERT_EQ(got[i], want[i]) << dtype_name(r8) << " target " << target << " M=" << M << " at " << i;
+      }
+      reset_cpu_target();
+      if (M <= 3) {
+        std::vector<float> want(M * N), got(M * N);
+        ref_table().matmul(x.data(), w.data(), base, want.data(), M, N, K);
+        ref_table().matmul(x.data(), packed.data(), r8, got.data(), M, N, K);
+        for (int64_t i = 0; i < M * N; ++i) ASSERT_EQ(got[i], want[i]) << dtype_name(r8) << " reference, M=" << M;
+      }
+    }
+  }
+}
+
 TEST(QuantMatmul, TwoThreadsMatchOneThread) {
   const int64_t M = 2, N = 101, K = 256;
   std::mt19937 rng(3);

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,7 @@
 #include "llmkit/models/convert.h"
 #include "llmkit/models/random_init.h"
 #include "llmkit/io/hf_folder.h"
+#include "llmkit/kernels/cpu/quant_i8.h"
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/models/t5.h"
 #include "llmkit/models/transformer.h"
@@ -161,6 +164,44 @@ TEST(TinyModelQuantized, EveryOutputTypeLoadsAndMatchesItsDequantizedSelf) {
                   c.type, d_deq, argmax_deq, static_cast<long long>(T), d_ref, argmax_ref, static_cast<long long>(T));
       fs::remove(base + ".gguf");
       fs::remove_all(base + "_f32");
+    }
+  }
+}
+
+// Q4_0 / Q4_1 / Q8_0 matrices are repacked at load (rows interleaved by 8 for the int8 kernel):
+// prompt logits and decode steps are the file layout's (LLMKIT_REPACK=0) bit for bit, for a tied
+// output head (its embedding lookups read the repacked rows) and for Mixtral's experts.
+TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
+  for (const char* name : {"llama", "mixtral", "phi3"}) {
+    Ref ref(name);
+    const std::vector<int32_t> ids = row_ids(ref.get("input_ids"), 0);
+    const int64_t T = static_cast<int64_t>(ids.size());
+    for (DType dt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+      const std::string path =
+          (fs::temp_directory_path() / str_cat("llmkit_tiny_r8_", name, "_", dtype_name(dt), "_", getpid(), ".gguf")).string();
+      ConvertOptions opt;
+      opt.type = dt;
+      convert_hf_to_gguf(tiny_dir(name), path, opt);
+      auto run = [&](std::unique_ptr<Transformer>& m) {
+        KVCache cache = m->new_cache(T + 1);
+        Tensor prompt = m->forward(std::vector<int32_t>(ids.begin(), ids.end() - 1), cache, T - 1);
+        Tensor step = m->forward({ids.back()}, cache, 1);
+        return std::make_pair(prompt, step);
+      };
+      ::setenv("LLMKIT_REPACK", "0", 1);
+      auto file = Transformer::load(path);
+      ::unsetenv("LLMKIT_REPACK");
+      auto packed = Transformer::load(path);
+      EXPECT_EQ(file->repacked_bytes(), 0u);
+      if (cpu::i8_matmul_available()) {
+        EXPECT_GT(packed->repacked_bytes(), 0u) << name << " " << dtype_name(dt);
+      }
+      const auto [p0, s0] = run(file);
+      const auto [p1, s1] = run(packed);
+      ASSERT_EQ(p0.nbytes(), p1.nbytes());
+      EXPECT_EQ(0, std::memcmp(p0.raw(), p1.raw(), p0.nbytes())) << name << " " << dtype_name(dt) << " prompt logits";
+      EXPECT_EQ(0, std::memcmp(s0.raw(), s1.raw(), s0.nbytes())) << name << " " << dtype_name(dt) << " decode logits";
+      fs::remove(path);
     }
   }
 }

@@ -20,6 +20,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the whole pages inside [p, p + n) from this process's memory (madvise MADV_DONTNEED):
+  // they stop counting in its RSS, and a later read maps them again from the file (the page cache).
+  // For bytes a copy has replaced (weights repacked at load). Ranges outside the mapping are ignored.
+  void release(const void* p, size_t n) const;
 
  private:
   MappedFile() = default;

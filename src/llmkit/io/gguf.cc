@@ -202,7 +202,13 @@ GgufFile GgufFile::open(const std::string& path, const GgufLimits& limits) {
   auto mf = MappedFile::open(path);
   const uint8_t* d = mf->data();
   size_t n = mf->size();
-  return parse(d, n, std::static_pointer_cast<void>(mf), path, limits);
+  GgufFile f = parse(d, n, std::static_pointer_cast<void>(mf), path, limits);
+  f.mapped_ = std::move(mf);
+  return f;
+}
+
+void GgufFile::release_pages(const void* p, size_t n) const {
+  if (mapped_) mapped_->release(p, n);
 }
 
 GgufFile GgufFile::parse(const uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name,

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "llmkit/base/mapped_file.h"
 #include "llmkit/tensor/tensor.h"
 
 namespace llmkit::io {
@@ -143,12 +144,16 @@ class GgufFile {
   const GgufTensorInfo* find_tensor(const std::string& name) const;
   // A view of the tensor's bytes inside the mapping (no copy). Throws kNotFound.
   Tensor tensor(const std::string& name) const;
+  // A file opened with open(): drops the whole pages of [p, p + n) inside its mapping from memory
+  // (MappedFile::release), for tensors a repacked copy replaced. No-op for parsed memory.
+  void release_pages(const void* p, size_t n) const;
 
  private:
   std::string name_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::shared_ptr<void> owner_;
+  std::shared_ptr<MappedFile> mapped_;  // set by open()
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

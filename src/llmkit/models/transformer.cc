@@ -3,6 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <memory>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "llmkit/base/check.h"
 
@@ -79,7 +85,49 @@ std::unique_ptr<Transformer> Transformer::from_weights(Weights weights) {
                "' is T5 (encoder-decoder); this build's transformer runs decoder-only models and the BERT encoder");
   auto m = std::unique_ptr<Transformer>(new Transformer(std::move(weights)));
   m->load_tensors();
+  m->repack_weights();
   return m;
+}
+
+void Transformer::repack_weights() {
+  const char* env = std::getenv("LLMKIT_REPACK");
+  if (env && std::string(env) == "0") return;
+  std::vector<Tensor*> todo;
+  for (Layer& L : layers_) {
+    for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wqkv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) todo.push_back(t);
+    for (Expert& E : L.experts)
+      for (Tensor* t : {&E.gate, &E.up, &E.down}) todo.push_back(t);
+  }
+  // A tied output head is the embedding table too: lookups read the repacked rows (ops::embedding
+  // takes every layout).
+  const bool tied = output.defined() && output.raw() == tok_embd.raw();
+  todo.push_back(&output);
+  std::erase_if(todo, [](const Tensor* t) { return !t->defined() || !ops::r8_helps(*t); });
+  if (todo.empty()) return;
+  // One slab for all of them, on transparent huge pages: decode streams every byte once per token,
+  // and 4 KiB pages cost a TLB walk each (and ~170k page faults at load for a 1B model).
+  constexpr size_t kHuge = size_t{2} << 20;
+  size_t total = 0;
+  for (const Tensor* t : todo) total += (t->nbytes() + 63) / 64 * 64;
+  total = (total + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(kHuge, total);
+  LLMKIT_CHECK(p != nullptr, kOutOfMemory, "model '", w_.path(), "': no memory for the ", total >> 20,
+               " MiB of repacked weights; set LLMKIT_REPACK=0 to run from the file layout");
+#ifdef __linux__
+  (void)madvise(p, total, MADV_HUGEPAGE);  // advice: without it the slab is ordinary pages
+#endif
+  std::shared_ptr<void> slab(p, std::free);
+  size_t off = 0;
+  for (Tensor* t : todo) {
+    Tensor out = Tensor::from_external(static_cast<uint8_t*>(p) + off, t->shape(), *r8_of(t->dtype()), slab);
+    off += (t->nbytes() + 63) / 64 * 64;
+    const Tensor src = *t;
+    // Each chunk's file pages are dropped as soon as they are copied: peak RSS ~ file + 4 MB.
+    ops::repack_r8_into(src, out, [&](size_t bytes) { w_.release_pages(src.raw(), bytes); });
+    repacked_bytes_ += t->nbytes();
+    *t = std::move(out);
+  }
+  if (tied) tok_embd = output;
 }
 
 void Transformer::load_tensors() {

@@ -48,6 +48,10 @@ Weights Weights::from_gguf(const std::string& path) {
   return w;
 }
 
+void Weights::release_pages(const void* p, size_t n) const {
+  if (gguf_) gguf_->release_pages(p, n);
+}
+
 Weights Weights::from_hf_folder(const std::string& dir) {
   auto folder = std::make_shared<io::HfFolder>(io::HfFolder::open(dir));
   Weights w;

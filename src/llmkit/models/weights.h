@@ -48,6 +48,10 @@ class Weights {
   std::optional<Tensor> optional(const std::string& name, const Shape& shape) const;
 
   const std::map<std::string, Tensor>& all() const { return tensors_; }
+  // Drops the whole memory pages of [p, p + n) where they are a view of the GGUF file, once a
+  // repacked copy has replaced those bytes (io::GgufFile::release_pages): RSS stays near the file
+  // size. Reading them later maps them back. No-op for other sources.
+  void release_pages(const void* p, size_t n) const;
   uint64_t n_params() const;
 
  private:

@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "llmkit/base/thread_pool.h"
+#include "llmkit/kernels/cpu/quant_i8.h"
+#include "llmkit/kernels/ref/quant.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 #include "llmkit/tensor/half.h"
@@ -111,6 +113,45 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
   }
 }
 
+bool r8_helps(const Tensor& w) {
+  return w.defined() && w.rank() == 2 && w.device().kind == DeviceKind::kCPU && w.is_contiguous() &&
+         r8_of(w.dtype()).has_value() && w.dim(0) % 8 == 0 && current_backend() == Backend::kCpu &&
+         cpu::i8_matmul_available();
+}
+
+void repack_r8_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done) {
+  check_weight(w, "repack_r8");
+  const std::optional<DType> r8 = r8_of(w.dtype());
+  LLMKIT_CHECK(r8.has_value(), kUnsupported, "repack_r8: weight ", w.str(),
+               " has no rows-interleaved layout (only q4_0, q4_1 and q8_0 do)");
+  LLMKIT_CHECK(w.dim(0) % 8 == 0, kInvalidArgument, "repack_r8: weight ", w.str(),
+               " needs a multiple of 8 rows (N = ", w.dim(0), "); keep it in the base layout");
+  LLMKIT_CHECK(out.defined() && out.dtype() == *r8 && out.shape() == w.shape() && out.is_contiguous() &&
+                   out.device().kind == DeviceKind::kCPU,
+               kInvalidArgument, "repack_r8: out must be a contiguous CPU ", dtype_name(*r8), " tensor ",
+               w.shape().str(), ", got ", out.defined() ? out.str() : "undefined");
+  const int64_t groups = w.dim(0) / 8, K = w.dim(1);
+  const size_t group_bytes = 8 * row_bytes(w.dtype(), K);
+  // Chunks of ~4 MB, each copied on the pool (~64 KB per task: the copy is memory-bound).
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / group_bytes));
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(65536 / group_bytes));
+  for (int64_t c0 = 0; c0 < groups; c0 += chunk) {
+    const int64_t c1 = std::min(groups, c0 + chunk);
+    ThreadPool::global().parallel_for(c1 - c0, grain, [&](int64_t g0, int64_t g1) {
+      ref::pack_r8(w.dtype(), w.raw(), out.raw(), K, c0 + g0, c0 + g1);
+    });
+    if (done) done(static_cast<size_t>(c1) * group_bytes);
+  }
+}
+
+Tensor repack_r8(const Tensor& w) {
+  check_weight(w, "repack_r8");
+  const std::optional<DType> r8 = r8_of(w.dtype());
+  Tensor y = Tensor::empty(w.shape(), r8 ? *r8 : w.dtype());
+  repack_r8_into(w, y);
+  return y;
+}
+
 Tensor matmul_bf16(const Tensor& x_, const Tensor& w_) {
   LLMKIT_CHECK(x_.defined() && w_.defined() && x_.dtype() == DType::kBF16 && w_.dtype() == DType::kBF16 &&
                    x_.rank() == 2 && w_.rank() == 2 && x_.dim(1) == w_.dim(1),
@@ -204,7 +245,11 @@ Tensor to_f32(const Tensor& x_) {
                "to_f32: needs a float or quantized tensor, got ", x_.defined() ? x_.str() : "undefined");
   Tensor x = x_.contiguous();
   Tensor y = Tensor::empty(x.shape(), DType::kF32);
-  if (y.numel()) ref::to_f32(x.raw(), x.dtype(), y.data<float>(), y.numel());
+  if (y.numel() && is_r8(x.dtype())) {  // rank 2 (repack_r8 made it)
+    for (int64_t n = 0; n < x.dim(0); ++n) ref::weight_row_f32(x.raw(), x.dtype(), n, x.dim(1), y.data<float>() + n * x.dim(1));
+  } else if (y.numel()) {
+    ref::to_f32(x.raw(), x.dtype(), y.data<float>(), y.numel());
+  }
   return y;
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -49,6 +50,19 @@ class ScopedBackend {
 Tensor matmul(const Tensor& x, const Tensor& w);
 // dx[..., K] from dy[..., N] and w[N, K] (any dtype); dw[N, K] (f32) from dy and x (w F32/F16/BF16).
 void matmul_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw);
+// w [N, K] of Q4_0 / Q4_1 / Q8_0 with N % 8 == 0 -> the same matrix in its rows-interleaved-by-8
+// layout (dtype.h, *_R8: the CPU int8 kernel reads one memory stream per 8 rows and loads 8 scales at
+// once), a new tensor of the same byte size, filled on the pool. matmul, embedding and to_f32 read
+// the result with the same values; it is an inference layout (no file format stores it).
+Tensor repack_r8(const Tensor& w);
+// The same into `out` (contiguous CPU, dtype r8_of(w.dtype()), w's shape: e.g. a view into one
+// huge-page slab for all of a model's matrices). `done(bytes)` (may be empty) is called as the
+// leading `bytes` of w have been read for the last time, a few MB at a time, so a caller can drop
+// the source pages while the copy proceeds (peak memory: the copy plus one chunk).
+void repack_r8_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done = {});
+// Whether matmul with w would run faster after repack_r8 here: w has an R8 layout, N % 8 == 0, and
+// this backend and CPU run the int8 kernel (x86 AVX2 or later).
+bool r8_helps(const Tensor& w);
 // y[M, N] = x[M, K] . w[N, K]^T with BF16 x and w, F32 result.
 Tensor matmul_bf16(const Tensor& x, const Tensor& w);
 // Same-shape element-wise ops.

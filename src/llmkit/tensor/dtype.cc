@@ -32,6 +32,9 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::kCount)> kInfo = {{
     {"nf4", 64, 36, true, -1},
     {"f8_e4m3", 1, 1, true, -1},
     {"f8_e5m2", 1, 1, true, -1},
+    {"q4_0_r8", 32, 18, true, -1},
+    {"q4_1_r8", 32, 20, true, -1},
+    {"q8_0_r8", 32, 34, true, -1},
 }};
 
 }  // namespace
@@ -61,8 +64,26 @@ std::optional<DType> dtype_from_name(std::string_view name) {
   std::string lower(name);
   for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (size_t i = 0; i < kInfo.size(); ++i)
-    if (lower == kInfo[i].name) return static_cast<DType>(i);
+    if (lower == kInfo[i].name && !is_r8(static_cast<DType>(i))) return static_cast<DType>(i);
   return std::nullopt;
+}
+
+DType r8_base(DType t) {
+  switch (t) {
+    case DType::kQ4_0_R8: return DType::kQ4_0;
+    case DType::kQ4_1_R8: return DType::kQ4_1;
+    case DType::kQ8_0_R8: return DType::kQ8_0;
+    default: return t;
+  }
+}
+
+std::optional<DType> r8_of(DType t) {
+  switch (t) {
+    case DType::kQ4_0: return DType::kQ4_0_R8;
+    case DType::kQ4_1: return DType::kQ4_1_R8;
+    case DType::kQ8_0: return DType::kQ8_0_R8;
+    default: return std::nullopt;
+  }
 }
 
 std::optional<DType> dtype_from_ggml(int ggml_type) {

@@ -17,6 +17,10 @@ enum class DType : uint8_t {
   kNF4,       // QLoRA NormalFloat-4 (Dettmers et al. 2023): 64 values, f32 absmax + 32 bytes
   kF8_E4M3,   // OCP FP8 (Micikevicius et al. 2022): finite-only, max 448
   kF8_E5M2,   // OCP FP8: IEEE-like, max 57344
+  // Inference layouts, not file types: the blocks of Q4_0 / Q4_1 / Q8_0 with each group of 8 rows
+  // interleaved block by block (see "Rows interleaved by 8" below). Same bytes per row as the base
+  // type; made at load by ops::repack_r8 for the CPU int8 kernel, never read from or written to files.
+  kQ4_0_R8, kQ4_1_R8, kQ8_0_R8,
   kCount
 };
 
@@ -37,12 +41,27 @@ inline bool is_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
 
+// Rows interleaved by 8: a [N, K] tensor of type base_r8 (N % 8 == 0) is N / 8 groups; group g
+// holds rows 8g .. 8g + 7 in the bytes those 8 rows take in the base layout, ordered block by
+// block. For block b of the group (8 x type_size(base) bytes, at g * 8 * row_bytes + b * 8 * type_size):
+//   the 8 rows' f16 scales d (16 bytes), Q4_1 then the 8 rows' f16 minimums m (16 bytes), then the
+//   levels in pairs of rows (i, i + 4), i = 0..3: Q4_0/Q4_1 row i's 16 nibble bytes, row i + 4's 16;
+//   Q8_0 row i's levels 0..15, row i + 4's 0..15, row i's 16..31, row i + 4's 16..31.
+// A 32-byte load then holds the levels of rows i and i + 4 as the int8 kernel pairs them, and one
+// 16-byte load the 8 scales: one memory stream per 8 rows instead of 8.
+inline bool is_r8(DType t) { return t == DType::kQ4_0_R8 || t == DType::kQ4_1_R8 || t == DType::kQ8_0_R8; }
+// Q4_0 for Q4_0_R8, ...; t itself for every other type.
+DType r8_base(DType t);
+// Q4_0_R8 for Q4_0, ...; nullopt for types without an interleaved layout.
+std::optional<DType> r8_of(DType t);
+
 // Bytes for one row of n values; asserts n % block_size == 0 (validate user input first with
 // row_bytes_checked).
 size_t row_bytes(DType t, int64_t n);
 // For untrusted sizes: nullopt if n is negative, not a multiple of the block size, or overflows.
 std::optional<uint64_t> row_bytes_checked(DType t, int64_t n);
 
+// File and flag type names; the *_R8 inference layouts are not among them.
 std::optional<DType> dtype_from_name(std::string_view name);
 std::optional<DType> dtype_from_ggml(int ggml_type);
 

@@ -264,6 +264,47 @@ HWY_INLINE void StoreTileRow(float* y, int64_t N, int64_t n0, int nr, int64_t m,
   }
 }
 
+// Where a tile's 8 weight rows come from: 8 row pointers into the base layout (a GGUF file's rows;
+// the last ones repeated when the tile has fewer than 8) ...
+template <DType T>
+struct RowSrc {
+  const uint8_t* rows[8];
+  HWY_INLINE void levels(int64_t b, __m256i* w) const { Levels8<T>(rows, b * static_cast<int64_t>(kBlockBytes<T>), w); }
+  HWY_INLINE void scales(int64_t b, __m256* d, __m256* m) const {
+    Scales(rows, b * static_cast<int64_t>(kBlockBytes<T>), d, m);
+  }
+};
+
+// ... or one group of the rows-interleaved-by-8 layout (dtype.h, *_R8): the same vectors as
+// Levels8 and Scales from 4 (Q8_0: 8) 32-byte loads and one 16-byte load per scale vector, all
+// from one memory stream.
+template <DType T>
+struct R8Src {
+  const uint8_t* group;
+  HWY_INLINE void levels(int64_t b, __m256i* w) const {
+    const uint8_t* p = group + b * 8 * static_cast<int64_t>(kBlockBytes<T>) + (T == DType::kQ4_1 ? 32 : 16);
+    if constexpr (T == DType::kQ8_0) {
+      for (int i = 0; i < 8; ++i) w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * i));
+    } else {
+      const __m256i mask = _mm256_set1_epi8(15);
+      for (int i = 0; i < 4; ++i) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * i));
+        w[2 * i] = _mm256_and_si256(raw, mask);
+        w[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+      }
+    }
+  }
+  HWY_INLINE void scales(int64_t b, __m256* d, __m256* m) const {
+    const uint8_t* p = group + b * 8 * static_cast<int64_t>(kBlockBytes<T>);
+    *d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    if constexpr (T == DType::kQ4_1) {
+      *m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    } else {
+      *m = *d;  // unused: only Q4_1 has minimums
+    }
+  }
+};
+
 // Lines of a later tile to prefetch per block so that all its 8 rows are covered by the last block,
 // and the prefetch of block b's share of them (into L2: see Tile).
 template <DType T>
@@ -285,8 +326,8 @@ HWY_INLINE void PrefetchBlockShare(const uint8_t* next, int64_t b, int64_t lines
 // steps those of Step, so results are bitwise those of every other path. Measured (Zen 4, one
 // thread, bench_quant batch): see docs/BENCHMARKS.md "Quantized matrix x vector".
 // `next` as for Tile: the next tile's bytes are prefetched (to L2) while this one is transposed.
-template <DType T>
-void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N,
+template <DType T, typename Src>
+void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N,
                   int64_t n0, const uint8_t* next) {
   constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
@@ -297,7 +338,7 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
   for (int64_t b = 0; b < nb; ++b) {
     if (next) PrefetchBlockShare(next, b, lines_per_block);
     __m256i w[8];
-    Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+    src.levels(b, w);
     // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows.
     alignas(32) uint32_t t[8][8];
     const __m256i off = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -314,7 +355,7 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
       }
     }
     __m256 wd, wm;
-    Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+    src.scales(b, &wd, &wm);
     _mm256_store_ps(wds + b * 8, wd);
     _mm256_store_ps(wms + b * 8, wm);
   }
@@ -366,8 +407,8 @@ void TileRowLanes(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0,
 // The prefetch goes to L2, not L1: a tile of a d_ff = 8192 row group is 36 KB, more than L1, and
 // L1's few miss buffers capped the stream. bench_quant's cold case (weights beyond L3, Zen 4, one
 // thread): Q4_0 2048 x 8192 12.8 -> 20.4 GB/s, 8192 x 2048 10.6 -> 18.8, Q8_0 14.7 / 11.0 -> 22.5.
-template <DType T>
-void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N, int64_t n0,
+template <DType T, typename Src>
+void Tile(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N, int64_t n0,
           const uint8_t* next) {
   constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
@@ -381,9 +422,9 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
       for (int64_t b = 0; b < nb; ++b) {
         if (next) PrefetchBlockShare(next, b, lines_per_block);
         __m256i w[8];
-        Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+        src.levels(b, w);
         __m256 wd, wm;
-        Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+        src.scales(b, &wd, &wm);
         for (int64_t r = 0; r < R; ++r) acc[r] = Step<T>(w, wd, wm, a, m0 + r, b, acc[r]);
       }
       for (int64_t r = 0; r < R; ++r) store(m0 + r, acc[r]);
@@ -398,7 +439,7 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
   }
   static_assert(kDirectMaxM == 4, "the switch above covers 1..4 rows");
 #if HWY_TARGET <= HWY_AVX3_DL
-  TileRowLanes<T>(rows, nr, a, m0, m1, y, N, n0, next);
+  TileRowLanes<T>(src, nr, a, m0, m1, y, N, n0, next);
   return;
 #endif
   constexpr int64_t kVecs = T == DType::kQ8_0 ? 16 : 8;  // per block: levels (and Q8_0's |levels|)
@@ -407,14 +448,14 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
   float* wms = t_wm.get(static_cast<size_t>(nb * 8));
   for (int64_t b = 0; b < nb; ++b) {
     __m256i w[8];
-    Levels8<T>(rows, b * static_cast<int64_t>(kB), w);
+    src.levels(b, w);
     for (int i = 0; i < 8; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(ws + (b * kVecs + i) * 32), w[i]);
     if constexpr (T == DType::kQ8_0) {
       for (int i = 0; i < 8; ++i)
         _mm256_store_si256(reinterpret_cast<__m256i*>(ws + (b * kVecs + 8 + i) * 32), _mm256_abs_epi8(w[i]));
     }
     __m256 wd, wm;
-    Scales(rows, b * static_cast<int64_t>(kB), &wd, &wm);
+    src.scales(b, &wd, &wm);
     _mm256_store_ps(wds + b * 8, wd);
     _mm256_store_ps(wms + b * 8, wm);
   }
@@ -432,7 +473,8 @@ void Tile(const uint8_t* const* rows, int nr, const Acts& a, int64_t m0, int64_t
   }
 }
 
-template <DType T>
+// kR8: w is in the rows-interleaved-by-8 layout (N % 8 == 0), tile t being group t.
+template <DType T, bool kR8>
 void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   const size_t row_bytes = static_cast<size_t>(a.nb) * kBlockBytes<T>;
   const int64_t tiles = (N + 7) / 8;
@@ -450,6 +492,15 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
     const int64_t p = std::min(t + ahead, t1 - 1);
     return p > t ? w + static_cast<size_t>(p * 8) * row_bytes : nullptr;
   };
+  auto tile_src = [&](int64_t n0, int nr) {
+    if constexpr (kR8) {
+      return R8Src<T>{w + static_cast<size_t>(n0) * row_bytes};
+    } else {
+      RowSrc<T> s;
+      for (int i = 0; i < 8; ++i) s.rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
+      return s;
+    }
+  };
   auto body = [&](int64_t t0, int64_t t1) {
     if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM) {
       // A serving batch of 5-16 decoding rows (5-11 on AVX512-VNNI, kRowLanesMinM): register
@@ -461,12 +512,10 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * 8;
         const int nr = static_cast<int>(std::min<int64_t>(8, N - n0));
-        const uint8_t* rows[8];
-        for (int i = 0; i < 8; ++i) rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
+        const auto src = tile_src(n0, nr);
         for (int64_t p = 0; p < passes; ++p) {
           const int64_t m0 = M * p / passes, m1 = M * (p + 1) / passes;
-          Tile<T>(rows, nr, a, m0, m1, y, N, n0,
-                  p == 0 ? prefetch_target(t, t1) : nullptr);
+          Tile<T>(src, nr, a, m0, m1, y, N, n0, p == 0 ? prefetch_target(t, t1) : nullptr);
         }
       }
       return;
@@ -476,9 +525,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * 8;
         const int nr = static_cast<int>(std::min<int64_t>(8, N - n0));
-        const uint8_t* rows[8];
-        for (int i = 0; i < 8; ++i) rows[i] = w + static_cast<size_t>(n0 + std::min(i, nr - 1)) * row_bytes;
-        Tile<T>(rows, nr, a, m0, m1, y, N, n0, prefetch_target(t, t1));
+        Tile<T>(tile_src(n0, nr), nr, a, m0, m1, y, N, n0, prefetch_target(t, t1));
       }
     }
   };
@@ -500,9 +547,12 @@ void Matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
   });
   const uint8_t* wb = static_cast<const uint8_t*>(w);
   switch (wt) {
-    case DType::kQ4_0: Run<DType::kQ4_0>(a, wb, y, M, N); break;
-    case DType::kQ4_1: Run<DType::kQ4_1>(a, wb, y, M, N); break;
-    case DType::kQ8_0: Run<DType::kQ8_0>(a, wb, y, M, N); break;
+    case DType::kQ4_0: Run<DType::kQ4_0, false>(a, wb, y, M, N); break;
+    case DType::kQ4_1: Run<DType::kQ4_1, false>(a, wb, y, M, N); break;
+    case DType::kQ8_0: Run<DType::kQ8_0, false>(a, wb, y, M, N); break;
+    case DType::kQ4_0_R8: Run<DType::kQ4_0, true>(a, wb, y, M, N); break;
+    case DType::kQ4_1_R8: Run<DType::kQ4_1, true>(a, wb, y, M, N); break;
+    case DType::kQ8_0_R8: Run<DType::kQ8_0, true>(a, wb, y, M, N); break;
     default: break;
   }
 }
@@ -524,7 +574,10 @@ HWY_EXPORT(Available);
 HWY_EXPORT(Matmul);
 }  // namespace i8
 
-bool i8_matmul_supported(DType wt) { return wt == DType::kQ4_0 || wt == DType::kQ4_1 || wt == DType::kQ8_0; }
+bool i8_matmul_supported(DType wt) {
+  const DType b = r8_base(wt);
+  return b == DType::kQ4_0 || b == DType::kQ4_1 || b == DType::kQ8_0;
+}
 bool i8_matmul_available() { return HWY_DYNAMIC_DISPATCH(i8::Available)(); }
 
 void i8_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K) {

@@ -15,7 +15,7 @@
 
 namespace llmkit::cpu {
 
-bool i8_matmul_supported(DType wt);  // Q4_0, Q4_1, Q8_0
+bool i8_matmul_supported(DType wt);  // Q4_0, Q4_1, Q8_0 and their rows-interleaved-by-8 layouts (*_R8)
 bool i8_matmul_available();          // the dispatched SIMD target has the kernel (x86 AVX2+)
 // y[M,N] = x[M,K] . w[N,K]^T; x rows quantized to Q8_0 levels as quant_matmul does.
 void i8_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K);

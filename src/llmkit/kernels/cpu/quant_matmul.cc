@@ -481,6 +481,7 @@ HWY_AFTER_NAMESPACE();
 #include <vector>
 
 #include "llmkit/base/check.h"
+#include "llmkit/kernels/ref/quant.h"
 
 namespace llmkit::cpu {
 namespace qmm {
@@ -506,6 +507,7 @@ bool quant_matmul_supported(DType wt) {
   switch (wt) {
     case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0: case DType::kQ5_1: case DType::kQ8_0:
     case DType::kQ2_K: case DType::kQ3_K: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
+    case DType::kQ4_0_R8: case DType::kQ4_1_R8: case DType::kQ8_0_R8:
       return true;
     default:
       return false;
@@ -518,6 +520,17 @@ void quant_matmul(const float* x, const void* w, DType wt, float* y, int64_t M, 
   if (M <= 0 || N <= 0) return;
   if (i8_matmul_supported(wt) && i8_matmul_available()) {  // vpmaddubsw kernel (quant_i8.h)
     i8_matmul(x, w, wt, y, M, N, K);
+    return;
+  }
+  if (is_r8(wt)) {
+    // The interleaved layouts are made only where the int8 kernel runs (ops::repack_r8); a target
+    // without it (a test restricting the SIMD targets) gets the base layout back, once per call.
+    thread_local std::vector<uint8_t> rows;
+    const DType base = r8_base(wt);
+    const size_t rb = row_bytes(base, K);
+    rows.resize(rb * static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) ref::unpack_r8_row(base, w, n, K, rows.data() + static_cast<size_t>(n) * rb);
+    quant_matmul(x, rows.data(), base, y, M, N, K);
     return;
   }
   thread_local qmm::ActBuffers buf;

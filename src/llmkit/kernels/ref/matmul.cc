@@ -13,11 +13,9 @@ namespace {
 
 // A float32 view of weight row n: the row itself for F32, else a converted copy in thread-local scratch.
 const float* weight_row(const void* w, DType wt, int64_t n, int64_t K, std::vector<float>& scratch) {
-  const size_t rb = row_bytes(wt, K);
-  const void* row = static_cast<const char*>(w) + static_cast<size_t>(n) * rb;
-  if (wt == DType::kF32) return static_cast<const float*>(row);
+  if (wt == DType::kF32) return static_cast<const float*>(w) + n * K;
   if (static_cast<int64_t>(scratch.size()) < K) scratch.resize(static_cast<size_t>(K));
-  to_f32(row, wt, scratch.data(), K);
+  weight_row_f32(w, wt, n, K, scratch.data());
   return scratch.data();
 }
 

@@ -227,5 +227,7 @@ void embedding(const void* table, DType dt, const int32_t* ids, float* y, int64_
 void embedding_backward(const int32_t* ids, const float* dy, float* dtable, int64_t n_tokens, int64_t d);
 // Converts n values of a float dtype (F32/F16/BF16) or whole quantized blocks to float32.
 void to_f32(const void* x, DType t, float* y, int64_t n);
+// Row n of a [N, K] weight matrix of any dtype as K floats (the *_R8 layouts included).
+void weight_row_f32(const void* w, DType t, int64_t n, int64_t K, float* y);
 
 }  // namespace llmkit::ref

@@ -81,4 +81,68 @@ float dot_row(DType t, const void* w, const float* x, int64_t n) {
   return acc;
 }
 
+namespace {
+
+// The pieces of row r's block inside a block of an R8 group: (offset in the base block, offset in
+// the group's block, length). One table for pack and unpack, so they are inverses by construction.
+struct R8Piece {
+  int src, dst, len;
+};
+int r8_pieces(DType base, int r, R8Piece* p) {
+  const int i = r % 4, half = r / 4;
+  switch (base) {
+    case DType::kQ4_0:  // d, qs[16]
+      p[0] = {0, 2 * r, 2};
+      p[1] = {2, 16 + 32 * i + 16 * half, 16};
+      return 2;
+    case DType::kQ4_1:  // d, m, qs[16]
+      p[0] = {0, 2 * r, 2};
+      p[1] = {2, 16 + 2 * r, 2};
+      p[2] = {4, 32 + 32 * i + 16 * half, 16};
+      return 3;
+    case DType::kQ8_0:  // d, qs[32]
+      p[0] = {0, 2 * r, 2};
+      p[1] = {2, 16 + 64 * i + 16 * half, 16};
+      p[2] = {18, 16 + 64 * i + 32 + 16 * half, 16};
+      return 3;
+    default:
+      LLMKIT_ASSERT(false, "rows interleaved by 8: ", dtype_name(base), " has no R8 layout");
+      return 0;
+  }
+}
+
+}  // namespace
+
+void pack_r8(DType base, const void* rows, void* out, int64_t K, int64_t g0, int64_t g1) {
+  const size_t kb = static_cast<size_t>(type_size(base)), rb = row_bytes(base, K);
+  const int64_t nb = K / block_size(base);
+  const auto* src = static_cast<const uint8_t*>(rows);
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int r = 0; r < 8; ++r) {
+    R8Piece p[3];
+    const int np = r8_pieces(base, r, p);
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint8_t* row = src + static_cast<size_t>(8 * g + r) * rb;
+      uint8_t* group = dst + static_cast<size_t>(8 * g) * rb;
+      for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < np; ++j)
+          std::memcpy(group + static_cast<size_t>(b) * 8 * kb + p[j].dst, row + static_cast<size_t>(b) * kb + p[j].src,
+                      static_cast<size_t>(p[j].len));
+    }
+  }
+}
+
+void unpack_r8_row(DType base, const void* packed, int64_t n, int64_t K, void* row) {
+  const size_t kb = static_cast<size_t>(type_size(base)), rb = row_bytes(base, K);
+  const int64_t nb = K / block_size(base);
+  const uint8_t* group = static_cast<const uint8_t*>(packed) + static_cast<size_t>(n / 8 * 8) * rb;
+  R8Piece p[3];
+  const int np = r8_pieces(base, static_cast<int>(n % 8), p);
+  auto* out = static_cast<uint8_t*>(row);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int j = 0; j < np; ++j)
+      std::memcpy(out + static_cast<size_t>(b) * kb + p[j].src, group + static_cast<size_t>(b) * 8 * kb + p[j].dst,
+                  static_cast<size_t>(p[j].len));
+}
+
 }  // namespace llmkit::ref
