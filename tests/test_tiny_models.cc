@@ -168,15 +168,16 @@ TEST(TinyModelQuantized, EveryOutputTypeLoadsAndMatchesItsDequantizedSelf) {
   }
 }
 
-// Q4_0 / Q4_1 / Q8_0 matrices are repacked at load (rows interleaved by 8 for the int8 kernel):
-// prompt logits and decode steps are the file layout's (LLMKIT_REPACK=0) bit for bit, for a tied
-// output head (its embedding lookups read the repacked rows) and for Mixtral's experts.
+// The matrices move at load into a huge-page slab, Q4_0 / Q4_1 / Q8_0 ones repacked on the way
+// (rows interleaved by 8 for the int8 kernel): prompt logits and decode steps are those of the
+// weights left in the file (LLMKIT_REPACK=0) bit for bit, for a tied output head (its embedding
+// lookups read the repacked rows) and for Mixtral's experts.
 TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
   for (const char* name : {"llama", "mixtral", "phi3"}) {
     Ref ref(name);
     const std::vector<int32_t> ids = row_ids(ref.get("input_ids"), 0);
     const int64_t T = static_cast<int64_t>(ids.size());
-    for (DType dt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    for (DType dt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kF16}) {
       const std::string path =
           (fs::temp_directory_path() / str_cat("llmkit_tiny_r8_", name, "_", dtype_name(dt), "_", getpid(), ".gguf")).string();
       ConvertOptions opt;
@@ -192,8 +193,11 @@ TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
       auto file = Transformer::load(path);
       ::unsetenv("LLMKIT_REPACK");
       auto packed = Transformer::load(path);
-      EXPECT_EQ(file->repacked_bytes(), 0u);
-      if (cpu::i8_matmul_available()) {
+      EXPECT_EQ(file->slab_bytes(), 0u);
+      EXPECT_GT(packed->slab_bytes(), 0u) << name << " " << dtype_name(dt);
+      if (dt == DType::kF16) {
+        EXPECT_EQ(packed->repacked_bytes(), 0u);
+      } else if (cpu::i8_matmul_available()) {
         EXPECT_GT(packed->repacked_bytes(), 0u) << name << " " << dtype_name(dt);
       }
       const auto [p0, s0] = run(file);

@@ -211,6 +211,12 @@ void GgufFile::release_pages(const void* p, size_t n) const {
   if (mapped_) mapped_->release(p, n);
 }
 
+bool GgufFile::maps(const void* p, size_t n) const {
+  if (!mapped_ || !data_) return false;
+  const auto* b = static_cast<const uint8_t*>(p);
+  return b >= data_ && n <= size_ && static_cast<size_t>(b - data_) <= size_ - n;
+}
+
 GgufFile GgufFile::parse(const uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name,
                          const GgufLimits& limits) {
   GgufFile f;

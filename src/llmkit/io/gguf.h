@@ -147,6 +147,8 @@ class GgufFile {
   // A file opened with open(): drops the whole pages of [p, p + n) inside its mapping from memory
   // (MappedFile::release), for tensors a repacked copy replaced. No-op for parsed memory.
   void release_pages(const void* p, size_t n) const;
+  // Whether [p, p + n) lies inside the file mapping of a file opened with open().
+  bool maps(const void* p, size_t n) const;
 
  private:
   std::string name_;

@@ -113,7 +113,9 @@ class Transformer {
   // system allocator only for the small tensor headers, not for activation buffers. One pass at a
   // time per Transformer (the serving work gives each worker its own arena).
   const Arena& scratch() const { return arena_; }
-  // Bytes of weights held rows-interleaved by 8 (repacked at load for the CPU int8 kernel).
+  // Bytes of weights moved at load into the huge-page slab (repack_weights), and of those the ones
+  // held rows-interleaved by 8 for the CPU int8 kernel.
+  size_t slab_bytes() const { return slab_bytes_; }
   size_t repacked_bytes() const { return repacked_bytes_; }
 
  private:
@@ -135,9 +137,11 @@ class Transformer {
 
   explicit Transformer(Weights w) : w_(std::move(w)), cfg_(w_.config()) {}
   void load_tensors();
-  // Quantized matrices that the CPU kernel reads faster rows-interleaved by 8 (ops::r8_helps) are
-  // repacked once (ops::repack_r8) and their file pages dropped, so RSS stays near the file size.
-  // LLMKIT_REPACK=0 keeps the file layout (for A/B measurements).
+  // The matrices every token reads, when they are views of a GGUF file, move at load into one slab
+  // on transparent huge pages; the Q4_0 / Q4_1 / Q8_0 ones the CPU int8 kernel reads faster rows-
+  // interleaved by 8 (ops::r8_helps) are repacked on the way (ops::repack_r8_into). Their file
+  // pages are dropped as they are copied, so RSS stays near the file size. LLMKIT_REPACK=0 keeps
+  // them in the file (for A/B measurements).
   void repack_weights();
   // Every id in [0, n_vocab), else Error(kInvalidArgument) naming it: checked once per public call,
   // before any pass writes to a cache.
@@ -157,7 +161,7 @@ class Transformer {
 
   Weights w_;
   ModelConfig cfg_;
-  size_t repacked_bytes_ = 0;
+  size_t slab_bytes_ = 0, repacked_bytes_ = 0;
   ops::RopeConfig rope_;
   bool use_rope_ = false;
   ops::Act act_ = ops::Act::kSilu;

@@ -52,6 +52,10 @@ void Weights::release_pages(const void* p, size_t n) const {
   if (gguf_) gguf_->release_pages(p, n);
 }
 
+bool Weights::is_file_view(const Tensor& t) const {
+  return gguf_ && t.defined() && t.device().kind == DeviceKind::kCPU && gguf_->maps(t.raw(), t.nbytes());
+}
+
 Weights Weights::from_hf_folder(const std::string& dir) {
   auto folder = std::make_shared<io::HfFolder>(io::HfFolder::open(dir));
   Weights w;

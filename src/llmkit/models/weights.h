@@ -52,6 +52,8 @@ class Weights {
   // repacked copy has replaced those bytes (io::GgufFile::release_pages): RSS stays near the file
   // size. Reading them later maps them back. No-op for other sources.
   void release_pages(const void* p, size_t n) const;
+  // Whether t is a view of the GGUF file's mapping (what release_pages can drop).
+  bool is_file_view(const Tensor& t) const;
   uint64_t n_params() const;
 
  private:
