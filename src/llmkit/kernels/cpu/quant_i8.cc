@@ -69,9 +69,11 @@ namespace llmkit::cpu::i8::HWY_NAMESPACE {
 
 // From this many rows on, AVX512-VNNI runs serving batches through the transposed L1 scratch
 // (TileRowLanes) rather than register passes: bench_quant batch, 1536 x 576, one Zen 4 thread,
-// M = 16: 157-168 us vs 174-245 us; M = 8: 109-117 us vs 87-98 us. AVX2 keeps register passes up
+// after the scratch's transpose became 16 shuffles: M = 8 Q4_0 87-90 -> 74-75 us, Q8_0 110-113 ->
+// 80-81; M = 5 Q4_0 65 -> 61 (register passes -> scratch). Up to 4 rows decode in registers
+// (M = 2, 4 through the scratch: 29-32 -> 40-41 us, 45-47 -> 50-52). AVX2 keeps register passes up
 // to kMaxPassesM * kDirectMaxM rows.
-constexpr int64_t kRowLanesMinM = HWY_TARGET <= HWY_AVX3_DL ? 12 : kMaxPassesM * kDirectMaxM + 1;
+constexpr int64_t kRowLanesMinM = HWY_TARGET <= HWY_AVX3_DL ? kDirectMaxM + 1 : kMaxPassesM * kDirectMaxM + 1;
 
 // Quantized activations of one call.
 struct Acts {
@@ -339,20 +341,23 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     if (next) PrefetchBlockShare(next, b, lines_per_block);
     __m256i w[8];
     src.levels(b, w);
-    // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows.
-    alignas(32) uint32_t t[8][8];
-    const __m256i off = _mm256_set1_epi8(static_cast<char>(0x80));
-    for (int i = 0; i < 8; ++i) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(t[i]), T == DType::kQ8_0 ? _mm256_xor_si256(w[i], off) : w[i]);
+    // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows. Vector
+    // j of the scratch wants dword j of rows 0..3 | of rows 4..7: a 4 x 4 dword transpose inside
+    // each 128-bit half, of w[0, 2, 4, 6] for j = 0..3 and of w[1, 3, 5, 7] for j = 4..7
+    // (unpacks work per half). 16 shuffles; the 64 scalar moves they replaced bounded serving
+    // batches (M = 8: ~half of this kernel's time).
+    if constexpr (T == DType::kQ8_0) {
+      const __m256i off = _mm256_set1_epi8(static_cast<char>(0x80));
+      for (int i = 0; i < 8; ++i) w[i] = _mm256_xor_si256(w[i], off);
     }
-    uint32_t* o = reinterpret_cast<uint32_t*>(ws + b * 256);  // o[j * 8 + r]
-    for (int r = 0; r < 4; ++r) {
-      for (int j = 0; j < 4; ++j) {
-        o[j * 8 + r] = t[2 * r][j];
-        o[(j + 4) * 8 + r] = t[2 * r + 1][j];
-        o[j * 8 + r + 4] = t[2 * r][j + 4];
-        o[(j + 4) * 8 + r + 4] = t[2 * r + 1][j + 4];
-      }
+    __m256i* o = reinterpret_cast<__m256i*>(ws + b * 256);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i t0 = _mm256_unpacklo_epi32(w[h], w[2 + h]), t1 = _mm256_unpacklo_epi32(w[4 + h], w[6 + h]);
+      const __m256i t2 = _mm256_unpackhi_epi32(w[h], w[2 + h]), t3 = _mm256_unpackhi_epi32(w[4 + h], w[6 + h]);
+      _mm256_store_si256(o + 4 * h + 0, _mm256_unpacklo_epi64(t0, t1));
+      _mm256_store_si256(o + 4 * h + 1, _mm256_unpackhi_epi64(t0, t1));
+      _mm256_store_si256(o + 4 * h + 2, _mm256_unpacklo_epi64(t2, t3));
+      _mm256_store_si256(o + 4 * h + 3, _mm256_unpackhi_epi64(t2, t3));
     }
     __m256 wd, wm;
     src.scales(b, &wd, &wm);
@@ -503,7 +508,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   };
   auto body = [&](int64_t t0, int64_t t1) {
     if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM) {
-      // A serving batch of 5-16 decoding rows (5-11 on AVX512-VNNI, kRowLanesMinM): register
+      // A serving batch of 5-16 decoding rows (AVX2 only, kRowLanesMinM): register
       // passes of at most 4 rows over each tile (its bytes still in L1 after the first), the first
       // prefetching a tile ahead, rather than the L1 scratch. Measured on 1536 x 576 (one thread,
       // Zen 4, VNNI), 16 rows, before TileRowLanes: Q4_1 187 us in 4 passes vs 202 us through the
