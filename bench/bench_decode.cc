@@ -4,7 +4,7 @@
 // scheduler's ceiling for "aggregate decode at B streams vs one stream".
 //
 //   build/bench/bench_decode [--benchmark_filter=...]   (model: LLMKIT_BENCH_MODEL, default the
-//   installed SmolLM2-135M-Instruct Q4_1; threads: LLMKIT_THREADS)
+//   installed SmolLM2-135M-Instruct Q4_1; threads: LLMKIT_THREADS; LLMKIT_BENCH_KV=f16: an F16 KV cache)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -24,7 +24,10 @@ const Transformer* model() {
     const char* env = std::getenv("LLMKIT_BENCH_MODEL");
     const char* home = std::getenv("HOME");
     std::string path = env ? env : std::string(home ? home : ".") + "/.cache/llmkit/models/SmolLM2-135M-Instruct-Q4_1.gguf";
-    return Transformer::load(path);
+    auto t = Transformer::load(path);
+    const char* kv = std::getenv("LLMKIT_BENCH_KV");
+    if (kv && std::string(kv) == "f16") t->set_kv_dtype(llmkit::DType::kF16);
+    return t;
   }();
   return m.get();
 }

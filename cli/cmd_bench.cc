@@ -9,7 +9,8 @@
 
 namespace llmkit::cli {
 
-int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch, bool json) {
+int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch,
+              const std::string& kv_type, bool json) {
   BenchOptions opt;
   opt.model = model.empty() ? default_model_path() : model;
   opt.n_prompt = p;
@@ -17,6 +18,7 @@ int run_bench(const std::string& model, int p, int n, const std::vector<int>& th
   if (!threads.empty()) opt.threads = threads;
   opt.reps = reps;
   opt.ubatch = ubatch;
+  opt.kv_type = kv_type;
   const std::vector<BenchRow> rows = bench(opt);
   const std::string out = json ? bench_json(rows, opt) : bench_table(rows);
   std::fputs(out.c_str(), stdout);

@@ -28,6 +28,7 @@ int run_serve(const ServeFlags& f) {
   o.parallel = f.parallel;
   o.ctx_size = f.ctx;
   o.batch_size = f.batch_size;
+  o.kv_type = f.kv_type;
   o.queue_size = f.queue;
   o.api_key = f.api_key;
   o.verbose = f.verbose;

@@ -149,6 +149,8 @@ const std::vector<Command> kCommands = {
        app.add_option("-P,--parallel", f->parallel, "Slots: sequences decoded together")->check(CLI::Range(1, 256));
        app.add_option("-c,--ctx-size", f->ctx, "Context per slot in tokens; 0 = the model's, at most 4096")->check(CLI::Range(0, 1 << 22));
        app.add_option("-b,--batch-size", f->batch_size, "Most tokens per forward pass (prompt chunks + decodes)")->check(CLI::Range(1, 1 << 20));
+       app.add_option("--kv-type", f->kv_type, "KV cache values: f16 (half the memory) or f32")
+           ->check(CLI::IsMember({"f16", "f32"}))->capture_default_str();
        app.add_option("--queue", f->queue, "Requests that may wait for a slot; beyond that: HTTP 429")->check(CLI::Range(0, 65536));
        app.add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1/* (or set LLMKIT_API_KEY)");
        app.add_option("-t,--threads", f->threads, "CPU threads; 0 = all cores")->check(CLI::Range(0, 1024));
@@ -279,6 +281,7 @@ const std::vector<Command> kCommands = {
      [](CLI::App& app) {
        static std::string model;
        static int p = 512, n = 128, reps = 5, ub = 0;
+       static std::string kv = "f32";
        static std::vector<int> t;
        static bool json = false;
        add_model_flag(app, model);
@@ -289,8 +292,9 @@ const std::vector<Command> kCommands = {
        app.add_option("-r,--repetitions", reps, "Timed repetitions per test")->check(CLI::Range(1, 1000));
        app.add_option("--ubatch-size,--ub", ub, "Rows per forward pass (prompts run in micro-batches); 0 = the default (128 quantized, 512 dense)")
            ->check(CLI::Range(0, 1 << 20));
+       app.add_option("--kv-type", kv, "KV cache values: f32 or f16")->check(CLI::IsMember({"f32", "f16"}))->capture_default_str();
        app.add_flag("--json", json, "Print the rows as JSON (with every sample) instead of the table");
-       return std::function<int()>([] { return run_bench(model, p, n, t, reps, ub, json); });
+       return std::function<int()>([] { return run_bench(model, p, n, t, reps, ub, kv, json); });
      }},
     {"perplexity", "Perplexity of a text file (llama.cpp's chunking, comparable numbers)",
      [](CLI::App& app) {

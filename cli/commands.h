@@ -39,7 +39,7 @@ struct Sampling {
 
 // Flags of `llmkit serve` (cmd_serve.cc).
 struct ServeFlags {
-  std::string model, model_name, host = "127.0.0.1", api_key;
+  std::string model, model_name, host = "127.0.0.1", api_key, kv_type = "f16";
   int port = 8080, parallel = 4, ctx = 0, batch_size = 512, queue = 64, threads = 0;
   bool verbose = false;
 };
@@ -59,7 +59,8 @@ int run_inspect(const std::string& path, bool all_tensors);
 // run (chat = false) and chat (chat = true).
 int run_generate(const Sampling& s, bool chat);
 int run_perplexity(const std::string& model, const std::string& file, int ctx, int chunks, int threads);
-int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch, bool json);
+int run_bench(const std::string& model, int p, int n, const std::vector<int>& threads, int reps, int ubatch,
+              const std::string& kv_type, bool json);
 int run_random_init(const std::string& config_json, const std::string& out, const std::string& type, uint64_t seed);
 int run_logits(const std::string& model, const std::string& in, const std::string& out, int threads);
 int run_data_prepare(const DataPrepareOptions& opt);  // cmd_data.cc

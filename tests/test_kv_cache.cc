@@ -32,17 +32,24 @@ struct PagedSetup {
   std::vector<Tensor> k, v;  // per sequence, contiguous [n_kv, Hkv, hd]
 };
 
-PagedSetup make_pages(const Case& c, const std::vector<int64_t>& n_kv, uint32_t seed) {
+// dt: F32 or F16 pages; with F16 the contiguous k, v hold the values rounded to F16 (what the pages
+// hold, widened exactly), so contiguous attention on them is the paged kernel's exact reference.
+PagedSetup make_pages(const Case& c, const std::vector<int64_t>& n_kv, uint32_t seed, DType dt = DType::kF32) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   int64_t n_pages = 1;
   for (int64_t n : n_kv) n_pages += (n + ops::kKVPage - 1) / ops::kKVPage;
   PagedSetup p;
-  p.k_pages = Tensor::zeros({n_pages, c.Hkv, c.hd, ops::kKVPage}, DType::kF32);
-  p.v_pages = Tensor::zeros({n_pages, c.Hkv, ops::kKVPage, c.hd}, DType::kF32);
+  p.k_pages = Tensor::zeros({n_pages, c.Hkv, c.hd, ops::kKVPage}, dt);
+  p.v_pages = Tensor::zeros({n_pages, c.Hkv, ops::kKVPage, c.hd}, dt);
   // Unwritten slots of a sequence's last page hold NaN: the kernels must never read them.
-  std::fill_n(p.k_pages.data<float>(), p.k_pages.numel(), std::nanf(""));
-  std::fill_n(p.v_pages.data<float>(), p.v_pages.numel(), std::nanf(""));
+  if (dt == DType::kF16) {
+    std::fill_n(static_cast<uint16_t*>(p.k_pages.raw()), p.k_pages.numel(), uint16_t{0x7E00});
+    std::fill_n(static_cast<uint16_t*>(p.v_pages.raw()), p.v_pages.numel(), uint16_t{0x7E00});
+  } else {
+    std::fill_n(p.k_pages.data<float>(), p.k_pages.numel(), std::nanf(""));
+    std::fill_n(p.v_pages.data<float>(), p.v_pages.numel(), std::nanf(""));
+  }
   std::vector<int32_t> order(static_cast<size_t>(n_pages));
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
@@ -53,6 +60,10 @@ PagedSetup make_pages(const Case& c, const std::vector<int64_t>& n_kv, uint32_t 
     Tensor k = Tensor::empty({n, c.Hkv, c.hd}, DType::kF32), v = Tensor::empty({n, c.Hkv, c.hd}, DType::kF32);
     for (int64_t i = 0; i < k.numel(); ++i) k.data<float>()[i] = nd(rng);
     for (int64_t i = 0; i < v.numel(); ++i) v.data<float>()[i] = nd(rng);
+    if (dt == DType::kF16) {
+      k = ops::to_f32(ops::to_half(k, DType::kF16));
+      v = ops::to_f32(ops::to_half(v, DType::kF16));
+    }
     // Written in two calls (a prompt, then the rest), as a prefill followed by decode steps would.
     const int64_t a = n / 2;
     if (a > 0) ops::paged_kv_write(k.slice(0, 0, a), v.slice(0, 0, a), 0, t, p.k_pages, p.v_pages);
@@ -77,49 +88,51 @@ TEST_P(PagedAttention, MatchesReferenceAndContiguousAttention) {
   // lengths on and off page and 64-key block boundaries.
   const std::vector<std::pair<int64_t, int64_t>> seqs = {{1, 1}, {1, 17}, {20, 83}, {64, 64}, {1, 130}, {33, 200}};
   uint32_t seed = 1;
-  for (const Case& c : cases) {
-    std::vector<int64_t> n_kv;
-    for (auto [nq, nk] : seqs) n_kv.push_back(nk);
-    PagedSetup p = make_pages(c, n_kv, seed++);
-    int64_t N = 0;
-    for (auto [nq, nk] : seqs) N += nq;
-    Tensor q = Tensor::empty({N, c.H, c.hd}, DType::kF32);
-    std::mt19937 rng(seed++);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    for (int64_t i = 0; i < q.numel(); ++i) q.data<float>()[i] = nd(rng);
-    std::vector<ops::PagedSeq> ps;
-    for (size_t s = 0; s < seqs.size(); ++s) ps.push_back({seqs[s].first, seqs[s].second, &p.tables[s]});
-    ops::AttentionOptions opt;
-    opt.window = c.window;
-    opt.alibi = c.alibi;
-    Tensor ref, cpu;
-    {
-      ops::ScopedBackend b(ops::Backend::kRef);
-      ref = ops::paged_attention(q, p.k_pages, p.v_pages, ps, opt);
-    }
-    cpu = ops::paged_attention(q, p.k_pages, p.v_pages, ps, opt);
-    double err = 0, norm = 0;
-    for (int64_t i = 0; i < ref.numel(); ++i) {
-      ASSERT_TRUE(std::isfinite(cpu.data<float>()[i])) << "a NaN slot was read, element " << i;
-      err = std::max<double>(err, std::fabs(cpu.data<float>()[i] - ref.data<float>()[i]));
-      norm = std::max<double>(norm, std::fabs(ref.data<float>()[i]));
-    }
-    EXPECT_LT(err, 2e-5 * std::max(1.0, norm)) << "H " << c.H << " Hkv " << c.Hkv << " window " << c.window;
-    // The same rows through contiguous attention, one sequence at a time.
-    int64_t row = 0;
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      const auto [nq, nk] = seqs[s];
-      Tensor qs = q.slice(0, row, row + nq).view({1, nq, c.H, c.hd});
-      Tensor o = ops::attention(qs, p.k[s].view({1, nk, c.Hkv, c.hd}), p.v[s].view({1, nk, c.Hkv, c.hd}), opt).out;
-      for (int64_t i = 0; i < o.numel(); ++i) {
-        const float a = o.data<float>()[i], b = cpu.data<float>()[row * c.H * c.hd + i];
-        if (c.window == 0) {
-          ASSERT_EQ(a, b) << "sequence " << s << " element " << i << " (no window: bitwise)";
-        } else {
-          ASSERT_NEAR(a, b, 2e-5) << "sequence " << s << " element " << i;
-        }
+  for (const DType dt : {DType::kF32, DType::kF16}) {
+    for (const Case& c : cases) {
+      std::vector<int64_t> n_kv;
+      for (auto [nq, nk] : seqs) n_kv.push_back(nk);
+      PagedSetup p = make_pages(c, n_kv, seed++, dt);
+      int64_t N = 0;
+      for (auto [nq, nk] : seqs) N += nq;
+      Tensor q = Tensor::empty({N, c.H, c.hd}, DType::kF32);
+      std::mt19937 rng(seed++);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      for (int64_t i = 0; i < q.numel(); ++i) q.data<float>()[i] = nd(rng);
+      std::vector<ops::PagedSeq> ps;
+      for (size_t s = 0; s < seqs.size(); ++s) ps.push_back({seqs[s].first, seqs[s].second, &p.tables[s]});
+      ops::AttentionOptions opt;
+      opt.window = c.window;
+      opt.alibi = c.alibi;
+      Tensor ref, cpu;
+      {
+        ops::ScopedBackend b(ops::Backend::kRef);
+        ref = ops::paged_attention(q, p.k_pages, p.v_pages, ps, opt);
       }
-      row += nq;
+      cpu = ops::paged_attention(q, p.k_pages, p.v_pages, ps, opt);
+      double err = 0, norm = 0;
+      for (int64_t i = 0; i < ref.numel(); ++i) {
+        ASSERT_TRUE(std::isfinite(cpu.data<float>()[i])) << "a NaN slot was read, element " << i;
+        err = std::max<double>(err, std::fabs(cpu.data<float>()[i] - ref.data<float>()[i]));
+        norm = std::max<double>(norm, std::fabs(ref.data<float>()[i]));
+      }
+      EXPECT_LT(err, 2e-5 * std::max(1.0, norm)) << dtype_name(dt) << " H " << c.H << " Hkv " << c.Hkv << " window " << c.window;
+      // The same rows through contiguous attention, one sequence at a time.
+      int64_t row = 0;
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        const auto [nq, nk] = seqs[s];
+        Tensor qs = q.slice(0, row, row + nq).view({1, nq, c.H, c.hd});
+        Tensor o = ops::attention(qs, p.k[s].view({1, nk, c.Hkv, c.hd}), p.v[s].view({1, nk, c.Hkv, c.hd}), opt).out;
+        for (int64_t i = 0; i < o.numel(); ++i) {
+          const float a = o.data<float>()[i], b = cpu.data<float>()[row * c.H * c.hd + i];
+          if (c.window == 0) {
+            ASSERT_EQ(a, b) << dtype_name(dt) << " sequence " << s << " element " << i << " (no window: bitwise)";
+          } else {
+            ASSERT_NEAR(a, b, 2e-5) << dtype_name(dt) << " sequence " << s << " element " << i;
+          }
+        }
+        row += nq;
+      }
     }
   }
 }
@@ -145,6 +158,13 @@ TEST(PagedAttentionOp, BadInputsNameTheProblem) {
   expect_error({{3, 20, &bad}}, "block 999");
   expect_error({{2, 20, &p.tables[0]}}, "hold 2 query rows, q has 3");
   expect_error({{3, 2, &p.tables[0]}}, "3 queries over 2 positions");
+  PagedSetup h = make_pages(c, {20}, 7, DType::kF16);
+  try {
+    ops::paged_attention(q, p.k_pages, h.v_pages, {{3, 20, &p.tables[0]}});
+    ADD_FAILURE() << "no error for F32 keys with F16 values";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("both F32 or both F16; got f32 and f16"), std::string::npos) << e.what();
+  }
 }
 
 // ---- the block manager ----------------------------------------------------------------------------

@@ -169,6 +169,7 @@ TEST_F(Serve, CompletionLogprobsMatchTheModel) {
   EXPECT_EQ(spelled, text);
 
   auto model = models::Transformer::load(default_model());
+  model->set_kv_dtype(DType::kF16);  // as the server's default --kv-type
   Tokenizer tok = Tokenizer::load(default_model());
   std::vector<int32_t> ids = tok.encode(prompt, true);
   models::KVCache cache = model->new_cache(64);
@@ -853,6 +854,20 @@ TEST(ServeEmbeddings, MiniLmMatchesSentenceTransformers) {
   EXPECT_NE(c.Get("/metrics")->body.find("llmkit_embedding_inputs_total 5"), std::string::npos);
   server->stop();
   t.join();
+}
+
+// --kv-type takes f16 or f32; anything else is refused before the model loads, naming the value.
+TEST(ServeLimits, KvTypeIsCheckedByName) {
+  ServeOptions o;
+  o.model = default_model();
+  o.kv_type = "q8_0";
+  try {
+    Server::create(o);
+    ADD_FAILURE() << "no error for --kv-type q8_0";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("--kv-type 'q8_0'"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ServeLimits, ApiKeyGuardsV1Routes) {

@@ -210,6 +210,60 @@ TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
   }
 }
 
+// An F16 KV cache (set_kv_dtype): logits stay within F16 rounding of the F32 cache's (and so of
+// transformers') for RoPE, learned positions, ALiBi and a sliding window; the pages take half the
+// bytes; and a prompt's last row still equals the same token decoded after the rest of the prompt,
+// bit for bit (K and V are rounded when written, before any row reads them).
+TEST(TinyModel, F16KVCacheStaysCloseAndBatchInvariant) {
+  for (const char* name : {"llama", "gpt2", "bloom", "mistral"}) {
+    Ref ref(name);
+    const std::vector<int32_t> ids = row_ids(ref.get("input_ids"), 0);
+    const int64_t T = static_cast<int64_t>(ids.size());
+    auto f32 = Transformer::load(tiny_dir(name));
+    auto f16 = Transformer::load(tiny_dir(name));
+    f16->set_kv_dtype(DType::kF16);
+    EXPECT_EQ(f16->kv_dtype(), DType::kF16);
+    KVCache c32 = f32->new_cache(T), c16 = f16->new_cache(T);
+    EXPECT_EQ(c16.pages->nbytes() * 2, c32.pages->nbytes());
+    Tensor a = f32->forward(ids, c32, T), b = f16->forward(ids, c16, T);
+    const int64_t V = a.dim(-1);
+    double worst = 0, scale = 0;
+    int same_argmax = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* x = a.data<float>() + t * V;
+      const float* y = b.data<float>() + t * V;
+      for (int64_t v = 0; v < V; ++v) {
+        worst = std::max(worst, double(std::fabs(x[v] - y[v])));
+        scale = std::max(scale, double(std::fabs(x[v])));
+      }
+      same_argmax += (std::max_element(x, x + V) - x) == (std::max_element(y, y + V) - y);
+    }
+    std::printf("%-8s F16 KV: max |dlogit| %.2e (max |logit| %.2f), argmax %d/%lld\n", name, worst, scale, same_argmax,
+                static_cast<long long>(T));
+    EXPECT_GT(worst, 0.0) << name << ": the F16 cache changed nothing (not in use?)";
+    EXPECT_LE(worst, 5e-3 * std::max(1.0, scale)) << name;
+    EXPECT_GE(same_argmax, T - 1) << name;
+  }
+  // Batch invariance needs batch-invariant matmuls: the int8 kernels of a Q8_0 file (the dense F32
+  // GEMM of an HF folder sums a prompt's rows in another order than one row's GEMV).
+  const std::string path = (fs::temp_directory_path() / str_cat("llmkit_tiny_f16kv_", getpid(), ".gguf")).string();
+  ConvertOptions opt;
+  opt.type = DType::kQ8_0;
+  convert_hf_to_gguf(tiny_dir("llama"), path, opt);
+  auto m = Transformer::load(path);
+  m->set_kv_dtype(DType::kF16);
+  const std::vector<int32_t> ids = row_ids(Ref("llama").get("input_ids"), 0);
+  const int64_t T = static_cast<int64_t>(ids.size());
+  KVCache all = m->new_cache(T), step = m->new_cache(T);
+  Tensor whole = m->forward(ids, all, 1);
+  m->forward(std::vector<int32_t>(ids.begin(), ids.end() - 1), step, 1);
+  Tensor last = m->forward({ids.back()}, step, 1);
+  ASSERT_EQ(whole.nbytes(), last.nbytes());
+  EXPECT_EQ(0, std::memcmp(last.raw(), whole.raw(), whole.nbytes())) << "prompt's last row vs the same token decoded";
+  fs::remove(path);
+  EXPECT_THROW(m->set_kv_dtype(DType::kQ8_0), Error);
+}
+
 // The encoder (BERT) and the encoder-decoder (T5) run quantized too: f16, q8_0 and q4_0 GGUFs against the
 // same weights dequantized back to F32 (hidden states for BERT, decoder logits for T5).
 TEST(TinyModelQuantized, EncoderAndEncoderDecoderRunQuantized) {

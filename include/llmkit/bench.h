@@ -28,6 +28,7 @@ struct BenchOptions {
   int reps = 5;                      // timed repetitions per row
   uint64_t seed = 42;                // token ids (see above)
   int64_t ubatch = 0;                // rows per forward pass (Transformer::set_ubatch); 0 = default
+  std::string kv_type = "f32";       // KV cache values: "f32" or "f16"
 };
 
 struct BenchRow {

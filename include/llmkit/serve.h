@@ -23,6 +23,7 @@ struct ServeOptions {
   int parallel = 4;                  // slots: sequences decoded together, each with its own KV cache
   int64_t ctx_size = 0;              // positions per slot; 0 = the model's, at most 4096
   int64_t batch_size = 512;          // most tokens in one forward pass (prefill chunks + decodes)
+  std::string kv_type = "f16";       // KV cache values: "f16" (half the memory and attention reads) or "f32"
   int queue_size = 64;               // requests waiting for a slot; beyond that: 429
   int64_t max_body_bytes = 2 << 20;  // request body limit (413 beyond)
   int max_json_depth = 32;           // nesting limit of request JSON

@@ -81,6 +81,9 @@ std::vector<BenchRow> bench(const BenchOptions& opt) {
   LLMKIT_CHECK(cfg.decoder, kUnsupported, "bench: model '", opt.model, "' is an encoder (",
                models::family_name(cfg.family), "); bench measures next-token models");
   if (opt.ubatch > 0) model->set_ubatch(opt.ubatch);
+  LLMKIT_CHECK(opt.kv_type == "f32" || opt.kv_type == "f16", kInvalidArgument, "bench: --kv-type '", opt.kv_type,
+               "' is not a KV cache type; use f32 or f16");
+  model->set_kv_dtype(opt.kv_type == "f16" ? DType::kF16 : DType::kF32);
   const int64_t n_ctx = opt.n_prompt + opt.n_gen;
   LLMKIT_CHECK(n_ctx <= cfg.n_ctx, kInvalidArgument, "bench: -p ", opt.n_prompt, " + -n ", opt.n_gen,
                " = ", n_ctx, " positions exceed the model's context of ", cfg.n_ctx);

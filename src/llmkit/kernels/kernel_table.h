@@ -62,8 +62,8 @@ struct KernelTable {
                              const float* o, const float* lse, const float* dout, float* dq, float* dk,
                              float* dv) = nullptr;
   // Attention over a paged KV cache (ref::paged_attention's contract); single-threaded like attention.
-  void (*paged_attention)(const ref::PagedAttentionParams& p, const float* q, const float* k_pages,
-                          const float* v_pages, float* o) = nullptr;
+  void (*paged_attention)(const ref::PagedAttentionParams& p, const float* q, const void* k_pages,
+                          const void* v_pages, float* o) = nullptr;
 };
 
 const KernelTable& ref_table();

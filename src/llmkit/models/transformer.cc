@@ -262,10 +262,16 @@ std::shared_ptr<KVPages> Transformer::new_kv_pages(int64_t n_pages) const {
   // Not zeroed: attention reads only the positions already written, and untouched pages of a large
   // allocation are never made resident, so memory grows with the context actually used.
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    p->k.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, cfg_.head_dim, kKVPage}, DType::kF32));
-    p->v.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, kKVPage, cfg_.head_dim}, DType::kF32));
+    p->k.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, cfg_.head_dim, kKVPage}, kv_dtype_));
+    p->v.push_back(Tensor::empty({n_pages, cfg_.n_kv_heads, kKVPage, cfg_.head_dim}, kv_dtype_));
   }
   return p;
+}
+
+void Transformer::set_kv_dtype(DType t) {
+  LLMKIT_CHECK(t == DType::kF32 || t == DType::kF16, kInvalidArgument, "KV cache type ", dtype_name(t),
+               " is not supported; use f32 or f16");
+  kv_dtype_ = t;
 }
 
 KVCache Transformer::new_cache(int64_t n_ctx) const {

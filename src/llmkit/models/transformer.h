@@ -76,6 +76,12 @@ class Transformer {
   // A pool of n_pages pages (not zeroed: untouched pages are never made resident) for caches whose
   // block tables a scheduler fills.
   std::shared_ptr<KVPages> new_kv_pages(int64_t n_pages) const;
+  // Element type of the pages new_cache / new_kv_pages make from now on: F32 (the default; logits
+  // match the reference implementations to float rounding) or F16 (half the memory and half the
+  // bytes attention reads per step, as llama.cpp's default cache; K and V rounded to nearest even
+  // on write). Error(kInvalidArgument) for any other type.
+  void set_kv_dtype(DType t);
+  DType kv_dtype() const { return kv_dtype_; }
   // Decoders: runs tokens [n_tokens] at positions cache.n_past .. n_past + n_tokens - 1, appends
   // their K/V to the cache, and returns logits [n_out, n_vocab] for the last n_out positions.
   Tensor forward(const std::vector<int32_t>& tokens, KVCache& cache, int64_t n_out = 1) const;
@@ -162,6 +168,7 @@ class Transformer {
   Weights w_;
   ModelConfig cfg_;
   size_t slab_bytes_ = 0, repacked_bytes_ = 0;
+  DType kv_dtype_ = DType::kF32;
   ops::RopeConfig rope_;
   bool use_rope_ = false;
   ops::Act act_ = ops::Act::kSilu;

@@ -259,9 +259,10 @@ void check_pages(const Tensor& k_pages, const Tensor& v_pages, const char* op) {
                kInvalidArgument, op, ": k_pages must be [n_pages, n_kv_heads, head_dim, ", kKVPage,
                "] and v_pages [n_pages, n_kv_heads, ", kKVPage, ", head_dim]; got ", k_pages.shape().str(), " and ",
                v_pages.shape().str());
-  LLMKIT_CHECK(k_pages.dtype() == DType::kF32 && v_pages.dtype() == DType::kF32 && k_pages.is_contiguous() &&
-                   v_pages.is_contiguous(),
-               kInvalidArgument, op, ": KV pages must be contiguous F32");
+  LLMKIT_CHECK((k_pages.dtype() == DType::kF32 || k_pages.dtype() == DType::kF16) &&
+                   v_pages.dtype() == k_pages.dtype() && k_pages.is_contiguous() && v_pages.is_contiguous(),
+               kInvalidArgument, op, ": KV pages must be contiguous, both F32 or both F16; got ",
+               dtype_name(k_pages.dtype()), " and ", dtype_name(v_pages.dtype()));
 }
 
 void check_table(const std::vector<int32_t>& blocks, int64_t n_pos, int64_t n_pages, const char* op) {
@@ -305,6 +306,7 @@ Tensor paged_attention(const Tensor& q_, const Tensor& k_pages, const Tensor& v_
   p.n_heads = q.dim(1);
   p.n_kv_heads = k_pages.dim(1);
   p.head_dim = q.dim(2);
+  p.kv_dtype = k_pages.dtype();
   p.scale = opt.scale > 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
   p.window = opt.window;
   p.alibi = slopes.defined() ? slopes.data<float>() : nullptr;
@@ -315,7 +317,8 @@ Tensor paged_attention(const Tensor& q_, const Tensor& k_pages, const Tensor& v_
   Tensor out = Tensor::empty(q.shape(), DType::kF32);
   if (!q.numel()) return out;
   const KernelTable& kt = active_table();
-  const float *qd = q.data<float>(), *kd = k_pages.data<float>(), *vd = v_pages.data<float>();
+  const float* qd = q.data<float>();
+  const void *kd = k_pages.raw(), *vd = v_pages.raw();
   float* od = out.data<float>();
   ThreadPool& pool = ThreadPool::global();
   if (current_backend() == Backend::kRef || pool.size() == 1) {
@@ -369,7 +372,7 @@ void paged_kv_write(const Tensor& k_, const Tensor& v_, int64_t pos0, const std:
   LLMKIT_CHECK(pos0 >= 0, kInvalidArgument, op, ": first position ", pos0, " must be >= 0");
   check_table(blocks, pos0 + k.dim(0), k_pages.dim(0), op);
   ref::paged_kv_write(k.data<float>(), v.data<float>(), k.dim(0), k.dim(1), k.dim(2), pos0, blocks.data(),
-                      k_pages.data<float>(), v_pages.data<float>());
+                      k_pages.raw(), v_pages.raw(), k_pages.dtype());
 }
 
 }  // namespace llmkit::ops

@@ -150,6 +150,8 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 // through each sequence's block table (position j in page blocks[j / 16], slot j % 16). Layouts:
 //   k_pages [n_pages, n_kv_heads, head_dim, 16]  (keys transposed: attention reads them in place)
 //   v_pages [n_pages, n_kv_heads, 16, head_dim]
+// Pages are F32 or F16 (both the same): F16 halves the cache and what attention reads per step;
+// paged_kv_write rounds to nearest even, attention widens to F32 and computes in F32.
 constexpr int64_t kKVPage = 16;
 struct PagedSeq {
   int64_t n_q = 0;                             // this sequence's query rows (consecutive in q)

@@ -104,7 +104,10 @@ std::unique_ptr<Server> Server::create(const ServeOptions& o) {
   LLMKIT_CHECK(o.parallel >= 1 && o.parallel <= 256, kInvalidArgument, "--parallel ", o.parallel, " must be in [1, 256]");
   LLMKIT_CHECK(o.queue_size >= 0 && o.queue_size <= 1 << 16, kInvalidArgument, "--queue ", o.queue_size, " must be in [0, 65536]");
   LLMKIT_CHECK(o.max_body_bytes >= 1024, kInvalidArgument, "body limit ", o.max_body_bytes, " must be >= 1024");
+  LLMKIT_CHECK(o.kv_type == "f16" || o.kv_type == "f32", kInvalidArgument, "--kv-type '", o.kv_type,
+               "' is not a KV cache type; use f16 or f32");
   impl->model = models::Transformer::load(o.model);
+  impl->model->set_kv_dtype(o.kv_type == "f16" ? DType::kF16 : DType::kF32);
   impl->tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(o.model));
   const auto& cfg = impl->model->config();
   LLMKIT_CHECK(impl->tokenizer->n_vocab() <= cfg.n_vocab, kInvalidFile, "the tokenizer of '", o.model, "' has ",

@@ -23,10 +23,13 @@
 // was enough to flip 8-bit activation levels downstream: |dlogit| up to 0.7 on SmolLM2.)
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "llmkit/kernels/cpu/cpu_kernels.h"
 #include "llmkit/kernels/ref/ops.h"
+#include "llmkit/tensor/half.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/attention.cc"
@@ -83,6 +86,22 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
+// Lanes(d) KV values at p as floats: F32 pages load as they are, F16 pages widen (vcvtph2ps).
+template <class D, typename T>
+HWY_INLINE hn::Vec<D> LoadKV(D d, const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(d, p);
+  } else {
+    return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::float16_t, D>(), p));
+  }
+}
+HWY_INLINE float KVScalar(float x) { return x; }
+HWY_INLINE float KVScalar(hwy::float16_t x) {
+  uint16_t bits;
+  std::memcpy(&bits, &x, 2);
+  return f16_to_f32(bits);
+}
+
 // R query rows at once (R <= 4 heads of a GQA group at the same position, so they see the same
 // keys): each load of keys or values feeds R FMAs. Every row's arithmetic is exactly that of R = 1
 // (its own FMA chain per lane, in the same order), so grouping never changes a result.
@@ -125,8 +144,8 @@ HWY_INLINE void ScoresTransposed(const float* const* qs, const float* kt, int64_
 }
 
 // acc_r[0:hd) = acc_r * corr_r + sum_{t<n} p_r[t] v[t * stride + :], acc kept in registers.
-template <int R>
-HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stride, int64_t hd, int64_t n,
+template <int R, typename T = float>
+HWY_INLINE void AccumulateV(const float* const* pr, const T* v, int64_t stride, int64_t hd, int64_t n,
                             const float* corr, float* const* acc) {
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -138,10 +157,10 @@ HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stri
       const VF vc = hn::Set(d, corr[r]);
       for (int u = 0; u < kV; ++u) a[r][u] = hn::Mul(hn::LoadU(d, acc[r] + c + u * L), vc);
     }
-    const float* vj = v + c;
+    const T* vj = v + c;
     for (int64_t t = 0; t < n; ++t, vj += stride) {
       VF vv[kV];
-      for (int u = 0; u < kV; ++u) vv[u] = hn::LoadU(d, vj + u * L);
+      for (int u = 0; u < kV; ++u) vv[u] = LoadKV(d, vj + u * L);
       for (int r = 0; r < R; ++r) {
         const VF pt = hn::Set(d, pr[r][t]);
         for (int u = 0; u < kV; ++u) a[r][u] = hn::MulAdd(pt, vv[u], a[r][u]);
@@ -153,9 +172,9 @@ HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stri
   for (; c + L <= hd; c += L) {
     VF a[R];
     for (int r = 0; r < R; ++r) a[r] = hn::Mul(hn::LoadU(d, acc[r] + c), hn::Set(d, corr[r]));
-    const float* vj = v + c;
+    const T* vj = v + c;
     for (int64_t t = 0; t < n; ++t, vj += stride) {
-      const VF vv = hn::LoadU(d, vj);
+      const VF vv = LoadKV(d, vj);
       for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, pr[r][t]), vv, a[r]);
     }
     for (int r = 0; r < R; ++r) hn::StoreU(a[r], d, acc[r] + c);
@@ -163,7 +182,10 @@ HWY_INLINE void AccumulateV(const float* const* pr, const float* v, int64_t stri
   for (; c < hd; ++c) {
     for (int r = 0; r < R; ++r) {
       float a = acc[r][c] * corr[r];
-      for (int64_t t = 0; t < n; ++t) a += pr[r][t] * v[t * stride + c];
+      // An explicit FMA: left to the compiler, the contraction of a += p * v differed between the
+      // F32 and F16 instantiations, and paged F16 attention lost bitwise equality with contiguous
+      // attention on the same (rounded) values in the last columns of a head_dim of 24.
+      for (int64_t t = 0; t < n; ++t) a = std::fma(pr[r][t], KVScalar(v[t * stride + c]), a);
       acc[r][c] = a;
     }
   }
@@ -439,8 +461,8 @@ using VP = hn::Vec<DP>;
 
 // sc[r][u * LP + lane] = q_r . key (u * LP + lane) for vectors u < nvec; ptr[u] points at the
 // vector's keys in column 0 of its page (column c at + c * kKVPage).
-template <int R>
-HWY_INLINE void ScoresPaged(const float* const* qs, const float* const* ptr, int64_t nvec, int64_t hd,
+template <int R, typename T>
+HWY_INLINE void ScoresPaged(const float* const* qs, const T* const* ptr, int64_t nvec, int64_t hd,
                             float* const* sc) {
   const DP d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -452,7 +474,7 @@ HWY_INLINE void ScoresPaged(const float* const* qs, const float* const* ptr, int
       for (int w = 0; w < kV; ++w) a[r][w] = hn::Zero(d);
     for (int64_t c = 0; c < hd; ++c) {
       VP kv[kV];
-      for (int w = 0; w < kV; ++w) kv[w] = hn::LoadU(d, ptr[u + w] + c * ref::kKVPage);
+      for (int w = 0; w < kV; ++w) kv[w] = LoadKV(d, ptr[u + w] + c * ref::kKVPage);
       for (int r = 0; r < R; ++r) {
         const VP qc = hn::Set(d, qs[r][c]);
         for (int w = 0; w < kV; ++w) a[r][w] = hn::MulAdd(qc, kv[w], a[r][w]);
@@ -465,7 +487,7 @@ HWY_INLINE void ScoresPaged(const float* const* qs, const float* const* ptr, int
     VP a[R];
     for (int r = 0; r < R; ++r) a[r] = hn::Zero(d);
     for (int64_t c = 0; c < hd; ++c) {
-      const VP kc = hn::LoadU(d, ptr[u] + c * ref::kKVPage);
+      const VP kc = LoadKV(d, ptr[u] + c * ref::kKVPage);
       for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, qs[r][c]), kc, a[r]);
     }
     for (int r = 0; r < R; ++r) hn::StoreU(a[r], d, sc[r] + u * L);
@@ -473,8 +495,8 @@ HWY_INLINE void ScoresPaged(const float* const* qs, const float* const* ptr, int
 }
 
 // Output rows of heads h .. h+R-1 of global query row `row` (absolute position pos, keys [lo, hi)).
-template <int R>
-void PagedRows(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+template <int R, typename T>
+void PagedRows(const ref::PagedAttentionParams& p, const float* q, const T* k_pages, const T* v_pages,
                const int32_t* blocks, int64_t kvh, int64_t row, int64_t h, int64_t lo, int64_t hi, int64_t pos,
                float* o) {
   const DF d;
@@ -499,7 +521,7 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const float* 
     slope[r] = p.alibi ? p.alibi[h + r] : 0.0f;
     one[r] = 1.0f;
   }
-  const float* kptr[kBlock];
+  const T* kptr[kBlock];
   for (int64_t j0 = lo / kBlock * kBlock; j0 < hi; j0 += kBlock) {
     const int64_t n = hi - j0 < kBlock ? hi - j0 : kBlock;  // keys [j0, j0 + n); those < lo are masked
     const int64_t nv = (n + L - 1) / L * L;
@@ -539,7 +561,7 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const float* 
     for (int64_t t = t_lo; t < n;) {
       const int64_t j = j0 + t, slot = j % ref::kKVPage;
       const int64_t seg = n - t < ref::kKVPage - slot ? n - t : ref::kKVPage - slot;
-      const float* vseg = v_pages + blocks[j / ref::kKVPage] * page_floats + (kvh * ref::kKVPage + slot) * hd;
+      const T* vseg = v_pages + blocks[j / ref::kKVPage] * page_floats + (kvh * ref::kKVPage + slot) * hd;
       const float* pr[R];
       for (int r = 0; r < R; ++r) pr[r] = sc[r] + t;
       AccumulateV<R>(pr, vseg, hd, hd, seg, first ? corr : one, acc);
@@ -554,8 +576,8 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const float* 
   }
 }
 
-void PagedAttention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
-                    float* o) {
+template <typename T>
+void PagedAttentionT(const ref::PagedAttentionParams& p, const float* q, const T* k_pages, const T* v_pages, float* o) {
   const int64_t group = p.n_heads / p.n_kv_heads;
   const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
   const int64_t s_end = p.seq_end ? p.seq_end : p.n_seqs;
@@ -571,15 +593,24 @@ void PagedAttention(const ref::PagedAttentionParams& p, const float* q, const fl
         const int64_t lo = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
         const int64_t row = p.q_off[s] + i;
         int64_t h = hb;
-        for (; h + 4 <= he; h += 4) PagedRows<4>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o);
+        for (; h + 4 <= he; h += 4) PagedRows<4, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o);
         switch (he - h) {
-          case 3: PagedRows<3>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
-          case 2: PagedRows<2>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
-          case 1: PagedRows<1>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 3: PagedRows<3, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 2: PagedRows<2, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 1: PagedRows<1, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
           default: break;
         }
       }
     }
+  }
+}
+
+void PagedAttention(const ref::PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
+                    float* o) {
+  if (p.kv_dtype == DType::kF16) {
+    PagedAttentionT(p, q, static_cast<const hwy::float16_t*>(k_pages), static_cast<const hwy::float16_t*>(v_pages), o);
+  } else {
+    PagedAttentionT(p, q, static_cast<const float*>(k_pages), static_cast<const float*>(v_pages), o);
   }
 }
 
@@ -599,7 +630,7 @@ void attention(const ref::AttentionParams& p, const float* q, const float* k, co
   HWY_DYNAMIC_DISPATCH(attn::Attention)(p, q, k, v, o, lse);
 }
 
-void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+void paged_attention(const ref::PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o) {
   HWY_DYNAMIC_DISPATCH(attn::PagedAttention)(p, q, k_pages, v_pages, o);
 }

@@ -46,7 +46,7 @@ void softmax(float* x, int64_t rows, int64_t d);
 void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);
 // Attention over a paged KV cache with ref::paged_attention's contract, in attention.cc: the same
 // arithmetic per query row as attention() (keys read from the transposed pages in place).
-void paged_attention(const ref::PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+void paged_attention(const ref::PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o);
 // Attention backward with ref::attention_backward's contract, in attention.cc (SIMD when the forward's
 // lse is given, else the reference).

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "llmkit/kernels/ref/ops.h"
+#include "llmkit/tensor/half.h"
 
 namespace llmkit::ref {
 namespace {
@@ -158,8 +159,13 @@ void attention_backward(const AttentionParams& p, const float* q, const float* k
 // weighted sum of values, accumulated in double.
 namespace llmkit::ref {
 
-void paged_attention(const PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+void paged_attention(const PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o) {
+  const bool f16 = p.kv_dtype == DType::kF16;
+  // Element i of a page pool (F32 or F16) as float.
+  auto at = [f16](const void* base, int64_t i) {
+    return f16 ? f16_to_f32(static_cast<const uint16_t*>(base)[i]) : static_cast<const float*>(base)[i];
+  };
   const int64_t hd = p.head_dim, group = p.n_heads / p.n_kv_heads;
   const int64_t page_floats = p.n_kv_heads * hd * kKVPage;
   const int64_t s_end = p.seq_end ? p.seq_end : p.n_seqs, h_end = p.head_end ? p.head_end : p.n_heads;
@@ -177,9 +183,9 @@ void paged_attention(const PagedAttentionParams& p, const float* q, const float*
         sc.assign(static_cast<size_t>(hi - lo), 0.0);
         double mx = -std::numeric_limits<double>::infinity();
         for (int64_t j = lo; j < hi; ++j) {
-          const float* kp = k_pages + p.blocks[s][j / kKVPage] * page_floats + kvh * hd * kKVPage + j % kKVPage;
+          const int64_t kp = p.blocks[s][j / kKVPage] * page_floats + kvh * hd * kKVPage + j % kKVPage;
           double d = 0;
-          for (int64_t c = 0; c < hd; ++c) d += static_cast<double>(qi[c]) * kp[c * kKVPage];
+          for (int64_t c = 0; c < hd; ++c) d += static_cast<double>(qi[c]) * at(k_pages, kp + c * kKVPage);
           d = d * p.scale + (p.alibi ? static_cast<double>(p.alibi[h]) * static_cast<double>(j - pos) : 0.0);
           sc[static_cast<size_t>(j - lo)] = d;
           mx = std::max(mx, d);
@@ -189,8 +195,8 @@ void paged_attention(const PagedAttentionParams& p, const float* q, const float*
         for (int64_t j = lo; j < hi; ++j) {
           const double e = std::exp(sc[static_cast<size_t>(j - lo)] - mx);
           sum += e;
-          const float* vp = v_pages + p.blocks[s][j / kKVPage] * page_floats + (kvh * kKVPage + j % kKVPage) * hd;
-          for (int64_t c = 0; c < hd; ++c) acc[static_cast<size_t>(c)] += e * vp[c];
+          const int64_t vp = p.blocks[s][j / kKVPage] * page_floats + (kvh * kKVPage + j % kKVPage) * hd;
+          for (int64_t c = 0; c < hd; ++c) acc[static_cast<size_t>(c)] += e * at(v_pages, vp + c);
         }
         for (int64_t c = 0; c < hd; ++c) oi[c] = sum > 0 ? static_cast<float>(acc[static_cast<size_t>(c)] / sum) : 0.0f;
       }
@@ -199,17 +205,23 @@ void paged_attention(const PagedAttentionParams& p, const float* q, const float*
 }
 
 void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
-                    const int32_t* blocks, float* k_pages, float* v_pages) {
+                    const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype) {
   const int64_t page_floats = n_kv_heads * head_dim * kKVPage;
+  auto put = [kv_dtype](void* base, int64_t i, float x) {
+    if (kv_dtype == DType::kF16)
+      static_cast<uint16_t*>(base)[i] = f32_to_f16(x);
+    else
+      static_cast<float*>(base)[i] = x;
+  };
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = pos0 + i, page = blocks[j / kKVPage], slot = j % kKVPage;
     for (int64_t h = 0; h < n_kv_heads; ++h) {
       const float* ki = k + (i * n_kv_heads + h) * head_dim;
       const float* vi = v + (i * n_kv_heads + h) * head_dim;
-      float* kp = k_pages + page * page_floats + h * head_dim * kKVPage + slot;
-      float* vp = v_pages + page * page_floats + (h * kKVPage + slot) * head_dim;
-      for (int64_t c = 0; c < head_dim; ++c) kp[c * kKVPage] = ki[c];
-      for (int64_t c = 0; c < head_dim; ++c) vp[c] = vi[c];
+      const int64_t kp = page * page_floats + h * head_dim * kKVPage + slot;
+      const int64_t vp = page * page_floats + (h * kKVPage + slot) * head_dim;
+      for (int64_t c = 0; c < head_dim; ++c) put(k_pages, kp + c * kKVPage, ki[c]);
+      for (int64_t c = 0; c < head_dim; ++c) put(v_pages, vp + c, vi[c]);
     }
   }
 }

@@ -177,9 +177,12 @@ void attention(const AttentionParams& p, const float* q, const float* k, const f
 // slot j % kKVPage). Keys are stored transposed so attention reads them without a per-step transpose:
 //   k_pages [n_pages, n_kv_heads, head_dim, kKVPage]   (k_j[c] at [page][kvh][c][slot])
 //   v_pages [n_pages, n_kv_heads, kKVPage, head_dim]   (v_j[c] at [page][kvh][slot][c])
+// Pages hold F32 or F16 values (kv_dtype; F16 halves the cache's memory and the bytes attention
+// reads per step; values are rounded to nearest even when written, and widened to F32 when read).
 constexpr int64_t kKVPage = 16;
 struct PagedAttentionParams {
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  DType kv_dtype = DType::kF32;      // of k_pages and v_pages: F32 or F16
   float scale = 0.0f;
   int64_t window = 0;                // sliding window; 0 = off
   const float* alibi = nullptr;      // [n_heads] or null
@@ -195,11 +198,11 @@ struct PagedAttentionParams {
   int64_t seq_begin = 0, seq_end = 0, head_begin = 0, head_end = 0, q_begin = 0, q_end = 0;
 };
 // o [N, n_heads, head_dim] = causal softmax(scale q k^T + ALiBi + window mask) v over the paged keys.
-void paged_attention(const PagedAttentionParams& p, const float* q, const float* k_pages, const float* v_pages,
+void paged_attention(const PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o);
 // Writes k, v [n, n_kv_heads, head_dim] of positions pos0 .. pos0 + n - 1 into their pages.
 void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
-                    const int32_t* blocks, float* k_pages, float* v_pages);
+                    const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype);
 
 // dq, dk, dv += gradients (shapes as q, k, v), recomputing scores block by block from q, k, v, the
 // forward output o and (if given, else recomputed) lse.
