@@ -5,7 +5,9 @@
 // (d = amax / 127 rounded to f16, levels round(x / d) as int8; Q4_1 also keeps d * sum(levels),
 // Q4_0 the sum of levels), once per call, rows split over the pool.
 //
-// Weights are taken 8 rows at a time (one output vector y[m, n0 .. n0+7]). Per block of 32:
+// Weights are taken 8 rows at a time (one output vector y[m, n0 .. n0+7]), from the file's rows
+// (RowSrc) or from one group of the rows-interleaved-by-8 layout made at load (R8Src, dtype.h's
+// *_R8 types: same vectors, one memory stream, 8 scales in one load). Per block of 32:
 //   dot    vpmaddubsw(u8 weight levels, i8 activation levels) -> 16 x i16, vpmaddwd with ones ->
 //          8 x i32 partial sums; Q8_0's signed levels go through |w| and sign(x, w) (as ggml).
 //   reduce the 8 rows' partial-sum vectors become one vector of 8 exact block sums (hadd tree).
@@ -331,7 +333,6 @@ HWY_INLINE void PrefetchBlockShare(const uint8_t* next, int64_t b, int64_t lines
 template <DType T, typename Src>
 void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N,
                   int64_t n0, const uint8_t* next) {
-  constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
   const int64_t lines_per_block = PrefetchLinesPerBlock<T>(nb);
   uint8_t* ws = t_w.get(static_cast<size_t>(nb * 256));
@@ -415,7 +416,6 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
 template <DType T, typename Src>
 void Tile(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N, int64_t n0,
           const uint8_t* next) {
-  constexpr size_t kB = kBlockBytes<T>;
   const int64_t nb = a.nb;
   const int64_t lines_per_block = PrefetchLinesPerBlock<T>(nb);
   auto store = [&](int64_t m, __m256 acc) { StoreTileRow(y, N, n0, nr, m, acc); };
