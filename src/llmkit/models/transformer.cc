@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -15,6 +17,26 @@
 #include "llmkit/base/thread_pool.h"
 
 namespace llmkit::models {
+
+namespace {
+// /proc/meminfo's MemAvailable (Linux): what can be allocated without swapping, page cache
+// included. nullopt elsewhere or when unreadable.
+std::optional<size_t> mem_available_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return std::nullopt;
+  char line[256];
+  std::optional<size_t> out;
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long long kb = 0;
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+      out = static_cast<size_t>(kb) * 1024;
+      break;
+    }
+  }
+  std::fclose(f);
+  return out;
+}
+}  // namespace
 
 ops::Act to_act(Activation a) {
   switch (a) {
@@ -117,9 +139,12 @@ void Transformer::repack_weights() {
   size_t total = 0;
   for (const Tensor* t : todo) total += (t->nbytes() + 63) / 64 * 64;
   total = (total + kHuge - 1) / kHuge * kHuge;
+  // Anonymous memory cannot be evicted the way clean file pages can: a model that does not fit
+  // in memory next to everything else keeps running from the mapping (paged from disk) instead of
+  // being killed for memory. MemAvailable counts the page cache (the file's own pages too).
+  if (const std::optional<size_t> avail = mem_available_bytes(); avail && total > *avail / 10 * 8) return;
   void* p = std::aligned_alloc(kHuge, total);
-  LLMKIT_CHECK(p != nullptr, kOutOfMemory, "model '", w_.path(), "': no memory for the ", total >> 20,
-               " MiB weight slab; set LLMKIT_REPACK=0 to run the weights from the file");
+  if (p == nullptr) return;  // no slab: the file layout, as with LLMKIT_REPACK=0
 #ifdef __linux__
   (void)madvise(p, total, MADV_HUGEPAGE);  // advice: without it the slab is ordinary pages
 #endif

@@ -147,7 +147,8 @@ class Transformer {
   // on transparent huge pages; the Q4_0 / Q4_1 / Q8_0 ones the CPU int8 kernel reads faster rows-
   // interleaved by 8 (ops::r8_helps) are repacked on the way (ops::repack_r8_into). Their file
   // pages are dropped as they are copied, so RSS stays near the file size. LLMKIT_REPACK=0 keeps
-  // them in the file (for A/B measurements).
+  // them in the file (for A/B measurements), as does a slab larger than 80% of MemAvailable (a
+  // model that does not fit keeps running from the evictable file pages) or a failed allocation.
   void repack_weights();
   // Every id in [0, n_vocab), else Error(kInvalidArgument) naming it: checked once per public call,
   // before any pass writes to a cache.
