@@ -530,6 +530,18 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const T* k_pa
       const int64_t j = j0 + u * LP;
       kptr[u] = k_pages + blocks[j / ref::kKVPage] * page_floats + kvh * hd * ref::kKVPage + j % ref::kKVPage;
     }
+    // The next block's pages lie anywhere in the pool, out of the hardware prefetchers' reach:
+    // ask for this head's keys and values of them (into L2) while this block runs.
+    for (int64_t j = j0 + kBlock; j < hi && j < j0 + 2 * kBlock; j += ref::kKVPage) {
+      const int64_t page = blocks[j / ref::kKVPage] * page_floats;
+      const char* kp = reinterpret_cast<const char*>(k_pages + page + kvh * hd * ref::kKVPage);
+      const char* vp = reinterpret_cast<const char*>(v_pages + page + kvh * ref::kKVPage * hd);
+      const int64_t bytes = hd * ref::kKVPage * static_cast<int64_t>(sizeof(T));
+      for (int64_t at = 0; at < bytes; at += 64) {
+        __builtin_prefetch(kp + at, 0, 2);
+        __builtin_prefetch(vp + at, 0, 2);
+      }
+    }
     ScoresPaged<R>(qs, kptr, nvec, hd, sc);
     const int64_t t_lo = lo > j0 ? lo - j0 : 0;
     for (int r = 0; r < R; ++r) {
