@@ -506,7 +506,7 @@ TEST(OpRepackR8, SameValuesAsTheBaseLayoutAndClearErrors) {
                "needs a multiple of 8 rows (N = 12)");
   expect_error([&] { ops::repack_r8(rand_tensor({16, 64}, 1)); }, "only q4_0, q4_1 and q8_0");
   Tensor w = harness::convert(rand_tensor({16, 64}, 2), DType::kQ8_0);
-  expect_error([&] { ops::repack_r8_into(w, Tensor::empty({8, 64}, DType::kQ8_0_R8)); }, "out must be a contiguous CPU q8_0_r8 tensor [16, 64]");
+  expect_error([&] { ops::relayout_into(w, Tensor::empty({8, 64}, DType::kQ8_0_R8)); }, "out must be a contiguous CPU q8_0_r8 tensor [16, 64]");
   EXPECT_FALSE(ops::r8_helps(harness::convert(rand_tensor({12, 64}, 1), DType::kQ4_0)));
   EXPECT_FALSE(ops::r8_helps(rand_tensor({16, 64}, 1)));
 }

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <optional>
 
@@ -14,7 +13,6 @@
 #endif
 
 #include "llmkit/base/check.h"
-#include "llmkit/base/thread_pool.h"
 
 namespace llmkit::models {
 
@@ -157,25 +155,9 @@ void Transformer::repack_weights() {
     Tensor out = Tensor::from_external(static_cast<uint8_t*>(p) + off, src.shape(),
                                        r8 ? *r8_of(src.dtype()) : src.dtype(), slab);
     off += (src.nbytes() + 63) / 64 * 64;
-    // Each chunk's file pages are dropped as soon as they are copied: peak RSS ~ file + 4 MB.
-    auto done = [&](size_t bytes) { w_.release_pages(src.raw(), bytes); };
-    if (r8) {
-      ops::repack_r8_into(src, out, done);
-      repacked_bytes_ += src.nbytes();
-    } else {
-      constexpr size_t kChunk = size_t{4} << 20, kTask = size_t{1} << 16;
-      const auto* from = static_cast<const uint8_t*>(src.raw());
-      auto* to = static_cast<uint8_t*>(out.raw());
-      for (size_t c0 = 0; c0 < src.nbytes(); c0 += kChunk) {
-        const size_t c1 = std::min(src.nbytes(), c0 + kChunk);
-        const auto tasks = static_cast<int64_t>((c1 - c0 + kTask - 1) / kTask);
-        ThreadPool::global().parallel_for(tasks, 1, [&](int64_t i0, int64_t i1) {
-          const size_t b0 = c0 + static_cast<size_t>(i0) * kTask, b1 = std::min(c1, c0 + static_cast<size_t>(i1) * kTask);
-          std::memcpy(to + b0, from + b0, b1 - b0);
-        });
-        done(c1);
-      }
-    }
+    // Each chunk's file pages are dropped as soon as it is copied: peak RSS ~ file + 4 MB.
+    ops::relayout_into(src, out, [&](size_t bytes) { w_.release_pages(src.raw(), bytes); });
+    if (r8) repacked_bytes_ += src.nbytes();
     slab_bytes_ += src.nbytes();
     sources.push_back(src);
     *t = std::move(out);

@@ -145,7 +145,7 @@ class Transformer {
   void load_tensors();
   // The matrices every token reads, when they are views of a GGUF file, move at load into one slab
   // on transparent huge pages; the Q4_0 / Q4_1 / Q8_0 ones the CPU int8 kernel reads faster rows-
-  // interleaved by 8 (ops::r8_helps) are repacked on the way (ops::repack_r8_into). Their file
+  // interleaved by 8 (ops::r8_helps) are repacked on the way (ops::relayout_into). Their file
   // pages are dropped as they are copied, so RSS stays near the file size. LLMKIT_REPACK=0 keeps
   // them in the file (for A/B measurements), as does a slab larger than 80% of MemAvailable (a
   // model that does not fit keeps running from the evictable file pages) or a failed allocation.

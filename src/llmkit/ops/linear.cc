@@ -119,36 +119,50 @@ bool r8_helps(const Tensor& w) {
          cpu::i8_matmul_available();
 }
 
-void repack_r8_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done) {
-  check_weight(w, "repack_r8");
+void relayout_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done) {
+  check_weight(w, "relayout_into");
+  const bool copy = out.defined() && out.dtype() == w.dtype();
   const std::optional<DType> r8 = r8_of(w.dtype());
-  LLMKIT_CHECK(r8.has_value(), kUnsupported, "repack_r8: weight ", w.str(),
-               " has no rows-interleaved layout (only q4_0, q4_1 and q8_0 do)");
-  LLMKIT_CHECK(w.dim(0) % 8 == 0, kInvalidArgument, "repack_r8: weight ", w.str(),
-               " needs a multiple of 8 rows (N = ", w.dim(0), "); keep it in the base layout");
-  LLMKIT_CHECK(out.defined() && out.dtype() == *r8 && out.shape() == w.shape() && out.is_contiguous() &&
+  if (!copy) {
+    LLMKIT_CHECK(r8.has_value(), kUnsupported, "repack_r8: weight ", w.str(),
+                 " has no rows-interleaved layout (only q4_0, q4_1 and q8_0 do)");
+    LLMKIT_CHECK(w.dim(0) % 8 == 0, kInvalidArgument, "repack_r8: weight ", w.str(),
+                 " needs a multiple of 8 rows (N = ", w.dim(0), "); keep it in the base layout");
+  }
+  const DType want = copy ? w.dtype() : *r8;
+  LLMKIT_CHECK(out.defined() && out.dtype() == want && out.shape() == w.shape() && out.is_contiguous() &&
                    out.device().kind == DeviceKind::kCPU,
-               kInvalidArgument, "repack_r8: out must be a contiguous CPU ", dtype_name(*r8), " tensor ",
+               kInvalidArgument, "repack_r8: out must be a contiguous CPU ", dtype_name(want), " tensor ",
                w.shape().str(), ", got ", out.defined() ? out.str() : "undefined");
-  const int64_t groups = w.dim(0) / 8, K = w.dim(1);
-  const size_t group_bytes = 8 * row_bytes(w.dtype(), K);
-  // Chunks of ~4 MB, each copied on the pool (~64 KB per task: the copy is memory-bound).
-  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / group_bytes));
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(65536 / group_bytes));
-  for (int64_t c0 = 0; c0 < groups; c0 += chunk) {
-    const int64_t c1 = std::min(groups, c0 + chunk);
-    ThreadPool::global().parallel_for(c1 - c0, grain, [&](int64_t g0, int64_t g1) {
-      ref::pack_r8(w.dtype(), w.raw(), out.raw(), K, c0 + g0, c0 + g1);
+  // Units of 8 rows (one R8 group) or of one row (a copy), in chunks of ~4 MB, each spread over the
+  // pool in tasks of ~64 KB (the copy is memory-bound).
+  const int64_t unit_rows = copy ? 1 : 8, units = w.dim(0) / unit_rows, K = w.dim(1);
+  const size_t unit_bytes = static_cast<size_t>(unit_rows) * row_bytes(w.dtype(), K);
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / unit_bytes));
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(65536 / unit_bytes));
+  const auto* from = static_cast<const uint8_t*>(w.raw());
+  auto* to = static_cast<uint8_t*>(out.raw());
+  for (int64_t c0 = 0; c0 < units; c0 += chunk) {
+    const int64_t c1 = std::min(units, c0 + chunk);
+    ThreadPool::global().parallel_for(c1 - c0, grain, [&](int64_t u0, int64_t u1) {
+      if (copy) {
+        std::memcpy(to + static_cast<size_t>(c0 + u0) * unit_bytes, from + static_cast<size_t>(c0 + u0) * unit_bytes,
+                    static_cast<size_t>(u1 - u0) * unit_bytes);
+      } else {
+        ref::pack_r8(w.dtype(), from, to, K, c0 + u0, c0 + u1);
+      }
     });
-    if (done) done(static_cast<size_t>(c1) * group_bytes);
+    if (done) done(static_cast<size_t>(c1) * unit_bytes);
   }
 }
 
 Tensor repack_r8(const Tensor& w) {
   check_weight(w, "repack_r8");
   const std::optional<DType> r8 = r8_of(w.dtype());
-  Tensor y = Tensor::empty(w.shape(), r8 ? *r8 : w.dtype());
-  repack_r8_into(w, y);
+  LLMKIT_CHECK(r8.has_value(), kUnsupported, "repack_r8: weight ", w.str(),
+               " has no rows-interleaved layout (only q4_0, q4_1 and q8_0 do)");
+  Tensor y = Tensor::empty(w.shape(), *r8);
+  relayout_into(w, y);
   return y;
 }
 

@@ -55,11 +55,12 @@ void matmul_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor*
 // once), a new tensor of the same byte size, filled on the pool. matmul, embedding and to_f32 read
 // the result with the same values; it is an inference layout (no file format stores it).
 Tensor repack_r8(const Tensor& w);
-// The same into `out` (contiguous CPU, dtype r8_of(w.dtype()), w's shape: e.g. a view into one
-// huge-page slab for all of a model's matrices). `done(bytes)` (may be empty) is called as the
-// leading `bytes` of w have been read for the last time, a few MB at a time, so a caller can drop
-// the source pages while the copy proceeds (peak memory: the copy plus one chunk).
-void repack_r8_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done = {});
+// w into `out` (contiguous CPU, w's shape: e.g. a view into one huge-page slab for all of a model's
+// matrices), on the pool: repacked when out's dtype is r8_of(w.dtype()), copied as it is when it
+// is w's own. `done(bytes)` (may be empty) is called as the leading `bytes` of w have been read for
+// the last time, a few MB at a time, so a caller can drop the source pages while the copy proceeds
+// (peak memory: the copy plus one chunk).
+void relayout_into(const Tensor& w, const Tensor& out, const std::function<void(size_t bytes)>& done = {});
 // Whether matmul with w would run faster after repack_r8 here: w has an R8 layout, N % 8 == 0, and
 // this backend and CPU run the int8 kernel (x86 AVX2 or later).
 bool r8_helps(const Tensor& w);
