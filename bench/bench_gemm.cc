@@ -7,12 +7,15 @@
 // Run: build-simd/bench/bench_gemm [--benchmark_format=json] (see docs/BENCHMARKS.md).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/kernel_table.h"
+#include "llmkit/kernels/ref/ops.h"
 #include "llmkit/tensor/half.h"
 
 #if LLMKIT_BENCH_OPENBLAS
@@ -73,6 +76,35 @@ void BM_llmkit_matmul_bf16(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   set_counters(st, M, N, K, static_cast<double>(N * K) * 2);
+}
+
+// The three products of a training step through cpu_table().gemm, F32 or BF16 compute (GemmArgs::bf16):
+// forward y = x . w^T (x [T, K], w [N, K]), dx = dy . w, dw = dy^T . x, with T tokens.
+// Args: T, N, K, threads, product (0 forward, 1 dx, 2 dw), compute (0 F32, 1 BF16 from F32 operands).
+void BM_llmkit_train_gemm(benchmark::State& st) {
+  const int64_t T = st.range(0), N = st.range(1), K = st.range(2), product = st.range(4);
+  const bool bf16 = st.range(5) == 1;
+  llmkit::ThreadPool::set_global_threads(static_cast<int>(st.range(3)));
+  auto x = random_floats(T * K, 1), w = random_floats(N * K, 2), dy = random_floats(T * N, 3);
+  std::vector<float> c(static_cast<size_t>(product == 2 ? N * K : T * std::max(N, K)));
+  llmkit::ref::GemmArgs g;
+  g.bf16 = bf16;
+  if (product == 0) {
+    g.M = T, g.N = N, g.K = K, g.a = x.data(), g.lda = K, g.b = w.data(), g.ldb = K, g.ldc = N;
+  } else if (product == 1) {
+    g.M = T, g.N = K, g.K = N, g.a = dy.data(), g.lda = N, g.b = w.data(), g.ldb = K, g.b_kn = true, g.ldc = K;
+  } else {
+    g.M = N, g.N = K, g.K = T, g.a = dy.data(), g.lda = N, g.a_t = true, g.b = x.data(), g.ldb = K, g.b_kn = true;
+    g.ldc = K;
+  }
+  g.c = c.data();
+  const auto& t = llmkit::cpu_table();
+  for (auto _ : st) {
+    t.gemm(g);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, T, N, K, 0);
 }
 
 #if LLMKIT_BENCH_OPENBLAS
@@ -140,6 +172,16 @@ void model_args(benchmark::internal::Benchmark* b) {
   }
   b->ArgNames({"M", "N", "K", "threads", "wtype"})->UseRealTime()->Unit(benchmark::kMillisecond);
 }
+// SmolLM2-135M's training products at batch 4 x 256 (T = 1024 tokens): q/o, k/v, gate/up, down and
+// the tied head (N = 49152), 2 threads, each product in F32 and BF16 compute.
+void train_args(benchmark::internal::Benchmark* b) {
+  for (const auto& nk : {std::pair<int, int>{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576}}) {
+    for (int product : {0, 1, 2}) {
+      for (int bf16 : {0, 1}) b->Args({1024, nk.first, nk.second, 2, product, bf16});
+    }
+  }
+  b->ArgNames({"T", "N", "K", "threads", "product", "bf16"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt : {0, 1, 2}) {
     for (int th : {1, 2}) b->Args({1, 4096, 4096, th, dt})->Args({4, 4096, 4096, th, dt})->Args({16, 4096, 4096, th, dt});
@@ -155,6 +197,7 @@ BENCHMARK(BM_llmkit_matmul)->Apply(gemm_args_dtype);
 BENCHMARK(BM_llmkit_matmul)->Name("BM_llmkit_model")->Apply(model_args);
 BENCHMARK(BM_llmkit_matmul)->Name("BM_llmkit_gemv")->Apply(gemv_args);
 BENCHMARK(BM_llmkit_matmul_bf16)->Apply(gemm_args);
+BENCHMARK(BM_llmkit_train_gemm)->Apply(train_args);
 #if LLMKIT_BENCH_OPENBLAS
 BENCHMARK(BM_openblas_sgemm)->Apply(gemm_args);
 BENCHMARK(BM_openblas_sgemm)->Name("BM_openblas_gemv")->Apply(gemv_args_blas);

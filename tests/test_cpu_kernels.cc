@@ -206,6 +206,70 @@ TEST_P(CpuKernels, GemmEveryLayout) {
   ThreadPool::set_global_threads(2);
 }
 
+// BF16 compute (GemmArgs::bf16): on AVX512_BF16 targets the VDPBF16PS kernel (gemm_bf16.cc), else
+// the F32 GEMM on rounded copies. Every layout, F32 and BF16 A and B, padded strides, shapes that
+// cross its tile (8 x 48), depth block (256), odd depths (a half pair), more rows than one packed
+// slab (512) and more columns than one packed block (768); against ref::gemm with bf16, whose
+// products are the same exact ones, so only the F32 summation order differs.
+TEST_P(CpuKernels, GemmBf16EveryLayout) {
+  const Shape shapes[] = {{1, 1, 1},    {8, 48, 32},   {9, 49, 33},  {3, 5, 257},
+                          {17, 95, 511}, {530, 21, 70}, {12, 800, 40}, {64, 64, 64}};
+  // Values that BF16 does not hold, so rounding matters (checked below).
+  for (int threads : {1, 2}) {
+    ThreadPool::set_global_threads(threads);
+    for (const Shape& s : shapes) {
+      for (int layout = 0; layout < 4; ++layout) {
+        const bool a_t = layout & 1, b_kn = layout & 2;
+        for (DType at : {DType::kF32, DType::kBF16}) {
+          for (DType bt : {DType::kF32, DType::kBF16}) {
+            const int64_t lda = (a_t ? s.M : s.K) + 3, ldb = (b_kn ? s.N : s.K) + 5, ldc = s.N + 2;
+            const auto af = rand_vec((a_t ? s.K : s.M) * lda, 21), bf = rand_vec((b_kn ? s.K : s.N) * ldb, 22);
+            std::vector<uint16_t> ah(af.size()), bh(bf.size());
+            for (size_t i = 0; i < af.size(); ++i) ah[i] = f32_to_bf16(af[i]);
+            for (size_t i = 0; i < bf.size(); ++i) bh[i] = f32_to_bf16(bf[i]);
+            for (bool accumulate : {false, true}) {
+              const auto c0 = rand_vec(s.M * ldc, 23);
+              std::vector<float> c = c0, want = c0, unrounded = c0;
+              ref::GemmArgs g;
+              g.M = s.M, g.N = s.N, g.K = s.K, g.lda = lda, g.a_t = a_t, g.ldb = ldb, g.b_kn = b_kn;
+              g.a = at == DType::kF32 ? static_cast<const void*>(af.data()) : static_cast<const void*>(ah.data());
+              g.b = bt == DType::kF32 ? static_cast<const void*>(bf.data()) : static_cast<const void*>(bh.data());
+              g.at = at, g.bt = bt, g.c = c.data(), g.ldc = ldc, g.accumulate = accumulate, g.bf16 = true;
+              cpu_table().gemm(g);
+              g.c = want.data();
+              ref::gemm(g);
+              double max_rounding_effect = 0.0;
+              for (int64_t m = 0; m < s.M; ++m) {
+                for (int64_t n = 0; n < s.N; ++n) {
+                  double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0, exact = 0.0;
+                  for (int64_t k = 0; k < s.K; ++k) {
+                    const int64_t ia = a_t ? k * lda + m : m * lda + k, ib = b_kn ? k * ldb + n : n * ldb + k;
+                    const double p = static_cast<double>(bf16_to_f32(ah[ia])) * bf16_to_f32(bh[ib]);
+                    absdot += std::fabs(p);
+                    exact += static_cast<double>(af[ia]) * bf[ib];
+                  }
+                  ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
+                      << "M=" << s.M << " N=" << s.N << " K=" << s.K << " a_t=" << a_t << " b_kn=" << b_kn << " "
+                      << dtype_name(at) << " x " << dtype_name(bt) << " accumulate=" << accumulate << " at m=" << m
+                      << " n=" << n;
+                  const double plain = (accumulate ? c0[m * ldc + n] : 0.0) + exact;
+                  max_rounding_effect = std::max(max_rounding_effect, std::fabs(c[m * ldc + n] - plain));
+                }
+                for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
+              }
+              // The operands were rounded to BF16 (relative 2^-9), not used at full F32 precision.
+              if (at == DType::kF32 && bt == DType::kF32 && s.K >= 32) {
+                EXPECT_GT(max_rounding_effect, 1e-4) << "M=" << s.M << " N=" << s.N << " K=" << s.K;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  ThreadPool::set_global_threads(2);
+}
+
 TEST_P(CpuKernels, MatmulBF16) {
   for (const Shape& s : kShapes) {
     auto xf = rand_vec(s.M * s.K, 3), wf = rand_vec(s.N * s.K, 4);

@@ -69,6 +69,27 @@ std::vector<OpCase> cases() {
     add("matmul_bf16", str_cat("M=", s[0], " N=", s[1], " K=", s[2]), 1e-7,
         [x, w] { return std::vector<Tensor>{ops::matmul_bf16(x, w)}; });
   }
+  // BF16 mixed precision (the --precision bf16 training products): F32 or BF16 operands, forward and
+  // both backward products (accumulated onto non-zero gradients), a 3-D x.
+  for (const auto& s : mm) {
+    for (DType t : {DType::kF32, DType::kBF16}) {
+      Tensor x = harness::convert(rand_tensor({s[0], s[2]}, seed++), t);
+      Tensor w = harness::convert(rand_tensor({s[1], s[2]}, seed++), t);
+      Tensor dy = rand_tensor({s[0], s[1]}, seed++), dx0 = rand_tensor({s[0], s[2]}, seed++);
+      Tensor dw0 = rand_tensor({s[1], s[2]}, seed++);
+      const std::string d = str_cat("M=", s[0], " N=", s[1], " K=", s[2], " ", dtype_name(t));
+      add("matmul_mixed_bf16", d, 1e-7, [x, w] { return std::vector<Tensor>{ops::matmul_mixed_bf16(x, w)}; });
+      add("matmul_backward_mixed_bf16", d, 1e-7, [x, w, dy, dx0, dw0] {
+        Tensor dx = dx0.clone(), dw = dw0.clone();
+        ops::matmul_backward_mixed_bf16(dy, x, w, &dx, &dw);
+        return std::vector<Tensor>{dx, dw};
+      });
+    }
+  }
+  {
+    Tensor x = rand_tensor({3, 37, 70}, seed++), w = rand_tensor({50, 70}, seed++);
+    add("matmul_mixed_bf16", "x [3,37,70]", 1e-7, [x, w] { return std::vector<Tensor>{ops::matmul_mixed_bf16(x, w)}; });
+  }
   // Element-wise and activations over odd and SIMD-friendly lengths.
   for (int64_t n : {1, 7, 64, 1000, 4099, 40000}) {
     Tensor a = rand_tensor({n}, seed++, -4, 4), b = rand_tensor({n}, seed++, -4, 4);
@@ -475,6 +496,11 @@ TEST(OpErrors, ShapeAndDtypeMistakesAreTypedErrors) {
   Tensor wq = harness::convert(rand_tensor({4, 32}, 3), DType::kQ8_0), dw;
   expect_error([&] { ops::matmul_backward(rand_tensor({2, 4}, 1), rand_tensor({2, 32}, 2), wq, nullptr, &dw); },
                "freeze it");
+  expect_error([&] { ops::matmul_mixed_bf16(harness::convert(x, DType::kF16), rand_tensor({4, 8}, 3)); },
+               "matmul_mixed_bf16: 'x' must be f32 or bf16, got");
+  expect_error([&] { ops::matmul_mixed_bf16(x, rand_tensor({4, 6}, 3)); }, "matmul_mixed_bf16: x [2, 8] must end in K = 6");
+  expect_error([&] { ops::matmul_backward_mixed_bf16(rand_tensor({2, 3}, 1), x, rand_tensor({4, 8}, 3), nullptr, &dw); },
+               "'dy' [2, 3] must end in N = 4");
 }
 
 // repack_r8 keeps every value: the lookup, the conversion to F32 and the product equal the base

@@ -46,6 +46,16 @@ Var matmul(const Var& x, const Var& w) {
   check_defined(x, "matmul", "x");
   check_defined(w, "matmul", "w");
   const DType cd = t_compute;
+  if (cd == DType::kBF16 && w.value().dtype() == DType::kF32) {
+    // Operands rounded to BF16 once here (x's copy is what the backward keeps: half the bytes), the
+    // products on the BF16 GEMM, which also rounds dy in the backward.
+    const Tensor xh = ops::to_half(x.value(), cd), wh = ops::to_half(w.value(), cd);
+    Var y = result(ops::matmul_mixed_bf16(xh, wh), {&x, &w});
+    on_backward(y, [x, w, xh, wh](const Tensor& dy) {
+      ops::matmul_backward_mixed_bf16(dy, xh, wh, slot(x), slot(w));
+    });
+    return y;
+  }
   if (cd != DType::kF32 && w.value().dtype() == DType::kF32) {
     const Tensor xh = ops::to_half(x.value(), cd), wh = ops::to_half(w.value(), cd);
     Var y = result(ops::matmul(ops::to_f32(xh), wh), {&x, &w});

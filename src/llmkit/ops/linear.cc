@@ -180,6 +180,65 @@ Tensor matmul_bf16(const Tensor& x_, const Tensor& w_) {
 }
 
 namespace {
+// A contiguous CPU tensor of F32 or BF16 (the operands of the mixed-precision products).
+Tensor f32_or_bf16_in(const Tensor& t, const char* op, const char* arg) {
+  LLMKIT_CHECK(t.defined(), kInvalidArgument, op, ": argument '", arg, "' is an undefined tensor");
+  LLMKIT_CHECK(t.device().kind == DeviceKind::kCPU, kUnsupported, op, ": '", arg, "' is on ", t.device().str(),
+               "; only CPU tensors are supported by these ops, move it with to(Device::cpu())");
+  LLMKIT_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16, kInvalidArgument, op, ": '", arg,
+               "' must be f32 or bf16, got ", t.str(), "; convert it with ops::to_f32 or ops::to_half");
+  return t.contiguous();
+}
+}  // namespace
+
+Tensor matmul_mixed_bf16(const Tensor& x_, const Tensor& w_) {
+  const Tensor x = f32_or_bf16_in(x_, "matmul_mixed_bf16", "x"), w = f32_or_bf16_in(w_, "matmul_mixed_bf16", "w");
+  LLMKIT_CHECK(w.rank() == 2, kInvalidArgument, "matmul_mixed_bf16: weight must be 2-D [N, K], got ", w.str());
+  const int64_t N = w.dim(0), K = w.dim(1);
+  LLMKIT_CHECK(x.rank() >= 1 && x.dim(-1) == K, kInvalidArgument, "matmul_mixed_bf16: x ", x.shape().str(),
+               " must end in K = ", K, " to multiply by w ", w.str(), " ([N, K]: weights are stored [out, in])");
+  Tensor y = Tensor::empty(with_last(x.shape(), N), DType::kF32);
+  if (y.numel() == 0) return y;
+  ref::GemmArgs g;
+  g.M = x.rows(), g.N = N, g.K = K;
+  g.a = x.raw(), g.at = x.dtype(), g.lda = K;
+  g.b = w.raw(), g.bt = w.dtype(), g.ldb = K;
+  g.c = y.data<float>(), g.ldc = N, g.bf16 = true;
+  active_table().gemm(g);
+  return y;
+}
+
+void matmul_backward_mixed_bf16(const Tensor& dy_, const Tensor& x_, const Tensor& w_, Tensor* dx, Tensor* dw) {
+  const char* op = "matmul_backward_mixed_bf16";
+  const Tensor w = f32_or_bf16_in(w_, op, "w");
+  LLMKIT_CHECK(w.rank() == 2, kInvalidArgument, op, ": weight must be 2-D [N, K], got ", w.str());
+  const int64_t N = w.dim(0), K = w.dim(1);
+  const Tensor dy = f32_in(dy_, op, "dy");
+  detail::last_dim(dy, N, op, "dy", "N");
+  const int64_t M = dy.rows();
+  const KernelTable& kt = active_table();
+  if (dx) {
+    ref::GemmArgs g;
+    g.M = M, g.N = K, g.K = N;
+    g.a = dy.data<float>(), g.lda = N;
+    g.b = w.raw(), g.bt = w.dtype(), g.ldb = K, g.b_kn = true;
+    g.c = grad_out(dx, with_last(dy.shape(), K), op, "dx"), g.ldc = K, g.accumulate = true, g.bf16 = true;
+    kt.gemm(g);
+  }
+  if (dw) {
+    const Tensor x = f32_or_bf16_in(x_, op, "x");
+    LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, op, ": x ", x.shape().str(), " does not match dy ",
+                 dy.shape().str(), " and w ", w.shape().str());
+    ref::GemmArgs g;
+    g.M = N, g.N = K, g.K = M;
+    g.a = dy.data<float>(), g.lda = N, g.a_t = true;
+    g.b = x.raw(), g.bt = x.dtype(), g.ldb = K, g.b_kn = true;
+    g.c = grad_out(dw, w.shape(), op, "dw"), g.ldc = K, g.accumulate = true, g.bf16 = true;
+    kt.gemm(g);
+  }
+}
+
+namespace {
 using Binary = void (*)(const float*, const float*, float*, int64_t);
 Tensor binary(const Tensor& a_, const Tensor& b_, Binary fn, const char* op) {
   Tensor a = f32_in(a_, op, "a"), b = f32_in(b_, op, "b");

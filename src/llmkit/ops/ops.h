@@ -66,6 +66,13 @@ void relayout_into(const Tensor& w, const Tensor& out, const std::function<void(
 bool r8_helps(const Tensor& w);
 // y[M, N] = x[M, K] . w[N, K]^T with BF16 x and w, F32 result.
 Tensor matmul_bf16(const Tensor& x, const Tensor& w);
+// BF16 mixed-precision matmul (the compute of `--precision bf16` training): x [..., K] and w [N, K],
+// each F32 or BF16, are rounded to BF16 (round to nearest even; exact for BF16 values), multiplied
+// exactly and summed in F32 (ref::GemmArgs::bf16: VDPBF16PS on AVX512_BF16 CPUs). y [..., N] F32.
+Tensor matmul_mixed_bf16(const Tensor& x, const Tensor& w);
+// Its backward with the same numerics (dy rounded to BF16 as well): dx [..., K] += dy . w and
+// dw [N, K] += dy^T . x, both F32, either may be null.
+void matmul_backward_mixed_bf16(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw);
 // Same-shape element-wise ops.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

@@ -21,13 +21,19 @@ namespace llmkit::cpu {
 // GEMV path; quantized types go to cpu::quant_matmul when it supports them, else their rows are
 // dequantized tile by tile with ref::dequantize_row and run through the same F32 kernels.
 void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t N, int64_t K);
-// BF16 x and w (raw bits), F32 accumulation: x is widened once into thread-local scratch (exact),
-// then the BF16-weight matmul runs; every product of two BF16 values is exact in F32.
+// BF16 x and w (raw bits), F32 accumulation: gemm_bf16 where available, else x is widened once
+// into thread-local scratch (exact) and the BF16-weight matmul runs; every product of two BF16
+// values is exact in F32.
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
 
 // ref::gemm's contract (F32/F16/BF16 B) on the packed GEMM of matmul: B panels are packed from
 // either layout, a transposed A is packed a register tile at a time; parallel over N (or M).
+// bf16 = true runs gemm_bf16 where available, else rounds the operands into F32 copies first.
 void gemm(const ref::GemmArgs& g);
+// The bf16 = true GEMM on AVX512_BF16 (VDPBF16PS), in gemm_bf16.cc: F32 or BF16 A and B, any layout
+// of ref::GemmArgs. Available when the CPU has AVX512_BF16 and set_cpu_target allows AVX3_DL.
+bool gemm_bf16_available();
+void gemm_bf16(const ref::GemmArgs& g);
 
 void add(const float* a, const float* b, float* y, int64_t n);
 void mul(const float* a, const float* b, float* y, int64_t n);

@@ -328,7 +328,7 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
       for (int64_t kb = 0; kb < g.K; kb += kKC) {
         const int64_t kc = std::min(kKC, g.K - kb);
         pack_b(nb, nn, kb, kc);
-        GemmExPanelLoop(g, g.a + m0 * g.lda + kb, g.lda, m0, m1, nb, nn, kb, kc, pw);
+        GemmExPanelLoop(g, static_cast<const float*>(g.a) + m0 * g.lda + kb, g.lda, m0, m1, nb, nn, kb, kc, pw);
       }
     }
     return;
@@ -341,7 +341,7 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
     for (int64_t kb = 0; kb < g.K; kb += kKC) {
       const int64_t kc = std::min(kKC, g.K - kb);
       // apack[m * kc + k] = A(mc0 + m, kb + k) = a[(kb + k) * lda + mc0 + m]
-      for (int64_t k = 0; k < kc; ++k) rows[k] = g.a + (kb + k) * g.lda + mc0;
+      for (int64_t k = 0; k < kc; ++k) rows[k] = static_cast<const float*>(g.a) + (kb + k) * g.lda + mc0;
       if (kc % 8 == 0) {
         TransposeRows(rows, kc, mc1 - mc0, apack);
       } else {
@@ -604,12 +604,61 @@ void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
 }
 
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K) {
+  if (M >= 8 && gemm_bf16_available()) {  // (decode-sized M keeps the GEMV path)
+    ref::GemmArgs g;
+    g.M = M, g.N = N, g.K = K;
+    g.a = x, g.at = DType::kBF16, g.lda = K;
+    g.b = w, g.bt = DType::kBF16, g.ldb = K;
+    g.c = y, g.ldc = N, g.bf16 = true;
+    gemm_bf16(g);
+    return;
+  }
   HWY_DYNAMIC_DISPATCH(MatmulBF16)(x, w, y, M, N, K);
 }
+
+namespace {
+// A stored operand (rows x cols, row stride ld) of dtype t as F32, rounded to BF16 when `round`.
+std::vector<float> widened(const void* p, DType t, int64_t rows, int64_t cols, int64_t ld, bool round) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t i = r * ld + c;
+      float v = t == DType::kF32    ? static_cast<const float*>(p)[i]
+                : t == DType::kBF16 ? bf16_to_f32(static_cast<const uint16_t*>(p)[i])
+                                    : f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+      if (round) v = bf16_to_f32(f32_to_bf16(v));
+      out[static_cast<size_t>(r * cols + c)] = v;
+    }
+  }
+  return out;
+}
+}  // namespace
 
 void gemm(const ref::GemmArgs& g) {
   LLMKIT_ASSERT(g.bt == DType::kF32 || g.bt == DType::kF16 || g.bt == DType::kBF16, "cpu::gemm: B of dtype ",
                 dtype_name(g.bt), " (F32, F16 or BF16 only)");
+  LLMKIT_ASSERT(g.at == DType::kF32 || g.at == DType::kBF16, "cpu::gemm: A of dtype ", dtype_name(g.at),
+                " (F32 or BF16 only)");
+  LLMKIT_ASSERT(!(g.bf16 && g.bt == DType::kF16), "cpu::gemm: BF16 compute with an F16 B");
+  if (g.bf16 && gemm_bf16_available()) {
+    gemm_bf16(g);
+    return;
+  }
+  if ((g.bf16 || g.at != DType::kF32) && g.M > 0 && g.N > 0 && g.K > 0) {
+    // No BF16 dot product here (or a BF16 A): the same values through the F32 GEMM, from copies.
+    ref::GemmArgs f = g;
+    const int64_t a_rows = g.a_t ? g.K : g.M, a_cols = g.a_t ? g.M : g.K;
+    const std::vector<float> a = widened(g.a, g.at, a_rows, a_cols, g.lda, g.bf16);
+    f.a = a.data(), f.at = DType::kF32, f.lda = a_cols, f.bf16 = false;
+    std::vector<float> b;
+    if (g.bf16 && g.bt == DType::kF32) {
+      const int64_t b_rows = g.b_kn ? g.K : g.N, b_cols = g.b_kn ? g.N : g.K;
+      b = widened(g.b, g.bt, b_rows, b_cols, g.ldb, true);
+      f.b = b.data(), f.ldb = b_cols;
+    }
+    HWY_DYNAMIC_DISPATCH(GemmEx)(f);
+    return;
+  }
   HWY_DYNAMIC_DISPATCH(GemmEx)(g);
 }
 

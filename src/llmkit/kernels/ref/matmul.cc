@@ -47,18 +47,21 @@ void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int6
 }
 
 void gemm(const GemmArgs& g) {
-  auto b_at = [&](int64_t k, int64_t n) {
-    const int64_t i = g.b_kn ? k * g.ldb + n : n * g.ldb + k;
-    switch (g.bt) {
-      case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(g.b)[i]);
-      case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(g.b)[i]);
-      default: return static_cast<const float*>(g.b)[i];
+  auto value = [&](const void* p, DType t, int64_t i) {
+    float v;
+    switch (t) {
+      case DType::kF16: v = f16_to_f32(static_cast<const uint16_t*>(p)[i]); break;
+      case DType::kBF16: v = bf16_to_f32(static_cast<const uint16_t*>(p)[i]); break;
+      default: v = static_cast<const float*>(p)[i]; break;
     }
+    return g.bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
   };
   for (int64_t m = 0; m < g.M; ++m) {
     for (int64_t n = 0; n < g.N; ++n) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < g.K; ++k) acc += (g.a_t ? g.a[k * g.lda + m] : g.a[m * g.lda + k]) * b_at(k, n);
+      for (int64_t k = 0; k < g.K; ++k)
+        acc += value(g.a, g.at, g.a_t ? k * g.lda + m : m * g.lda + k) *
+               value(g.b, g.bt, g.b_kn ? k * g.ldb + n : n * g.ldb + k);
       float& c = g.c[m * g.ldc + n];
       c = g.accumulate ? c + acc : acc;
     }

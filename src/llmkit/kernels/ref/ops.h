@@ -29,13 +29,18 @@ void matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
 void matmul_bf16(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K);
 // General product C[M,N] (+)= op(A)[M,K] . op(B)[K,N] over strided row-major operands: the kernel of
 // the backward products (dx = dy . w, dw = dy^T . x), which then need no transposed copies.
-//   A: F32, [M,K] with row stride lda, or (a_t) stored [K,M] with row stride lda.
+//   A: F32 or BF16 (at), [M,K] with row stride lda, or (a_t) stored [K,M] with row stride lda.
 //   B: F32, F16 or BF16, stored [N,K] with row stride ldb (the weight layout of matmul), or (b_kn)
 //      stored [K,N] with row stride ldb.
 //   C: F32 [M,N] with row stride ldc; accumulate adds the product to C, else C is overwritten.
+//   bf16: BF16 mixed-precision compute. Both operands are rounded to BF16 (round to nearest even; a
+//      no-op for BF16 operands), their products are exact in F32 and summed in F32. Without it, an
+//      A or B of F16/BF16 is widened exactly and everything runs in F32. (F16 B with bf16 compute is
+//      an error: rounding it would lose bits silently.)
 struct GemmArgs {
   int64_t M = 0, N = 0, K = 0;
-  const float* a = nullptr;
+  const void* a = nullptr;
+  DType at = DType::kF32;
   int64_t lda = 0;
   bool a_t = false;
   const void* b = nullptr;
@@ -45,6 +50,7 @@ struct GemmArgs {
   float* c = nullptr;
   int64_t ldc = 0;
   bool accumulate = false;
+  bool bf16 = false;
 };
 // Sum over k in ascending order, in float, per output element.
 void gemm(const GemmArgs& g);
