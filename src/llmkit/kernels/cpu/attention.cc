@@ -21,6 +21,7 @@
 // are computed with it, so a prompt's last row equals the same token decoded alone, bit for bit.
 // (Decode once used dot products along head_dim instead of the transpose; the different rounding
 // was enough to flip 8-bit activation levels downstream: |dlogit| up to 0.7 on SmolLM2.)
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -298,24 +299,159 @@ void Attention(const ref::AttentionParams& p, const float* q, const float* k, co
 // ---- backward ------------------------------------------------------------------------------------
 // ref::attention_backward's contract with the saved log-sum-exp (lse required): per kv head its
 // visible keys and values are transposed once into kt/vt [head_dim][keys], shared by the group's
-// query heads. Per query row i and head, over vectors of L keys (4 vectors per pass, 8 independent
+// query heads. Query rows go R = 4 at a time (one head), so every key and value vector loaded serves
+// 4 rows. Per block of rows, over vectors of L keys (2 vectors per pass: 4 rows x 2 x (s, dp) = 16
 // FMA chains):
 //   s = (scale q_i).k_j (+ ALiBi),  p = e^(s - lse_i),  dp = dout_i.v_j,  ds = scale p (dp - D_i)
-// with D_i = dout_i.o_i, masked to 0 outside the row's visible keys; then
-//   dq_i += sum_j ds_j k_j            (vectors along head_dim, 4 keys per step)
-//   dk_j += ds_j q_i, dv_j += p_j dout_i   (into per-item [keys][head_dim] accumulators, added to
-//                                          dk/dv once at the end)
+// with D_i = dout_i.o_i, masked to 0 outside each row's visible keys (a row that sees no key gets
+// p = ds = 0); then
+//   dq_i += sum_j ds_ij k_j                  (4 rows' accumulators per vector of head_dim)
+//   dk_j += sum_i ds_ij q_i, dv_j += sum_i p_ij dout_i   (into per-item [keys][head_dim]
+//                                          accumulators, loaded and stored once per key for 4 rows,
+//                                          added to dk/dv once at the end)
 // Summation order differs from the reference; results agree to float rounding (op harness).
-void AttentionBackward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,
-                       const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+template <int R>
+void BackwardBlock(const ref::AttentionParams& p, const float* q, const float* ks, const float* kt, const float* vt,
+                   int64_t ld, int64_t k_lo, int64_t kv_stride, const float* o, const float* lse, const float* dout,
+                   float* dq, float* dkl, float* dvl, int64_t s, int64_t h, int64_t i0, float* pb, float* dsb,
+                   float* qsc) {
   const DF d;
   const hn::RebindToSigned<DF> di;
   using VI = hn::Vec<decltype(di)>;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t hd = p.head_dim, hdv = hd / L * L;
+  const float slope = p.alibi ? p.alibi[h] : 0.0f;
+  Range rg[R];
+  const float* qi[R];
+  const float* doi[R];
+  float* pr[R];
+  float* dsr[R];
+  float* qs[R];
+  float row_lse[R], D[R];
+  int64_t jlo = std::numeric_limits<int64_t>::max(), jhi = std::numeric_limits<int64_t>::min();
+  for (int r = 0; r < R; ++r) {
+    rg[r] = visible(p, s, i0 + r);
+    const int64_t qo = ((s * p.n_q + i0 + r) * p.n_heads + h) * hd;
+    qi[r] = q + qo;
+    doi[r] = dout + qo;
+    pr[r] = pb + r * ld;
+    dsr[r] = dsb + r * ld;
+    qs[r] = qsc + r * hd;
+    row_lse[r] = lse[(s * p.n_heads + h) * p.n_q + i0 + r];
+    D[r] = 0.0f;
+    for (int64_t c = 0; c < hd; ++c) D[r] += doi[r][c] * o[qo + c];
+    for (int64_t c = 0; c < hd; ++c) qs[r][c] = qi[r][c] * p.scale;
+    if (rg[r].hi > rg[r].lo) {
+      jlo = std::min(jlo, rg[r].lo);
+      jhi = std::max(jhi, rg[r].hi);
+    }
+  }
+  if (jhi <= jlo) return;  // no row sees a key: every output was a constant 0
+  // Vectors of keys start on the item's grid (k_lo + multiples of L) so loads stay in kt.
+  const int64_t a0 = jlo - (jlo - k_lo) % L;
+  const VF vscale = hn::Set(d, p.scale);
+  auto finish = [&](int r, int64_t jv, VF sv, VF dpv) {
+    const VI jl = hn::Iota(di, static_cast<int32_t>(jv));
+    if (slope != 0.0f)
+      sv = hn::MulAdd(hn::Set(d, slope), hn::ConvertTo(d, hn::Sub(jl, hn::Set(di, static_cast<int32_t>(rg[r].pos)))), sv);
+    const auto in = hn::RebindMask(d, hn::And(hn::Lt(hn::Set(di, static_cast<int32_t>(rg[r].lo - 1)), jl),
+                                              hn::Lt(jl, hn::Set(di, static_cast<int32_t>(rg[r].hi)))));
+    const VF pv = hn::IfThenElseZero(in, hn::Exp(d, hn::Sub(sv, hn::Set(d, row_lse[r]))));
+    hn::Store(pv, d, pr[r] + (jv - k_lo));
+    hn::Store(hn::IfThenElseZero(in, hn::Mul(hn::Mul(pv, hn::Sub(dpv, hn::Set(d, D[r]))), vscale)), d,
+              dsr[r] + (jv - k_lo));
+  };
+  // p and ds for keys [a0, jhi), two vectors of keys per pass (kt/vt are zero-padded by 4 vectors).
+  for (int64_t jv = a0; jv < jhi; jv += 2 * L) {
+    VF s0[R], s1[R], p0[R], p1[R];
+    for (int r = 0; r < R; ++r) s0[r] = s1[r] = p0[r] = p1[r] = hn::Zero(d);
+    const float* kc = kt + (jv - k_lo);
+    const float* vc = vt + (jv - k_lo);
+    for (int64_t c = 0; c < hd; ++c, kc += ld, vc += ld) {
+      const VF k0 = hn::Load(d, kc), k1 = hn::Load(d, kc + L), v0 = hn::Load(d, vc), v1 = hn::Load(d, vc + L);
+      for (int r = 0; r < R; ++r) {
+        const VF qv = hn::Set(d, qs[r][c]), dv_ = hn::Set(d, doi[r][c]);
+        s0[r] = hn::MulAdd(qv, k0, s0[r]);
+        s1[r] = hn::MulAdd(qv, k1, s1[r]);
+        p0[r] = hn::MulAdd(dv_, v0, p0[r]);
+        p1[r] = hn::MulAdd(dv_, v1, p1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      finish(r, jv, s0[r], p0[r]);
+      finish(r, jv + L, s1[r], p1[r]);
+    }
+  }
+  // dq: 4 vectors of head_dim at a time, R rows' accumulators each.
+  if (dq) {
+    for (int64_t c0 = 0; c0 < hdv; c0 += 4 * L) {
+      const int64_t nv = std::min<int64_t>(4, (hdv - c0) / L);
+      VF acc[R][4];
+      for (int r = 0; r < R; ++r)
+        for (int u = 0; u < 4; ++u) acc[r][u] = hn::Zero(d);
+      for (int64_t j = jlo; j < jhi; ++j) {
+        const float* kj = ks + j * kv_stride + c0;
+        VF kv[4];
+        for (int u = 0; u < 4; ++u) kv[u] = u < nv ? hn::LoadU(d, kj + u * L) : hn::Zero(d);
+        for (int r = 0; r < R; ++r) {
+          const VF w = hn::Set(d, dsr[r][j - k_lo]);
+          for (int u = 0; u < 4; ++u) acc[r][u] = hn::MulAdd(w, kv[u], acc[r][u]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        float* dqi = dq + ((s * p.n_q + i0 + r) * p.n_heads + h) * hd + c0;
+        for (int u = 0; u < nv; ++u) hn::StoreU(hn::Add(hn::LoadU(d, dqi + u * L), acc[r][u]), d, dqi + u * L);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float* dqi = dq + ((s * p.n_q + i0 + r) * p.n_heads + h) * hd;
+      for (int64_t c = hdv; c < hd; ++c) {
+        float a = 0.0f;
+        for (int64_t j = jlo; j < jhi; ++j) a += dsr[r][j - k_lo] * ks[j * kv_stride + c];
+        dqi[c] += a;
+      }
+    }
+  }
+  // dk, dv: per vector of head_dim, the R rows' q and dout stay in registers over the keys.
+  for (int64_t c = 0; c < hdv; c += L) {
+    VF qv[R], dov[R];
+    for (int r = 0; r < R; ++r) {
+      qv[r] = hn::LoadU(d, qi[r] + c);
+      dov[r] = hn::LoadU(d, doi[r] + c);
+    }
+    for (int64_t j = jlo; j < jhi; ++j) {
+      float* dkr = dkl + (j - k_lo) * hd + c;
+      float* dvr = dvl + (j - k_lo) * hd + c;
+      VF ak = hn::LoadU(d, dkr), av = hn::LoadU(d, dvr);
+      for (int r = 0; r < R; ++r) {
+        av = hn::MulAdd(hn::Set(d, pr[r][j - k_lo]), dov[r], av);
+        ak = hn::MulAdd(hn::Set(d, dsr[r][j - k_lo]), qv[r], ak);
+      }
+      hn::StoreU(ak, d, dkr);
+      hn::StoreU(av, d, dvr);
+    }
+  }
+  for (int64_t j = jlo; j < jhi; ++j) {
+    for (int64_t c = hdv; c < hd; ++c) {
+      float ak = 0.0f, av = 0.0f;
+      for (int r = 0; r < R; ++r) {
+        av += pr[r][j - k_lo] * doi[r][c];
+        ak += dsr[r][j - k_lo] * qi[r][c];
+      }
+      dvl[(j - k_lo) * hd + c] += av;
+      dkl[(j - k_lo) * hd + c] += ak;
+    }
+  }
+}
+
+void AttentionBackward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,
+                       const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int64_t hd = p.head_dim, group = p.n_heads / p.n_kv_heads, kv_stride = p.n_kv_heads * hd;
   const int64_t h_begin = p.head_begin, h_end = p.head_end ? p.head_end : p.n_heads;
-  const int64_t hdv = hd / L * L;  // head_dim columns handled by whole vectors; the rest scalar
   if (h_end <= h_begin || p.n_q <= 0) return;
+  constexpr int kR = 4;
   for (int64_t s = 0; s < p.n_seqs; ++s) {
     const Range first = visible(p, s, 0), last = visible(p, s, p.n_q - 1);
     const int64_t k_lo = first.lo, k_hi = last.hi > first.hi ? last.hi : first.hi;
@@ -337,105 +473,20 @@ void AttentionBackward(const ref::AttentionParams& p, const float* q, const floa
       float* dkl = t_dk.get(static_cast<size_t>(nk * hd));
       float* dvl = t_dv.get(static_cast<size_t>(nk * hd));
       for (int64_t x = 0; x < nk * hd; ++x) dkl[x] = dvl[x] = 0.0f;
-      float* pb = t_p.get(static_cast<size_t>(ld));
-      float* dsb = t_ds.get(static_cast<size_t>(ld));
-      float* qsc = t_q.get(static_cast<size_t>(hd));
+      float* pb = t_p.get(static_cast<size_t>(kR * ld));
+      float* dsb = t_ds.get(static_cast<size_t>(kR * ld));
+      float* qsc = t_q.get(static_cast<size_t>(kR * hd));
       const int64_t hb = kvh * group > h_begin ? kvh * group : h_begin;
       const int64_t he = (kvh + 1) * group < h_end ? (kvh + 1) * group : h_end;
       for (int64_t h = hb; h < he; ++h) {
-        const float slope = p.alibi ? p.alibi[h] : 0.0f;
-        for (int64_t i = 0; i < p.n_q; ++i) {
-          const Range rg = visible(p, s, i);
-          if (rg.hi <= rg.lo) continue;  // no visible key: the output was a constant 0
-          const int64_t qo = ((s * p.n_q + i) * p.n_heads + h) * hd;
-          const float* qi = q + qo;
-          const float* doi = dout + qo;
-          const float row_lse = lse[(s * p.n_heads + h) * p.n_q + i];
-          float D = 0.0f;
-          for (int64_t c = 0; c < hd; ++c) D += doi[c] * o[qo + c];
-          for (int64_t c = 0; c < hd; ++c) qsc[c] = qi[c] * p.scale;
-          // Vectors of keys start on the item's grid (k_lo + multiples of L) so loads stay in kt.
-          const int64_t a0 = rg.lo - (rg.lo - k_lo) % L;
-          const VF vlse = hn::Set(d, row_lse), vD = hn::Set(d, D), vscale = hn::Set(d, p.scale);
-          const VI vlo1 = hn::Set(di, static_cast<int32_t>(rg.lo - 1)), vhi = hn::Set(di, static_cast<int32_t>(rg.hi));
-          auto finish = [&](int64_t jv, VF sv, VF dpv) {
-            const VI jl = hn::Iota(di, static_cast<int32_t>(jv));
-            if (slope != 0.0f)
-              sv = hn::MulAdd(hn::Set(d, slope), hn::ConvertTo(d, hn::Sub(jl, hn::Set(di, static_cast<int32_t>(rg.pos)))), sv);
-            const auto in = hn::RebindMask(d, hn::And(hn::Lt(vlo1, jl), hn::Lt(jl, vhi)));
-            const VF pv = hn::IfThenElseZero(in, hn::Exp(d, hn::Sub(sv, vlse)));
-            hn::Store(pv, d, pb + (jv - k_lo));
-            hn::Store(hn::Mul(hn::Mul(pv, hn::Sub(dpv, vD)), vscale), d, dsb + (jv - k_lo));
-          };
-          int64_t jv = a0;
-          for (; jv + 4 * L <= rg.hi + L - 1 && jv + 4 * L <= k_lo + ld; jv += 4 * L) {
-            VF s0 = hn::Zero(d), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
-            const float* kc = kt + (jv - k_lo);
-            const float* vc = vt + (jv - k_lo);
-            for (int64_t c = 0; c < hd; ++c, kc += ld, vc += ld) {
-              const VF qv = hn::Set(d, qsc[c]), dv_ = hn::Set(d, doi[c]);
-              s0 = hn::MulAdd(qv, hn::Load(d, kc), s0);
-              s1 = hn::MulAdd(qv, hn::Load(d, kc + L), s1);
-              s2 = hn::MulAdd(qv, hn::Load(d, kc + 2 * L), s2);
-              s3 = hn::MulAdd(qv, hn::Load(d, kc + 3 * L), s3);
-              p0 = hn::MulAdd(dv_, hn::Load(d, vc), p0);
-              p1 = hn::MulAdd(dv_, hn::Load(d, vc + L), p1);
-              p2 = hn::MulAdd(dv_, hn::Load(d, vc + 2 * L), p2);
-              p3 = hn::MulAdd(dv_, hn::Load(d, vc + 3 * L), p3);
-            }
-            finish(jv, s0, p0);
-            finish(jv + L, s1, p1);
-            finish(jv + 2 * L, s2, p2);
-            finish(jv + 3 * L, s3, p3);
-          }
-          for (; jv < rg.hi; jv += L) {
-            VF s0 = hn::Zero(d), p0 = s0;
-            const float* kc = kt + (jv - k_lo);
-            const float* vc = vt + (jv - k_lo);
-            for (int64_t c = 0; c < hd; ++c, kc += ld, vc += ld) {
-              s0 = hn::MulAdd(hn::Set(d, qsc[c]), hn::Load(d, kc), s0);
-              p0 = hn::MulAdd(hn::Set(d, doi[c]), hn::Load(d, vc), p0);
-            }
-            finish(jv, s0, p0);
-          }
-          if (dq) {
-            float* dqi = dq + qo;
-            for (int64_t c = 0; c < hdv; c += L) {
-              VF a0v = hn::Zero(d), a1v = a0v, a2v = a0v, a3v = a0v;
-              int64_t j = rg.lo;
-              for (; j + 4 <= rg.hi; j += 4) {
-                const float* kj = ks + j * kv_stride + c;
-                const float* ds = dsb + (j - k_lo);
-                a0v = hn::MulAdd(hn::Set(d, ds[0]), hn::LoadU(d, kj), a0v);
-                a1v = hn::MulAdd(hn::Set(d, ds[1]), hn::LoadU(d, kj + kv_stride), a1v);
-                a2v = hn::MulAdd(hn::Set(d, ds[2]), hn::LoadU(d, kj + 2 * kv_stride), a2v);
-                a3v = hn::MulAdd(hn::Set(d, ds[3]), hn::LoadU(d, kj + 3 * kv_stride), a3v);
-              }
-              for (; j < rg.hi; ++j)
-                a0v = hn::MulAdd(hn::Set(d, dsb[j - k_lo]), hn::LoadU(d, ks + j * kv_stride + c), a0v);
-              const VF sum = hn::Add(hn::Add(a0v, a1v), hn::Add(a2v, a3v));
-              hn::StoreU(hn::Add(hn::LoadU(d, dqi + c), sum), d, dqi + c);
-            }
-            for (int64_t c = hdv; c < hd; ++c) {
-              float a = 0.0f;
-              for (int64_t j = rg.lo; j < rg.hi; ++j) a += dsb[j - k_lo] * ks[j * kv_stride + c];
-              dqi[c] += a;
-            }
-          }
-          for (int64_t j = rg.lo; j < rg.hi; ++j) {
-            const float pj = pb[j - k_lo], dsj = dsb[j - k_lo];
-            float* dkr = dkl + (j - k_lo) * hd;
-            float* dvr = dvl + (j - k_lo) * hd;
-            const VF vp = hn::Set(d, pj), vds = hn::Set(d, dsj);
-            for (int64_t c = 0; c < hdv; c += L) {
-              hn::StoreU(hn::MulAdd(vp, hn::LoadU(d, doi + c), hn::LoadU(d, dvr + c)), d, dvr + c);
-              hn::StoreU(hn::MulAdd(vds, hn::LoadU(d, qi + c), hn::LoadU(d, dkr + c)), d, dkr + c);
-            }
-            for (int64_t c = hdv; c < hd; ++c) {
-              dvr[c] += pj * doi[c];
-              dkr[c] += dsj * qi[c];
-            }
-          }
+        int64_t i = 0;
+        for (; i + kR <= p.n_q; i += kR)
+          BackwardBlock<kR>(p, q, ks, kt, vt, ld, k_lo, kv_stride, o, lse, dout, dq, dkl, dvl, s, h, i, pb, dsb, qsc);
+        switch (p.n_q - i) {
+          case 3: BackwardBlock<3>(p, q, ks, kt, vt, ld, k_lo, kv_stride, o, lse, dout, dq, dkl, dvl, s, h, i, pb, dsb, qsc); break;
+          case 2: BackwardBlock<2>(p, q, ks, kt, vt, ld, k_lo, kv_stride, o, lse, dout, dq, dkl, dvl, s, h, i, pb, dsb, qsc); break;
+          case 1: BackwardBlock<1>(p, q, ks, kt, vt, ld, k_lo, kv_stride, o, lse, dout, dq, dkl, dvl, s, h, i, pb, dsb, qsc); break;
+          default: break;
         }
       }
       for (int64_t j = 0; j < nk; ++j) {

@@ -59,9 +59,6 @@ static_assert(kKC % 32 == 0 && kMC % kMR == 0 && kNC % kNR == 0, "block sizes");
 inline __mmask16 Mask16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
 }
-inline __mmask8 Mask8(int64_t n) {
-  return n >= 8 ? static_cast<__mmask8>(0xFF) : n <= 0 ? 0 : static_cast<__mmask8>((1u << n) - 1);
-}
 
 // n (<= 16) consecutive values of p (F32 or BF16) as 16 BF16 (zero past n).
 inline __m256i Load16(const void* p, bool f32, int64_t n) {
@@ -71,15 +68,6 @@ inline __m256i Load16(const void* p, bool f32, int64_t n) {
   }
   return _mm256_maskz_loadu_epi16(Mask16(n), p);
 }
-// n (<= 8) consecutive values as 8 BF16 (zero past n).
-inline __m128i Load8(const void* p, bool f32, int64_t n) {
-  if (f32) {
-    const __m256 v = _mm256_maskz_loadu_ps(Mask8(n), p);
-    return reinterpret_cast<__m128i>(_mm256_cvtneps_pbh(v));
-  }
-  return _mm_maskz_loadu_epi16(Mask8(n), p);
-}
-
 inline const char* At(const void* base, bool f32, int64_t i) {
   return static_cast<const char*>(base) + i * (f32 ? 4 : 2);
 }
@@ -99,19 +87,27 @@ void PackARows(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t kb, int64
 }
 
 // Transposed A (stored [K, M]): tiles of kMR rows from m0, each [pair][kMR] u32 (kpn pairs), tile t at
-// out + t * kpn * kMR; rows past m1 are zero.
+// out + t * kpn * kMR; rows past m1 are zero. Each pass covers 64 columns (8 tiles, 4 cache lines of
+// an F32 row): per pair, 16 columns of stored rows k and k + 1 are rounded, interleaved and split
+// into two tiles.
 void PackATransposed(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t kb, int64_t kc, uint32_t* out) {
   const bool f32 = g.at == DType::kF32;
-  const int64_t kpn = (kc + 1) / 2;
-  for (int64_t mt = m0, t = 0; mt < m1; mt += kMR, ++t) {
-    const int64_t cnt = m1 - mt;
-    uint32_t* dst = out + t * kpn * kMR;
+  const int64_t kpn = (kc + 1) / 2, n_tiles = (m1 - m0 + kMR - 1) / kMR;
+  for (int64_t t0 = 0; t0 < n_tiles; t0 += 8) {
     for (int64_t p = 0; p < kpn; ++p) {
       const int64_t k0 = kb + 2 * p;
-      const __m128i r0 = Load8(At(g.a, f32, k0 * g.lda + mt), f32, cnt);
-      const __m128i r1 = 2 * p + 1 < kc ? Load8(At(g.a, f32, (k0 + 1) * g.lda + mt), f32, cnt) : _mm_setzero_si128();
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + p * kMR), _mm_unpacklo_epi16(r0, r1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + p * kMR + 4), _mm_unpackhi_epi16(r0, r1));
+      const bool has1 = 2 * p + 1 < kc;
+      for (int64_t t = t0; t < t0 + 8 && t < n_tiles; t += 2) {
+        const int64_t mt = m0 + t * kMR, cnt = m1 - mt;
+        const __m256i r0 = Load16(At(g.a, f32, k0 * g.lda + mt), f32, cnt);
+        const __m256i r1 = has1 ? Load16(At(g.a, f32, (k0 + 1) * g.lda + mt), f32, cnt) : _mm256_setzero_si256();
+        const __m256i lo = _mm256_unpacklo_epi16(r0, r1), hi = _mm256_unpackhi_epi16(r0, r1);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * kpn * kMR + p * kMR),
+                            _mm256_permute2x128_si256(lo, hi, 0x20));
+        if (t + 1 < n_tiles)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (t + 1) * kpn * kMR + p * kMR),
+                              _mm256_permute2x128_si256(lo, hi, 0x31));
+      }
     }
   }
 }
