@@ -270,6 +270,28 @@ TEST_P(CpuKernels, GemmBf16EveryLayout) {
   ThreadPool::set_global_threads(2);
 }
 
+// AdamW: the SIMD update gives the reference's bits (same operations, same order, no FMA), over
+// lengths with vector tails, with and without weight decay, at a first and a late step.
+TEST_P(CpuKernels, AdamWGivesTheReferenceBits) {
+  for (int64_t n : {1, 15, 16, 17, 1000, 4099}) {
+    for (int step : {1, 50}) {
+      ref::AdamWStep a;
+      a.keep = step == 1 ? 1.0f : 1.0f - 1e-3f * 0.1f;
+      a.step_size = static_cast<float>(1e-3 / (1.0 - std::pow(0.9, step)));
+      a.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(0.999, step)));
+      auto p = rand_vec(n, 31), g = rand_vec(n, 32, -0.01f, 0.01f), m = rand_vec(n, 33, -0.001f, 0.001f);
+      auto v = rand_vec(n, 34, 0.0f, 1e-4f);
+      auto p2 = p, m2 = m, v2 = v;
+      cpu_table().adamw(a, p.data(), g.data(), m.data(), v.data(), n);
+      ref_table().adamw(a, p2.data(), g.data(), m2.data(), v2.data(), n);
+      EXPECT_EQ(std::memcmp(p.data(), p2.data(), sizeof(float) * static_cast<size_t>(n)), 0) << "n=" << n;
+      EXPECT_EQ(std::memcmp(m.data(), m2.data(), sizeof(float) * static_cast<size_t>(n)), 0) << "n=" << n;
+      EXPECT_EQ(std::memcmp(v.data(), v2.data(), sizeof(float) * static_cast<size_t>(n)), 0) << "n=" << n;
+      EXPECT_NE(std::memcmp(p.data(), rand_vec(n, 31).data(), sizeof(float) * static_cast<size_t>(n)), 0);
+    }
+  }
+}
+
 TEST_P(CpuKernels, MatmulBF16) {
   for (const Shape& s : kShapes) {
     auto xf = rand_vec(s.M * s.K, 3), wf = rand_vec(s.N * s.K, 4);

@@ -9,6 +9,7 @@
 
 #include "llmkit/base/check.h"
 #include "llmkit/base/thread_pool.h"
+#include "llmkit/ops/ops.h"
 
 namespace llmkit::ag {
 namespace {
@@ -120,28 +121,20 @@ void ParamStore::step_adamw(const AdamWConfig& cfg) {
   ++step_;
   const double bc1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(step_));
-  const float step_size = static_cast<float>(cfg.lr / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float b1 = cfg.beta1, b2 = cfg.beta2, eps = cfg.eps;
+  ref::AdamWStep a;
+  a.step_size = static_cast<float>(cfg.lr / bc1);
+  a.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  a.b1 = cfg.beta1, a.b2 = cfg.beta2, a.eps = cfg.eps;
   float* p = params_.data<float>();
   const float* g = grads_.data<float>();
   float* m = m_.data<float>();
   float* v = v_.data<float>();
+  const auto update = ops::active_table().adamw;  // SIMD on kCpu, the same bits as the reference
   for (const Entry& e : entries_) {
     if (!e.trainable || !e.var.requires_grad()) continue;
-    const float keep = static_cast<float>(1.0 - cfg.lr * (e.decay ? cfg.weight_decay : 0.0f));
+    a.keep = static_cast<float>(1.0 - cfg.lr * (e.decay ? cfg.weight_decay : 0.0f));
     ThreadPool::global().parallel_for(e.numel, kNormChunk, [&](int64_t i0, int64_t i1) {
-      float* __restrict__ pp = p + e.offset;
-      const float* __restrict__ gg = g + e.offset;
-      float* __restrict__ mm = m + e.offset;
-      float* __restrict__ vv = v + e.offset;
-      for (int64_t i = i0; i < i1; ++i) {
-        const float gi = gg[i];
-        mm[i] = mm[i] + (1.0f - b1) * (gi - mm[i]);  // torch lerp_ (weight < 0.5)
-        vv[i] = vv[i] * b2 + (1.0f - b2) * gi * gi;
-        const float denom = std::sqrt(vv[i]) / bc2_sqrt + eps;
-        pp[i] = pp[i] * keep + -step_size * (mm[i] / denom);
-      }
+      update(a, p + e.offset + i0, g + e.offset + i0, m + e.offset + i0, v + e.offset + i0, i1 - i0);
     });
   }
 }

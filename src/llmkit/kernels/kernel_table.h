@@ -17,6 +17,7 @@
 
 namespace llmkit {
 namespace ref {
+struct AdamWStep;             // kernels/ref/ops.h
 struct AttentionParams;       // kernels/ref/ops.h
 struct GemmArgs;              // kernels/ref/ops.h
 struct PagedAttentionParams;  // kernels/ref/ops.h
@@ -43,6 +44,9 @@ struct KernelTable {
   // dgate += dy up silu'(gate), dup += dy silu(gate) (either may be null).
   void (*swiglu_backward)(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
                           int64_t n) = nullptr;
+  // AdamW update of n parameters (ref::adamw's contract, kernels/ref/ops.h); single-threaded, the
+  // caller splits the parameters. The CPU kernel gives the reference's bits.
+  void (*adamw)(const ref::AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n) = nullptr;
   // Cross-entropy row pieces (ref::logsumexp_rows / ref::xent_grad_rows); single-threaded, the ops
   // layer splits rows.
   void (*logsumexp_rows)(const float* x, int64_t rows, int64_t d, double* lse) = nullptr;

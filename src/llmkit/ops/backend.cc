@@ -32,6 +32,7 @@ const KernelTable& active_table() {
   fill(merged.rmsnorm, r.rmsnorm);
   fill(merged.softmax, r.softmax);
   fill(merged.attention, r.attention);
+  fill(merged.adamw, r.adamw);
   return merged;
 }
 

@@ -13,6 +13,7 @@ namespace llmkit::ref {
 struct AttentionParams;  // kernels/ref/ops.h
 struct PagedAttentionParams;
 struct GemmArgs;
+struct AdamWStep;
 }
 
 namespace llmkit::cpu {
@@ -42,6 +43,9 @@ void silu(const float* x, float* y, int64_t n);
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
 // Threaded over n like swiglu.
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n);
+// ref::adamw's contract, single-threaded; the same operations in the same order as the reference
+// (separate multiplies and adds, IEEE sqrt and division), so the same bits.
+void adamw(const ref::AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n);
 // Single-threaded over the rows given (ref's contracts); float vector sums of exp within a row.
 void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse);
 void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,

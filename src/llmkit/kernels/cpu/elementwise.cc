@@ -12,6 +12,7 @@
 
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/cpu/cpu_kernels.h"
+#include "llmkit/kernels/ref/ops.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "llmkit/kernels/cpu/elementwise.cc"
@@ -74,6 +75,32 @@ void Silu(const float* x, float* y, int64_t n) {
 }
 void Swiglu(const float* gate, const float* up, float* y, int64_t n) {
   ParallelMap2(gate, up, y, n, [](DF d, VF g, VF u) { return hn::Mul(hn::Mul(g, Sigmoid(d, g)), u); });
+}
+
+// fp-contract=off: GCC would otherwise fuse the multiplies and adds of these intrinsics into FMAs,
+// and the update would no longer be the reference's (and PyTorch's) arithmetic.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void AdamW(const ref::AdamWStep& a, float* HWY_RESTRICT p, const float* HWY_RESTRICT g, float* HWY_RESTRICT m,
+           float* HWY_RESTRICT v, int64_t n) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const VF one_b1 = hn::Set(d, 1.0f - a.b1), b2 = hn::Set(d, a.b2), one_b2 = hn::Set(d, 1.0f - a.b2);
+  const VF bc2 = hn::Set(d, a.bc2_sqrt), eps = hn::Set(d, a.eps), keep = hn::Set(d, a.keep);
+  const VF neg_step = hn::Set(d, -a.step_size);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const VF gi = hn::LoadU(d, g + i);
+    VF mi = hn::LoadU(d, m + i), vi = hn::LoadU(d, v + i);
+    mi = hn::Add(mi, hn::Mul(one_b1, hn::Sub(gi, mi)));
+    vi = hn::Add(hn::Mul(vi, b2), hn::Mul(hn::Mul(one_b2, gi), gi));
+    const VF denom = hn::Add(hn::Div(hn::Sqrt(vi), bc2), eps);
+    hn::StoreU(mi, d, m + i);
+    hn::StoreU(vi, d, v + i);
+    hn::StoreU(hn::Add(hn::Mul(hn::LoadU(d, p + i), keep), hn::Mul(neg_step, hn::Div(mi, denom))), d, p + i);
+  }
+  if (i < n) ref::adamw(a, p + i, g + i, m + i, v + i, n - i);
 }
 
 // Rows per task so that each task touches at least kParallelMinElems floats.
@@ -240,10 +267,14 @@ HWY_EXPORT(LogSumExpRows);
 HWY_EXPORT(XentGradRows);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
+HWY_EXPORT(AdamW);
 
 void add(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Add)(a, b, y, n); }
 void mul(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, b, y, n); }
 void scale(const float* a, float s, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, s, y, n); }
+void adamw(const ref::AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(AdamW)(a, p, g, m, v, n);
+}
 void silu(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Silu)(x, y, n); }
 void swiglu(const float* gate, const float* up, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Swiglu)(gate, up, y, n); }
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n) {

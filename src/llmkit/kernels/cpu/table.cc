@@ -25,6 +25,7 @@ const KernelTable& cpu_table() {
       .silu = cpu::silu,
       .swiglu = cpu::swiglu,
       .swiglu_backward = cpu::swiglu_backward,
+      .adamw = cpu::adamw,
       .logsumexp_rows = cpu::logsumexp_rows,
       .xent_grad_rows = cpu::xent_grad_rows,
       .rmsnorm = cpu::rmsnorm,

@@ -83,6 +83,16 @@ void relu_backward(const float* x, const float* dy, float* dx, int64_t n) {
 void swiglu(const float* gate, const float* up, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = silu1(gate[i]) * up[i];
 }
+void adamw(const AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    m[i] = m[i] + (1.0f - a.b1) * (gi - m[i]);  // torch lerp_ (weight < 0.5)
+    v[i] = v[i] * a.b2 + (1.0f - a.b2) * gi * gi;
+    const float denom = std::sqrt(v[i]) / a.bc2_sqrt + a.eps;
+    p[i] = p[i] * a.keep + -a.step_size * (m[i] / denom);
+  }
+}
+
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (dgate) dgate[i] += dy[i] * up[i] * dsilu1(gate[i]);

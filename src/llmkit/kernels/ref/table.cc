@@ -16,6 +16,7 @@ const KernelTable& ref_table() {
       .silu = ref::silu,
       .swiglu = ref::swiglu,
       .swiglu_backward = ref::swiglu_backward,
+      .adamw = ref::adamw,
       .logsumexp_rows = ref::logsumexp_rows,
       .xent_grad_rows = ref::xent_grad_rows,
       .rmsnorm = ref::rmsnorm,
