@@ -292,6 +292,28 @@ TEST_P(CpuKernels, AdamWGivesTheReferenceBits) {
   }
 }
 
+// GELU (tanh form) forward and accumulating backward against the reference (libm tanh): within a few
+// float ulps of the larger of the value and 1e-6, over [-10, 10] plus large magnitudes and zero.
+TEST_P(CpuKernels, GeluTanhForwardAndBackward) {
+  for (int64_t n : {1, 17, 40000}) {
+    auto x = rand_vec(n, 41, -10.0f, 10.0f), dy = rand_vec(n, 42);
+    x[0] = 0.0f;
+    if (n > 3) x[1] = 1e4f, x[2] = -1e4f, x[3] = 1e-20f;
+    std::vector<float> y(static_cast<size_t>(n)), y_ref(y.size());
+    auto dx = rand_vec(n, 43), dx_ref = dx;
+    const auto dx0 = dx;
+    cpu_table().gelu(x.data(), y.data(), n, true);
+    ref_table().gelu(x.data(), y_ref.data(), n, true);
+    cpu_table().gelu_backward(x.data(), dy.data(), dx.data(), n, true);
+    ref_table().gelu_backward(x.data(), dy.data(), dx_ref.data(), n, true);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(y[i], y_ref[i], 4e-6 * std::max(1.0f, std::fabs(y_ref[i]))) << "x=" << x[i];
+      ASSERT_NEAR(dx[i], dx_ref[i], 4e-6 * std::max(1.0f, std::fabs(dx_ref[i]))) << "x=" << x[i];
+    }
+    EXPECT_NE(std::memcmp(dx.data(), dx0.data(), sizeof(float) * static_cast<size_t>(n)), 0);
+  }
+}
+
 TEST_P(CpuKernels, MatmulBF16) {
   for (const Shape& s : kShapes) {
     auto xf = rand_vec(s.M * s.K, 3), wf = rand_vec(s.N * s.K, 4);

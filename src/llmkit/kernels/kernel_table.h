@@ -39,6 +39,10 @@ struct KernelTable {
   void (*mul)(const float* a, const float* b, float* y, int64_t n) = nullptr;
   void (*scale)(const float* a, float s, float* y, int64_t n) = nullptr;
   void (*silu)(const float* x, float* y, int64_t n) = nullptr;
+  // GELU, exact (erf) or tanh-approximated (ref::gelu / ref::gelu_backward's contracts; the
+  // backward accumulates into dx).
+  void (*gelu)(const float* x, float* y, int64_t n, bool tanh_approx) = nullptr;
+  void (*gelu_backward)(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx) = nullptr;
   // y = silu(gate) * up
   void (*swiglu)(const float* gate, const float* up, float* y, int64_t n) = nullptr;
   // dgate += dy up silu'(gate), dup += dy silu(gate) (either may be null).

@@ -1,6 +1,6 @@
 // Ops for the activations (SiLU, GELU erf/tanh, ReLU) and the gated units SwiGLU/GeGLU (Shazeer 2020),
-// forward and backward. SiLU and SwiGLU forward dispatch through the kernel table; the rest are
-// reference-only until a SIMD kernel exists.
+// forward and backward. SiLU, GELU (both directions) and SwiGLU forward dispatch through the kernel
+// table; the rest are reference-only until a SIMD kernel exists.
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 
@@ -27,8 +27,8 @@ Tensor activation(Act a, const Tensor& x_) {
   float* yp = y.data<float>();
   switch (a) {
     case Act::kSilu: active_table().silu(xp, yp, n); break;
-    case Act::kGeluErf: ref::gelu(xp, yp, n, false); break;
-    case Act::kGeluTanh: ref::gelu(xp, yp, n, true); break;
+    case Act::kGeluErf: active_table().gelu(xp, yp, n, false); break;
+    case Act::kGeluTanh: active_table().gelu(xp, yp, n, true); break;
     case Act::kRelu: ref::relu(xp, yp, n); break;
   }
   return y;
@@ -42,8 +42,8 @@ void activation_backward(Act a, const Tensor& x_, const Tensor& dy_, Tensor* dx)
   const int64_t n = x.numel();
   switch (a) {
     case Act::kSilu: ref::silu_backward(x.data<float>(), dy.data<float>(), g, n); break;
-    case Act::kGeluErf: ref::gelu_backward(x.data<float>(), dy.data<float>(), g, n, false); break;
-    case Act::kGeluTanh: ref::gelu_backward(x.data<float>(), dy.data<float>(), g, n, true); break;
+    case Act::kGeluErf: active_table().gelu_backward(x.data<float>(), dy.data<float>(), g, n, false); break;
+    case Act::kGeluTanh: active_table().gelu_backward(x.data<float>(), dy.data<float>(), g, n, true); break;
     case Act::kRelu: ref::relu_backward(x.data<float>(), dy.data<float>(), g, n); break;
   }
 }

@@ -33,6 +33,8 @@ const KernelTable& active_table() {
   fill(merged.softmax, r.softmax);
   fill(merged.attention, r.attention);
   fill(merged.adamw, r.adamw);
+  fill(merged.gelu, r.gelu);
+  fill(merged.gelu_backward, r.gelu_backward);
   return merged;
 }
 

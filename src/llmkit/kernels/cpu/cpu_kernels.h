@@ -41,6 +41,11 @@ void mul(const float* a, const float* b, float* y, int64_t n);
 void scale(const float* a, float s, float* y, int64_t n);
 void silu(const float* x, float* y, int64_t n);
 void swiglu(const float* gate, const float* up, float* y, int64_t n);
+// GELU forward and backward (accumulating), threaded over n. The tanh form runs in SIMD as
+// x sigmoid(2u) (0.5 (1 + tanh u) = sigmoid(2u)), within a few float ulps of ref::gelu; the erf
+// form calls the reference.
+void gelu(const float* x, float* y, int64_t n, bool tanh_approx);
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx);
 // Threaded over n like swiglu.
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n);
 // ref::adamw's contract, single-threaded; the same operations in the same order as the reference

@@ -103,6 +103,42 @@ void AdamW(const ref::AdamWStep& a, float* HWY_RESTRICT p, const float* HWY_REST
   if (i < n) ref::adamw(a, p + i, g + i, m + i, v + i, n - i);
 }
 
+// GELU, tanh form: u = sqrt(2/pi) (x + 0.044715 x^3), 0.5 (1 + tanh u) = sigmoid(2u) = s;
+// y = x s, dy/dx = s + 2 x s (1 - s) du/dx with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluC = 0.044715f;
+void GeluTanh(const float* x, float* y, int64_t n) {
+  ParallelMap2(x, x, y, n, [](DF d, VF v, VF) {
+    const VF u = hn::Mul(hn::Set(d, kSqrt2OverPi), hn::MulAdd(hn::Mul(hn::Set(d, kGeluC), v), hn::Mul(v, v), v));
+    return hn::Mul(v, Sigmoid(d, hn::Add(u, u)));
+  });
+}
+void GeluTanhBackward(const float* x, const float* dy, float* dx, int64_t n) {
+  ThreadPool::global().parallel_for(n, kParallelMinElems, [&](int64_t b, int64_t e) {
+    const DF d;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    auto grad = [&](VF v, VF g) {
+      const VF c = hn::Set(d, kSqrt2OverPi), k = hn::Set(d, kGeluC), one = hn::Set(d, 1.0f);
+      const VF x2 = hn::Mul(v, v);
+      const VF u = hn::Mul(c, hn::MulAdd(hn::Mul(k, v), x2, v));
+      const VF du = hn::Mul(c, hn::MulAdd(hn::Mul(hn::Set(d, 3.0f), k), x2, one));
+      const VF s = Sigmoid(d, hn::Add(u, u));
+      const VF two_x = hn::Add(v, v);
+      return hn::Mul(g, hn::MulAdd(hn::Mul(hn::Mul(two_x, s), hn::Sub(one, s)), du, s));
+    };
+    int64_t i = b;
+    for (; i + L <= e; i += L)
+      hn::StoreU(hn::Add(hn::LoadU(d, dx + i), grad(hn::LoadU(d, x + i), hn::LoadU(d, dy + i))), d, dx + i);
+    if (i < e) {
+      HWY_ALIGN float tx[HWY_MAX_BYTES / sizeof(float)] = {}, tg[HWY_MAX_BYTES / sizeof(float)] = {};
+      const int64_t r = e - i;
+      for (int64_t j = 0; j < r; ++j) tx[j] = x[i + j], tg[j] = dy[i + j];
+      hn::Store(grad(hn::Load(d, tx), hn::Load(d, tg)), d, tx);
+      for (int64_t j = 0; j < r; ++j) dx[i + j] += tx[j];
+    }
+  });
+}
+
 // Rows per task so that each task touches at least kParallelMinElems floats.
 int64_t RowGrain(int64_t d) { return std::max<int64_t>(1, kParallelMinElems / std::max<int64_t>(1, d)); }
 
@@ -268,10 +304,26 @@ HWY_EXPORT(XentGradRows);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(AdamW);
+HWY_EXPORT(GeluTanh);
+HWY_EXPORT(GeluTanhBackward);
 
 void add(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Add)(a, b, y, n); }
 void mul(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, b, y, n); }
 void scale(const float* a, float s, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, s, y, n); }
+void gelu(const float* x, float* y, int64_t n, bool tanh_approx) {
+  if (!tanh_approx) {
+    ref::gelu(x, y, n, false);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(GeluTanh)(x, y, n);
+}
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx) {
+  if (!tanh_approx) {
+    ref::gelu_backward(x, dy, dx, n, false);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(GeluTanhBackward)(x, dy, dx, n);
+}
 void adamw(const ref::AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n) {
   HWY_DYNAMIC_DISPATCH(AdamW)(a, p, g, m, v, n);
 }

@@ -23,6 +23,8 @@ const KernelTable& cpu_table() {
       .mul = cpu::mul,
       .scale = cpu::scale,
       .silu = cpu::silu,
+      .gelu = cpu::gelu,
+      .gelu_backward = cpu::gelu_backward,
       .swiglu = cpu::swiglu,
       .swiglu_backward = cpu::swiglu_backward,
       .adamw = cpu::adamw,

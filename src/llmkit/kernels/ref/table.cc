@@ -14,6 +14,8 @@ const KernelTable& ref_table() {
       .mul = ref::mul,
       .scale = ref::scale,
       .silu = ref::silu,
+      .gelu = ref::gelu,
+      .gelu_backward = ref::gelu_backward,
       .swiglu = ref::swiglu,
       .swiglu_backward = ref::swiglu_backward,
       .adamw = ref::adamw,
