@@ -242,7 +242,14 @@ void Gemm(const float* x, const void* w, DType wt, float* y, int64_t M, int64_t 
   const int64_t n_panels = (N + NR - 1) / NR;
   // ~64k FMAs per task at least: below that, waking a worker costs more than it saves.
   const int64_t min_flops = int64_t{1} << 16;
-  if (n_panels >= 2 * pool.size() || M < 2 * kMR) {
+  if (M >= N && M >= 32 * kMR * pool.size()) {
+    // Taller than wide (training's 1024-token products, N <= M): one range of rows per thread, each
+    // packing all of w once per block; split by columns, every share would stream all of x again.
+    const int64_t m_tiles = (M + kMR - 1) / kMR;
+    pool.parallel_for_streaming(m_tiles, 1, [&](int64_t tb, int64_t te) {
+      GemmBlock(x, w, wt, y, N, K, tb * kMR, std::min(M, te * kMR), 0, N);
+    });
+  } else if (n_panels >= 2 * pool.size() || M < 2 * kMR) {
     const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, M * K * NR));
     pool.parallel_for(n_panels, grain, [&](int64_t pb, int64_t pe) {
       GemmBlock(x, w, wt, y, N, K, 0, M, pb * NR, std::min(N, pe * NR));
@@ -372,7 +379,12 @@ void GemmEx(const ref::GemmArgs& g) {
   // A transposed A is split by rows when there are enough: each thread then transposes only its own
   // rows of A (split by columns, every thread would transpose all of A); B is the small operand there.
   const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size();
-  if (!split_m && (n_panels >= 2 * pool.size() || g.M < 2 * kMR)) {
+  if (g.M >= g.N && g.M >= 32 * kMR * pool.size()) {  // as Gemm: one range of rows per thread
+    const int64_t m_tiles = (g.M + kMR - 1) / kMR;
+    pool.parallel_for_streaming(m_tiles, 1, [&](int64_t tb, int64_t te) {
+      GemmExBlock(g, tb * kMR, std::min(g.M, te * kMR), 0, g.N);
+    });
+  } else if (!split_m && (n_panels >= 2 * pool.size() || g.M < 2 * kMR)) {
     const int64_t grain = std::max<int64_t>(1, min_flops / std::max<int64_t>(1, g.M * g.K * NR));
     pool.parallel_for(n_panels, grain, [&](int64_t pb, int64_t pe) {
       GemmExBlock(g, 0, g.M, pb * NR, std::min(g.N, pe * NR));
