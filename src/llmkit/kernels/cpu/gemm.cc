@@ -155,18 +155,19 @@ void PackW(const void* w, DType wt, int64_t K, int64_t n0, int64_t nn, int64_t k
   }
 }
 
-// y[MR, nvalid] (+)= x[MR, kc] (row stride ldx) . panel[kc, NR]; accumulate adds to y.
+// y[MR, nvalid] (+)= x[MR, kc] (row stride ldx) . panel[kc, NR] (row stride ldp: NR for a packed
+// panel, ldb when an F32 [K, N] B is read in place); accumulate adds to y.
 template <int MR>
-HWY_INLINE void MicroKernel(const float* HWY_RESTRICT x, int64_t ldx, const float* HWY_RESTRICT panel, int64_t kc,
-                            float* HWY_RESTRICT y, int64_t ldy, int64_t nvalid, bool accumulate) {
+HWY_INLINE void MicroKernel(const float* HWY_RESTRICT x, int64_t ldx, const float* HWY_RESTRICT panel, int64_t ldp,
+                            int64_t kc, float* HWY_RESTRICT y, int64_t ldy, int64_t nvalid, bool accumulate) {
   const DF d;
   using V = hn::Vec<DF>;
   const size_t L = hn::Lanes(d);
   V c0[MR], c1[MR];
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = hn::Zero(d);
   for (int64_t k = 0; k < kc; ++k) {
-    const V b0 = hn::Load(d, panel + k * 2 * L);
-    const V b1 = hn::Load(d, panel + k * 2 * L + L);
+    const V b0 = hn::LoadU(d, panel + k * ldp);
+    const V b1 = hn::LoadU(d, panel + k * ldp + L);
     for (int m = 0; m < MR; ++m) {
       const V a = hn::Set(d, x[m * ldx + k]);
       c0[m] = hn::MulAdd(a, b0, c0[m]);
@@ -194,15 +195,15 @@ HWY_INLINE void MicroKernel(const float* HWY_RESTRICT x, int64_t ldx, const floa
   }
 }
 
-void MicroDispatch(int mr, const float* x, int64_t ldx, const float* panel, int64_t kc, float* y, int64_t ldy,
-                   int64_t nvalid, bool acc) {
+void MicroDispatch(int mr, const float* x, int64_t ldx, const float* panel, int64_t ldp, int64_t kc, float* y,
+                   int64_t ldy, int64_t nvalid, bool acc) {
   switch (mr) {
-    case 6: MicroKernel<6>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
-    case 5: MicroKernel<5>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
-    case 4: MicroKernel<4>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
-    case 3: MicroKernel<3>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
-    case 2: MicroKernel<2>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
-    default: MicroKernel<1>(x, ldx, panel, kc, y, ldy, nvalid, acc); break;
+    case 6: MicroKernel<6>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
+    case 5: MicroKernel<5>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
+    case 4: MicroKernel<4>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
+    case 3: MicroKernel<3>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
+    case 2: MicroKernel<2>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
+    default: MicroKernel<1>(x, ldx, panel, ldp, kc, y, ldy, nvalid, acc); break;
   }
 }
 static_assert(kMR == 6, "MicroDispatch handles 1..6 rows");
@@ -227,7 +228,7 @@ void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int
       for (int64_t mb = m0; mb < m1; mb += kMR) {
         const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - mb));
         for (int64_t p = 0; p * NR < nn; ++p) {
-          MicroDispatch(mr, x + mb * K + kb, K, pw + p * kc * NR, kc, y + mb * N + nb + p * NR, N,
+          MicroDispatch(mr, x + mb * K + kb, K, pw + p * kc * NR, NR, kc, y + mb * N + nb + p * NR, N,
                         std::min(NR, nn - p * NR), kb > 0);
         }
       }
@@ -297,17 +298,20 @@ void PackKN(const void* b, DType bt, int64_t ldb, int64_t n0, int64_t nn, int64_
 constexpr int64_t kAPackFloats = int64_t{1} << 20;
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
-// already applied by the caller: x points at depth kb), for one depth block.
+// already applied by the caller: x points at depth kb), for one depth block. bdirect (or null): B's
+// F32 [K, N] rows read in place (row stride ldb) for the whole panels; the last partial panel is
+// packed in pw as usual.
 void GemmExPanelLoop(const ref::GemmArgs& g, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t nb,
-                     int64_t nn, int64_t kb, int64_t kc, const float* pw) {
+                     int64_t nn, int64_t kb, int64_t kc, const float* pw, const float* bdirect) {
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   const bool acc = g.accumulate || kb > 0;
   for (int64_t mb = m0; mb < m1; mb += kMR) {
     const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - mb));
     for (int64_t p = 0; p * NR < nn; ++p) {
-      MicroDispatch(mr, x + (mb - m0) * ldx, ldx, pw + p * kc * NR, kc, g.c + mb * g.ldc + nb + p * NR, g.ldc,
-                    std::min(NR, nn - p * NR), acc);
+      const bool direct = bdirect && (p + 1) * NR <= nn;
+      MicroDispatch(mr, x + (mb - m0) * ldx, ldx, direct ? bdirect + p * NR : pw + p * kc * NR, direct ? g.ldb : NR,
+                    kc, g.c + mb * g.ldc + nb + p * NR, g.ldc, std::min(NR, nn - p * NR), acc);
     }
   }
 }
@@ -322,20 +326,33 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   const int64_t nc_max = std::min(kNC, kPackFloats / std::min(kKC, g.K) / NR * NR);
   const int64_t n_blocks = (n1 - n0 + nc_max - 1) / nc_max;
   const int64_t nc = std::min(nc_max, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
-  auto pack_b = [&](int64_t nb, int64_t nn, int64_t kb, int64_t kc) {
+  // An F32 B stored [K, N] needs no packing: a panel row is a contiguous slice of a B row, which the
+  // micro-kernel loads in place (packing it was ~5% of an F32 training step); only a last partial
+  // panel is packed, for its zero padding. Rows of B a multiple of 1 KiB apart fall into a few cache
+  // sets (6 KiB: 2 of L1's 64), and many rows reusing each panel (the tied head's dw, 24k rows per
+  // thread) need the block to stay in L2: those pack (bench_gemm, SmolLM2's 1024-token products:
+  // in place 10% faster at 576 columns, 5-10% slower at 1536 columns or 24k rows).
+  const bool direct = g.b_kn && g.bt == DType::kF32 && m1 - m0 <= 1024 && g.ldb % 256 != 0;
+  auto pack_b = [&](int64_t nb, int64_t nn, int64_t kb, int64_t kc) -> const float* {
+    if (direct) {
+      const int64_t full = nn / NR * NR;
+      if (full < nn) PackKN(g.b, g.bt, g.ldb, nb + full, nn - full, kb, kc, pw + full / NR * kc * NR, row_tmp);
+      return static_cast<const float*>(g.b) + kb * g.ldb + nb;
+    }
     if (g.b_kn) {
       PackKN(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
     } else {
       PackW(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
     }
+    return nullptr;
   };
   if (!g.a_t) {
     for (int64_t nb = n0; nb < n1; nb += nc) {
       const int64_t nn = std::min(nc, n1 - nb);
       for (int64_t kb = 0; kb < g.K; kb += kKC) {
         const int64_t kc = std::min(kKC, g.K - kb);
-        pack_b(nb, nn, kb, kc);
-        GemmExPanelLoop(g, static_cast<const float*>(g.a) + m0 * g.lda + kb, g.lda, m0, m1, nb, nn, kb, kc, pw);
+        const float* bd = pack_b(nb, nn, kb, kc);
+        GemmExPanelLoop(g, static_cast<const float*>(g.a) + m0 * g.lda + kb, g.lda, m0, m1, nb, nn, kb, kc, pw, bd);
       }
     }
     return;
@@ -357,8 +374,8 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
       }
       for (int64_t nb = n0; nb < n1; nb += nc) {
         const int64_t nn = std::min(nc, n1 - nb);
-        pack_b(nb, nn, kb, kc);
-        GemmExPanelLoop(g, apack, kc, mc0, mc1, nb, nn, kb, kc, pw);
+        const float* bd = pack_b(nb, nn, kb, kc);
+        GemmExPanelLoop(g, apack, kc, mc0, mc1, nb, nn, kb, kc, pw, bd);
       }
     }
   }
