@@ -132,6 +132,23 @@ std::vector<OpCase> cases() {
     add("layernorm", d, 1e-10, [x, w, b] { return std::vector<Tensor>{ops::layernorm(x, w, b, 1e-5f)}; });
     add("softmax", d, 1e-10, [x] { return std::vector<Tensor>{ops::softmax(x)}; });
   }
+  // Norm backward on enough rows to be split over the pool (weight gradients summed from per-range
+  // partials), accumulated onto non-zero gradients; against the single-piece reference.
+  {
+    Tensor x = rand_tensor({37, 2048}, seed++, -3, 3), w = rand_tensor({2048}, seed++), dy = rand_tensor({37, 2048}, seed++);
+    Tensor dx0 = rand_tensor({37, 2048}, seed++), dw0 = rand_tensor({2048}, seed++), db0 = rand_tensor({2048}, seed++);
+    add("rmsnorm_backward", "rows=37 d=2048", 1e-10, [x, w, dy, dx0, dw0] {
+      Tensor dx = dx0.clone(), dw = dw0.clone();
+      ops::rmsnorm_backward(x, w, dy, 1e-6f, 0.0f, &dx, &dw);
+      return std::vector<Tensor>{dx, dw};
+    });
+    add("layernorm_backward", "rows=37 d=2048", 1e-10, [x, w, dy, dx0, dw0, db0] {
+      Tensor dx = dx0.clone(), dw = dw0.clone(), db = db0.clone();
+      ops::layernorm_backward(x, w, dy, 1e-5f, &dx, &dw, &db);
+      return std::vector<Tensor>{dx, dw, db};
+    });
+    add("layernorm", "rows=37 d=2048", 1e-10, [x, w, db0] { return std::vector<Tensor>{ops::layernorm(x, w, db0, 1e-5f)}; });
+  }
   {
     Tensor x = rand_tensor({2, 2, 3, 7}, seed++, -5, 5);  // [n_seqs, n_heads, n_q, n_keys]
     add("softmax", "causal+padding [2,2,3,7]", 1e-10, [x] {

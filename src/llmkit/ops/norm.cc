@@ -1,5 +1,9 @@
 // Ops for RMSNorm, LayerNorm and (masked) softmax, forward and backward. x [..., d] is treated as
 // [rows, d]; norm weights are [d].
+#include <algorithm>
+#include <vector>
+
+#include "llmkit/base/thread_pool.h"
 #include "llmkit/ops/check_util.h"
 #include "llmkit/ops/ops.h"
 
@@ -15,6 +19,33 @@ void check_eps(float eps, const char* op) {
 void check_param(const Tensor& p, int64_t d, const char* op, const char* arg) {
   LLMKIT_CHECK(p.rank() == 1 && p.dim(0) == d, kInvalidArgument, op, ": '", arg, "' must be [d_model] = [", d,
                "], got ", p.shape().str());
+}
+
+// Row ranges of a norm's backward on the pool (kCpu, large enough): a fixed split into `parts` ranges,
+// each accumulating its weight gradients into its own zeroed partial, the partials then added to
+// dw/db in range order - so the result does not depend on which thread ran which range. fn(r0, r1,
+// dw, db) is the reference kernel on rows [r0, r1). The reference backend runs it in one piece.
+template <typename F>
+void rows_in_parts(int64_t rows, int64_t d, float* dw, float* db, const F& fn) {
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t parts = current_backend() == Backend::kCpu && rows * d >= (int64_t{1} << 16)
+                            ? std::min<int64_t>(rows, 2 * pool.size())
+                            : 1;
+  if (parts <= 1) {
+    fn(int64_t{0}, rows, dw, db);
+    return;
+  }
+  std::vector<float> pw(dw ? static_cast<size_t>(parts * d) : 0, 0.0f), pb(db ? static_cast<size_t>(parts * d) : 0, 0.0f);
+  pool.parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      fn(rows * p / parts, rows * (p + 1) / parts, dw ? pw.data() + p * d : nullptr, db ? pb.data() + p * d : nullptr);
+  });
+  for (int64_t p = 0; p < parts; ++p) {
+    for (int64_t j = 0; j < d; ++j) {
+      if (dw) dw[j] += pw[static_cast<size_t>(p * d + j)];
+      if (db) db[j] += pb[static_cast<size_t>(p * d + j)];
+    }
+  }
 }
 }  // namespace
 
@@ -37,9 +68,12 @@ void rmsnorm_backward(const Tensor& x_, const Tensor& w_, const Tensor& dy_, flo
   check_param(w, x.dim(-1), "rmsnorm_backward", "w");
   float* gx = grad_out(dx, x.shape(), "rmsnorm_backward", "dx");
   float* gw = grad_out(dw, w.shape(), "rmsnorm_backward", "dw");
+  const int64_t d = x.dim(-1);
   if (x.numel())
-    ref::rmsnorm_backward(x.data<float>(), w.data<float>(), dy.data<float>(), gx, gw, x.rows(), x.dim(-1), eps,
-                          w_offset);
+    rows_in_parts(x.rows(), d, gw, nullptr, [&](int64_t r0, int64_t r1, float* pw, float*) {
+      ref::rmsnorm_backward(x.data<float>() + r0 * d, w.data<float>(), dy.data<float>() + r0 * d,
+                            gx ? gx + r0 * d : nullptr, pw, r1 - r0, d, eps, w_offset);
+    });
 }
 
 Tensor layernorm(const Tensor& x_, const Tensor& w_, const Tensor& b_, float eps) {
@@ -52,8 +86,10 @@ Tensor layernorm(const Tensor& x_, const Tensor& w_, const Tensor& b_, float eps
   if (b_.defined()) { b = f32_in(b_, "layernorm", "b"); check_param(b, d, "layernorm", "b"); }
   Tensor y = Tensor::empty(x.shape(), DType::kF32);
   if (y.numel())
-    ref::layernorm(x.data<float>(), w.defined() ? w.data<float>() : nullptr, b.defined() ? b.data<float>() : nullptr,
-                   y.data<float>(), x.rows(), d, eps);
+    rows_in_parts(x.rows(), d, nullptr, nullptr, [&](int64_t r0, int64_t r1, float*, float*) {
+      ref::layernorm(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
+                     b.defined() ? b.data<float>() : nullptr, y.data<float>() + r0 * d, r1 - r0, d, eps);
+    });
   return y;
 }
 
@@ -68,8 +104,10 @@ void layernorm_backward(const Tensor& x_, const Tensor& w_, const Tensor& dy_, f
   float* gw = grad_out(dw, Shape{d}, "layernorm_backward", "dw");
   float* gb = grad_out(db, Shape{d}, "layernorm_backward", "db");
   if (x.numel())
-    ref::layernorm_backward(x.data<float>(), w.defined() ? w.data<float>() : nullptr, dy.data<float>(), gx, gw, gb,
-                            x.rows(), d, eps);
+    rows_in_parts(x.rows(), d, gw, gb, [&](int64_t r0, int64_t r1, float* pw, float* pb) {
+      ref::layernorm_backward(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
+                              dy.data<float>() + r0 * d, gx ? gx + r0 * d : nullptr, pw, pb, r1 - r0, d, eps);
+    });
 }
 
 Tensor softmax(const Tensor& x_, const SoftmaxOptions& opt) {
