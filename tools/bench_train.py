@@ -10,7 +10,7 @@ of the same shape (the cost does not depend on the ids). Each engine runs --step
 Prints tokens/s (median over the timed steps) and the ratio llmkit / PyTorch, and both peak RSS.
 
   python3 tools/bench_train.py --llmkit build/bin/llmkit --model /tmp/smol_hf --data /tmp/kjv \\
-      [--batch 4] [--seq-len 256] [--steps 5] [--threads 2]
+      [--batch 4] [--seq-len 256] [--steps 5] [--threads 2] [--precision bf16] [--rounds 3]
 """
 import argparse
 import os
@@ -80,17 +80,30 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the two engines this many times (fresh processes); medians and their ratio")
     a = ap.parse_args()
     import torch
     import transformers
     t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    lk, lk_rss, _ = run_llmkit(a)
-    pt, pt_rss = run_torch(a)
+    lks, pts = [], []
+    lk_rss = pt_rss = 0.0
+    for _ in range(a.rounds):
+        lk, r1, _ = run_llmkit(a)
+        pt, r2 = run_torch(a)
+        lks.append(lk)
+        pts.append(pt)
+        lk_rss, pt_rss = max(lk_rss, r1), max(pt_rss, r2)
     print(f"{t0} UTC; torch {torch.__version__}, transformers {transformers.__version__}; {a.model}, {a.precision.upper()}, "
-          f"batch {a.batch} x {a.seq_len}, {a.threads} threads, median of steps 2..{a.steps}; load {os.getloadavg()[0]:.2f}\n")
+          f"batch {a.batch} x {a.seq_len}, {a.threads} threads, median of steps 2..{a.steps}"
+          f"{f', {a.rounds} alternating rounds' if a.rounds > 1 else ''}; load {os.getloadavg()[0]:.2f}\n")
     print("| engine | tokens/s | peak RSS MB |\n|---|---|---|")
-    print(f"| llmkit train | {lk:.1f} | {lk_rss:.0f} |")
-    print(f"| PyTorch (transformers, eager) | {pt:.1f} | {pt_rss:.0f} |")
+    each = lambda v: f" (rounds: {', '.join(f'{x:.1f}' for x in v)})" if len(v) > 1 else ""
+    lk, pt = statistics.median(lks), statistics.median(pts)
+    print(f"| llmkit train | {lk:.1f}{each(lks)} | {lk_rss:.0f} |")
+    print(f"| PyTorch (transformers, eager) | {pt:.1f}{each(pts)} | {pt_rss:.0f} |")
+    if len(lks) > 1:
+        print(f"\nper-round ratios: {', '.join(f'{x / y:.2f}' for x, y in zip(lks, pts))}")
     print(f"\nratio llmkit / PyTorch: **{lk / pt:.2f}**")
 
 

@@ -178,9 +178,9 @@ void PackB(const ref::GemmArgs& g, int64_t nb, int64_t nn, int64_t kb, int64_t k
 }
 
 // C[MR rows, nvalid cols] (+)= A tile . B panel over kpn pairs. KMajor: a[pair * kMR + m], else
-// a[m * kKP + pair].
+// a[m * as + pair] (as = kKP for packed rows, the row stride in pairs for a BF16 A read in place).
 template <int MR, bool KMajor>
-void Micro(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t kpn, float* c, int64_t ldc,
+void Micro(const uint32_t* __restrict a, int64_t as, const uint32_t* __restrict b, int64_t kpn, float* c, int64_t ldc,
            int64_t nvalid, bool accumulate) {
   __m512 c0[MR], c1[MR], c2[MR];
 #pragma GCC unroll 8
@@ -191,7 +191,7 @@ void Micro(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t k
     const __m512bh b2 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + p * kNR + 32));
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const uint32_t av = KMajor ? a[p * kMR + m] : a[m * kKP + p];
+      const uint32_t av = KMajor ? a[p * kMR + m] : a[m * as + p];
       const __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(av)));
       c0[m] = _mm512_dpbf16_ps(c0[m], x, b0);
       c1[m] = _mm512_dpbf16_ps(c1[m], x, b1);
@@ -214,17 +214,17 @@ void Micro(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t k
 }
 
 template <bool KMajor>
-void MicroDispatch(int64_t mr, const uint32_t* a, const uint32_t* b, int64_t kpn, float* c, int64_t ldc,
+void MicroDispatch(int64_t mr, const uint32_t* a, int64_t as, const uint32_t* b, int64_t kpn, float* c, int64_t ldc,
                    int64_t nvalid, bool acc) {
   switch (mr) {
-    case 8: Micro<8, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 7: Micro<7, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 6: Micro<6, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 5: Micro<5, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 4: Micro<4, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 3: Micro<3, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    case 2: Micro<2, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
-    default: Micro<1, KMajor>(a, b, kpn, c, ldc, nvalid, acc); break;
+    case 8: Micro<8, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 7: Micro<7, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 6: Micro<6, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 5: Micro<5, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 4: Micro<4, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 3: Micro<3, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    case 2: Micro<2, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
+    default: Micro<1, KMajor>(a, as, b, kpn, c, ldc, nvalid, acc); break;
   }
 }
 static_assert(kMR == 8, "MicroDispatch handles 1..8 rows");
@@ -238,9 +238,15 @@ void Block(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
     const bool acc = g.accumulate || kb > 0;
     for (int64_t mc0 = m0; mc0 < m1; mc0 += kMC) {
       const int64_t mc1 = m1 - mc0 < kMC ? m1 : mc0 + kMC;
+      // A BF16 row-major A with whole pairs is read in place (a pair is one aligned u32 of its row).
+      const bool a_direct = !g.a_t && g.at == DType::kBF16 && g.lda % 2 == 0 && kc % 2 == 0;
+      const uint32_t* arows = a_direct
+                                  ? reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(g.a) + mc0 * g.lda + kb)
+                                  : apack;
+      const int64_t as = a_direct ? g.lda / 2 : kKP;
       if (g.a_t) {
         PackATransposed(g, mc0, mc1, kb, kc, apack);
-      } else {
+      } else if (!a_direct) {
         PackARows(g, mc0, mc1, kb, kc, apack);
       }
       for (int64_t nb = n0; nb < n1; nb += kNC) {
@@ -253,9 +259,9 @@ void Block(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
             const uint32_t* bp = bpack + q * kpn * kNR;
             const int64_t nv = nn - q * kNR;
             if (g.a_t) {
-              MicroDispatch<true>(mr, apack + t * kpn * kMR, bp, kpn, c, g.ldc, nv, acc);
+              MicroDispatch<true>(mr, apack + t * kpn * kMR, kMR, bp, kpn, c, g.ldc, nv, acc);
             } else {
-              MicroDispatch<false>(mr, apack + (mt - mc0) * kKP, bp, kpn, c, g.ldc, nv, acc);
+              MicroDispatch<false>(mr, arows + (mt - mc0) * as, as, bp, kpn, c, g.ldc, nv, acc);
             }
           }
         }
