@@ -84,6 +84,11 @@ std::vector<OpCase> cases() {
         ops::matmul_backward_mixed_bf16(dy, x, w, &dx, &dw);
         return std::vector<Tensor>{dx, dw};
       });
+      add("matmul_backward_mixed_bf16", d + " fresh dx", 1e-7, [x, w, dy] {
+        Tensor dx;  // undefined: allocated and overwritten, not accumulated onto zeros
+        ops::matmul_backward_mixed_bf16(dy, x, w, &dx, nullptr);
+        return std::vector<Tensor>{dx};
+      });
     }
   }
   {

@@ -48,4 +48,15 @@ inline float* grad_out(Tensor* g, const Shape& shape, const char* op, const char
   return g->data<float>();
 }
 
+// As grad_out, for a kernel that can overwrite instead of accumulate: an undefined g is allocated
+// uninitialised and *overwrite set (no zero fill, no read of zeros); else *overwrite = false.
+inline float* grad_out_or_fresh(Tensor* g, const Shape& shape, const char* op, const char* arg, bool* overwrite) {
+  *overwrite = g && !g->defined();
+  if (*overwrite) {
+    *g = Tensor::empty(shape, DType::kF32);
+    return g->data<float>();
+  }
+  return grad_out(g, shape, op, arg);
+}
+
 }  // namespace llmkit::ops::detail

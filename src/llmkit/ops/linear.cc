@@ -70,7 +70,9 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
       g.M = M, g.N = K, g.K = N;
       g.a = dy.data<float>(), g.lda = N;
       g.b = wc.raw(), g.bt = wc.dtype(), g.ldb = K, g.b_kn = true;
-      g.c = grad_out(dx, with_last(dy.shape(), K), "matmul_backward", "dx"), g.ldc = K, g.accumulate = true;
+      bool fresh = false;
+      g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), "matmul_backward", "dx", &fresh), g.ldc = K;
+      g.accumulate = !fresh;
       kt.gemm(g);
     }
     if (dw) {
@@ -222,7 +224,9 @@ void matmul_backward_mixed_bf16(const Tensor& dy_, const Tensor& x_, const Tenso
     g.M = M, g.N = K, g.K = N;
     g.a = dy.data<float>(), g.lda = N;
     g.b = w.raw(), g.bt = w.dtype(), g.ldb = K, g.b_kn = true;
-    g.c = grad_out(dx, with_last(dy.shape(), K), op, "dx"), g.ldc = K, g.accumulate = true, g.bf16 = true;
+    bool fresh = false;
+    g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), op, "dx", &fresh), g.ldc = K;
+    g.accumulate = !fresh, g.bf16 = true;
     kt.gemm(g);
   }
   if (dw) {
