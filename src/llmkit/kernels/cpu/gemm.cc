@@ -11,8 +11,10 @@
 //    (one stream for the hardware prefetcher) else four rows at a time with a software prefetch
 //    ahead, each dotted with the M rows of x (vector accumulators along K, one horizontal sum per
 //    output; both orders give the same bits); one contiguous range of rows per thread.
-// Both parallelise over N on ThreadPool::global() (over M when N is too narrow to split). Scratch
-// is thread-local and grows once; no heap allocation per call after warm-up.
+// Both parallelise over N on ThreadPool::global() (over M when N is too narrow to split, and in one
+// range of rows per thread when the product is taller than wide). Scratch is thread-local and grows
+// once; no heap allocation per call after warm-up. BF16 compute (GemmArgs::bf16) runs in
+// gemm_bf16.cc where the CPU has AVX512_BF16, else here on rounded F32 copies (cpu::gemm below).
 // No BLAS inside the library: bench_gemm measured this kernel at parity with OpenBLAS 0.3.21 on a
 // quiet machine (512^3 F32, 1 thread: 74.5 vs 74.8 GFLOPS) and at 0.81-0.99x its median under
 // heavy contention (docs/BENCHMARKS.md, 2026-11-27), not enough to justify the dependency.

@@ -9,7 +9,8 @@
 // Layout (BLIS-style, as gemm.cc's F32 GEMM): per depth block of kKC elements (kKP pairs),
 //  * A rows are packed as u32 pairs (k, k+1) of BF16: row-major rows of stride kKP for a row-major
 //    A, or k-major tiles of kMR rows ([pair][kMR]) for a transposed A (stored [K, M]: the dw = dy^T x
-//    product), which is what interleaving two stored rows gives without a transpose;
+//    product), which is what interleaving two stored rows gives without a transpose; a row-major
+//    BF16 A of whole pairs is read in place;
 //  * B is packed into panels of kNR = 48 columns ([pair][48] u32), from [N, K] rows (the weight
 //    layout, 8 x 8 u32 transposes) or from [K, N] rows (two rows interleaved with one VPERMW);
 //  * the micro-kernel keeps a kMR x 48 F32 tile in 24 ZMM registers: per pair, 3 loads of B and kMR
@@ -20,8 +21,8 @@
 // Everything that runs AVX-512 code sits between the target pragmas below and uses no inline
 // function or template shared with other files (a copy compiled for AVX-512 could be the one the
 // linker keeps); the dispatch and the scratch buffers are outside.
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
