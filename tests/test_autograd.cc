@@ -217,6 +217,34 @@ TEST(ParamStore, SgdMomentumAndClipping) {
   EXPECT_NEAR(w.grad().data<float>()[0], -1.0f, 1e-7f);
 }
 
+// AdamW with the clipping factor applied as gradients are read gives bitwise the parameters and
+// moments of clipping the gradients first (what the trainer did before, and PyTorch does).
+TEST(ParamStore, AdamWGradScaleEqualsClippingFirst) {
+  ag::ParamStore a, b;
+  Var wa = a.add("w", {1000}), wb = b.add("w", {1000});
+  a.allocate();
+  b.allocate();
+  for (int i = 0; i < 1000; ++i) {
+    wa.value().data<float>()[i] = wb.value().data<float>()[i] = 0.01f * static_cast<float>(i % 37) - 0.2f;
+  }
+  for (int step = 0; step < 3; ++step) {
+    for (int i = 0; i < 1000; ++i)
+      wa.grad().data<float>()[i] = wb.grad().data<float>()[i] = 0.37f * static_cast<float>((i * 7 + step) % 23) - 4.1f;
+    const double norm_a = a.clip_grad_norm(1.0);
+    a.step_adamw({.lr = 0.01f});
+    const double norm_b = b.grad_norm();
+    const float c = ag::ParamStore::clip_factor(norm_b, 1.0);
+    EXPECT_EQ(norm_a, norm_b);
+    EXPECT_LT(c, 1.0f);  // the gradients are large: clipping applies
+    b.step_adamw({.lr = 0.01f, .grad_scale = c});
+    EXPECT_EQ(std::memcmp(wa.value().data<float>(), wb.value().data<float>(), 1000 * sizeof(float)), 0) << step;
+    EXPECT_EQ(std::memcmp(a.m().data<float>(), b.m().data<float>(), 1000 * sizeof(float)), 0) << step;
+    EXPECT_EQ(std::memcmp(a.v().data<float>(), b.v().data<float>(), 1000 * sizeof(float)), 0) << step;
+    a.zero_grad();
+    b.zero_grad();
+  }
+}
+
 TEST(Autograd, TrainingLoopReducesLoss) {
   Mlp m;
   const float first = m.loss().value().data<float>()[0];

@@ -100,7 +100,7 @@ double ParamStore::grad_norm() const {
 double ParamStore::clip_grad_norm(double max_norm) {
   const double norm = grad_norm();
   if (norm > max_norm && norm > 0) {
-    const float c = static_cast<float>(max_norm / norm);
+    const float c = clip_factor(norm, max_norm);
     float* g = grads_.data<float>();
     ThreadPool::global().parallel_for(n_trainable_, kNormChunk, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) g[i] *= c;
@@ -128,7 +128,7 @@ void ParamStore::step_adamw(const AdamWConfig& cfg) {
   ref::AdamWStep a;
   a.step_size = static_cast<float>(cfg.lr / bc1);
   a.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  a.b1 = cfg.beta1, a.b2 = cfg.beta2, a.eps = cfg.eps;
+  a.b1 = cfg.beta1, a.b2 = cfg.beta2, a.eps = cfg.eps, a.grad_scale = cfg.grad_scale;
   float* p = params_.data<float>();
   const float* g = grads_.data<float>();
   float* m = m_.data<float>();

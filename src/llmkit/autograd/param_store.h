@@ -27,6 +27,9 @@ struct AdamWConfig {
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.01f;
+  // Multiplies each gradient as it is read (g * grad_scale, one float rounding: the bits of scaling
+  // the gradients first, as clip_grad_norm does, without that extra pass over them). 1 = none.
+  float grad_scale = 1.0f;
 };
 // SGD with momentum as in PyTorch (dampening 0): g += weight_decay p ; buf = momentum buf + g ;
 // p -= lr buf.
@@ -70,6 +73,10 @@ class ParamStore {
   double grad_norm() const;
   // Scales gradients so their global norm is at most max_norm; returns the norm before clipping.
   double clip_grad_norm(double max_norm);
+  // The factor clip_grad_norm would apply for a norm (1 when none): for AdamWConfig::grad_scale.
+  static float clip_factor(double norm, double max_norm) {
+    return norm > max_norm && norm > 0 ? static_cast<float>(max_norm / norm) : 1.0f;
+  }
   void step_adamw(const AdamWConfig& cfg);
   void step_sgd(const SgdConfig& cfg);
   // grads *= s (unscaling after a loss-scaled backward).

@@ -325,8 +325,16 @@ TrainResult train_model(const TrainOptions& o, const std::function<void(const St
           }
         }
       }
+      acfg.grad_scale = 1.0f;
       if (!overflow) {
-        norm = o.clip > 0 ? ps.clip_grad_norm(o.clip) : ps.grad_norm();
+        // AdamW applies the clipping factor as it reads each gradient (the same bits, one pass
+        // fewer over the gradients); SGD clips them first.
+        if (o.clip > 0 && o.optimizer == "sgd") {
+          norm = ps.clip_grad_norm(o.clip);
+        } else {
+          norm = ps.grad_norm();
+          if (o.clip > 0) acfg.grad_scale = ag::ParamStore::clip_factor(norm, o.clip);
+        }
         LLMKIT_CHECK(std::isfinite(norm), kInvalidArgument, "step ", step + 1, ": the gradient norm is ", norm,
                      "; lower --lr or set --clip (the last checkpoint is intact)");
       }

@@ -88,10 +88,10 @@ void AdamW(const ref::AdamWStep& a, float* HWY_RESTRICT p, const float* HWY_REST
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const VF one_b1 = hn::Set(d, 1.0f - a.b1), b2 = hn::Set(d, a.b2), one_b2 = hn::Set(d, 1.0f - a.b2);
   const VF bc2 = hn::Set(d, a.bc2_sqrt), eps = hn::Set(d, a.eps), keep = hn::Set(d, a.keep);
-  const VF neg_step = hn::Set(d, -a.step_size);
+  const VF neg_step = hn::Set(d, -a.step_size), gscale = hn::Set(d, a.grad_scale);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
-    const VF gi = hn::LoadU(d, g + i);
+    const VF gi = hn::Mul(hn::LoadU(d, g + i), gscale);
     VF mi = hn::LoadU(d, m + i), vi = hn::LoadU(d, v + i);
     mi = hn::Add(mi, hn::Mul(one_b1, hn::Sub(gi, mi)));
     vi = hn::Add(hn::Mul(vi, b2), hn::Mul(hn::Mul(one_b2, gi), gi));

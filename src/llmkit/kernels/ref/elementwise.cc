@@ -85,7 +85,7 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n) {
 }
 void adamw(const AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
+    const float gi = g[i] * a.grad_scale;
     m[i] = m[i] + (1.0f - a.b1) * (gi - m[i]);  // torch lerp_ (weight < 0.5)
     v[i] = v[i] * a.b2 + (1.0f - a.b2) * gi * gi;
     const float denom = std::sqrt(v[i]) / a.bc2_sqrt + a.eps;

@@ -86,10 +86,12 @@ void swiglu_backward(const float* gate, const float* up, const float* dy, float*
 
 // One AdamW update (Loshchilov & Hutter; PyTorch's torch.optim.AdamW arithmetic) of n parameters, with
 // the step's scalars precomputed: keep = 1 - lr * weight_decay, step_size = lr / (1 - beta1^t),
-// bc2_sqrt = sqrt(1 - beta2^t). Per element, in this order and without fused multiply-adds:
-//   m += (1 - b1) (g - m);  v = v b2 + (1 - b2) g g;  p = p keep + (-step_size) (m / (sqrt(v) / bc2_sqrt + eps))
+// bc2_sqrt = sqrt(1 - beta2^t), grad_scale (a gradient-clipping factor, 1 for none). Per element,
+// in this order and without fused multiply-adds:
+//   g = g grad_scale;  m += (1 - b1) (g - m);  v = v b2 + (1 - b2) g g;
+//   p = p keep + (-step_size) (m / (sqrt(v) / bc2_sqrt + eps))
 struct AdamWStep {
-  float keep = 1.0f, step_size = 0.0f, bc2_sqrt = 1.0f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+  float keep = 1.0f, step_size = 0.0f, bc2_sqrt = 1.0f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, grad_scale = 1.0f;
 };
 void adamw(const AdamWStep& a, float* p, const float* g, float* m, float* v, int64_t n);
 void geglu(const float* gate, const float* up, float* y, int64_t n, bool tanh_approx);
