@@ -73,8 +73,21 @@ def main(llmkit: str, artifacts: str) -> int:
             def ask(text):
                 box = driver.find_element(By.ID, "input")
                 box.send_keys(text)
-                driver.find_element(By.ID, "send").click()
                 # While it streams, the text grows chunk by chunk; record what the page shows midway.
+                # An observer in the page records every rendering as the DOM changes (polling from
+                # here alone can miss a short reply that streams between two WebDriver round trips).
+                driver.execute_script("""
+                    window.__seen = [];
+                    if (window.__obs) window.__obs.disconnect();
+                    window.__obs = new MutationObserver(() => {
+                      const msgs = document.querySelectorAll('.msg.assistant');
+                      const last = msgs[msgs.length - 1];
+                      if (last && last.getAttribute('data-state') === 'streaming' && last.firstChild)
+                        window.__seen.push(last.firstChild.textContent);
+                    });
+                    window.__obs.observe(document.body, {subtree: true, childList: true, characterData: true,
+                                                         attributes: true});""")
+                driver.find_element(By.ID, "send").click()
                 seen = set()
                 deadline = time.time() + 120
                 while time.time() < deadline:
@@ -85,6 +98,7 @@ def main(llmkit: str, artifacts: str) -> int:
                         if state == "streaming":
                             seen.add(driver.execute_script("return arguments[0].firstChild ? arguments[0].firstChild.textContent : ''", last))
                         if state in ("done", "error", "stopped"):
+                            seen.update(driver.execute_script("return window.__seen || []"))
                             return last, state, seen
                     time.sleep(0.02)
                 raise AssertionError("no finished reply within 120 s")
