@@ -33,6 +33,36 @@ void check_weight(const Tensor& w, const char* op) {
                " must be contiguous (a transposed view is not a weight); call contiguous()");
 }
 
+// Both backward products on the KernelTable's strided GEMM (dy [M, N] F32; w [N, K] and x [M, K]
+// contiguous, x only needed for dw): dx = dy . w reads w as a [K-major] B, dw = dy^T . x reads dy as
+// a transposed A, so nothing is copied or transposed. A fresh dx is overwritten, a given one and dw
+// accumulate. bf16: GemmArgs::bf16 (operands rounded to BF16).
+void gemm_backward(const char* op, const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw,
+                   bool bf16) {
+  const int64_t M = dy.rows(), N = w.dim(0), K = w.dim(1);
+  const KernelTable& kt = active_table();
+  if (dx) {
+    ref::GemmArgs g;
+    g.M = M, g.N = K, g.K = N;
+    g.a = dy.data<float>(), g.lda = N;
+    g.b = w.raw(), g.bt = w.dtype(), g.ldb = K, g.b_kn = true;
+    bool fresh = false;
+    g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), op, "dx", &fresh), g.ldc = K;
+    g.accumulate = !fresh, g.bf16 = bf16;
+    kt.gemm(g);
+  }
+  if (dw) {
+    LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, op, ": x ", x.shape().str(), " does not match dy ",
+                 dy.shape().str(), " and w ", w.shape().str());
+    ref::GemmArgs g;
+    g.M = N, g.N = K, g.K = M;
+    g.a = dy.data<float>(), g.lda = N, g.a_t = true;
+    g.b = x.raw(), g.bt = x.dtype(), g.ldb = K, g.b_kn = true;
+    g.c = grad_out(dw, w.shape(), op, "dw"), g.ldc = K, g.accumulate = true, g.bf16 = bf16;
+    kt.gemm(g);
+  }
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& x_, const Tensor& w) {
@@ -63,29 +93,8 @@ void matmul_backward(const Tensor& dy_, const Tensor& x_, const Tensor& w, Tenso
   const bool gemm = current_backend() == Backend::kCpu && is_float(w.dtype()) && M * N * K >= (int64_t{1} << 16);
   const bool threaded = current_backend() == Backend::kCpu && M * N * K >= (int64_t{1} << 20);
   if (gemm) {
-    const KernelTable& kt = active_table();
-    const Tensor wc = w.contiguous();
-    if (dx) {
-      ref::GemmArgs g;
-      g.M = M, g.N = K, g.K = N;
-      g.a = dy.data<float>(), g.lda = N;
-      g.b = wc.raw(), g.bt = wc.dtype(), g.ldb = K, g.b_kn = true;
-      bool fresh = false;
-      g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), "matmul_backward", "dx", &fresh), g.ldc = K;
-      g.accumulate = !fresh;
-      kt.gemm(g);
-    }
-    if (dw) {
-      Tensor x = f32_in(x_, "matmul_backward", "x");
-      LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, "matmul_backward: x ", x.shape().str(),
-                   " does not match dy ", dy.shape().str(), " and w ", w.shape().str());
-      ref::GemmArgs g;
-      g.M = N, g.N = K, g.K = M;
-      g.a = dy.data<float>(), g.lda = N, g.a_t = true;
-      g.b = x.data<float>(), g.bt = DType::kF32, g.ldb = K, g.b_kn = true;
-      g.c = grad_out(dw, w.shape(), "matmul_backward", "dw"), g.ldc = K, g.accumulate = true;
-      kt.gemm(g);
-    }
+    gemm_backward("matmul_backward", dy, dw ? f32_in(x_, "matmul_backward", "x") : Tensor(), w.contiguous(), dx, dw,
+                  false);
     return;
   }
   auto rows = [&](int64_t n_rows, auto fn) {
@@ -214,32 +223,9 @@ void matmul_backward_mixed_bf16(const Tensor& dy_, const Tensor& x_, const Tenso
   const char* op = "matmul_backward_mixed_bf16";
   const Tensor w = f32_or_bf16_in(w_, op, "w");
   LLMKIT_CHECK(w.rank() == 2, kInvalidArgument, op, ": weight must be 2-D [N, K], got ", w.str());
-  const int64_t N = w.dim(0), K = w.dim(1);
   const Tensor dy = f32_in(dy_, op, "dy");
-  detail::last_dim(dy, N, op, "dy", "N");
-  const int64_t M = dy.rows();
-  const KernelTable& kt = active_table();
-  if (dx) {
-    ref::GemmArgs g;
-    g.M = M, g.N = K, g.K = N;
-    g.a = dy.data<float>(), g.lda = N;
-    g.b = w.raw(), g.bt = w.dtype(), g.ldb = K, g.b_kn = true;
-    bool fresh = false;
-    g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), op, "dx", &fresh), g.ldc = K;
-    g.accumulate = !fresh, g.bf16 = true;
-    kt.gemm(g);
-  }
-  if (dw) {
-    const Tensor x = f32_or_bf16_in(x_, op, "x");
-    LLMKIT_CHECK(x.rows() == M && x.dim(-1) == K, kInvalidArgument, op, ": x ", x.shape().str(), " does not match dy ",
-                 dy.shape().str(), " and w ", w.shape().str());
-    ref::GemmArgs g;
-    g.M = N, g.N = K, g.K = M;
-    g.a = dy.data<float>(), g.lda = N, g.a_t = true;
-    g.b = x.raw(), g.bt = x.dtype(), g.ldb = K, g.b_kn = true;
-    g.c = grad_out(dw, w.shape(), op, "dw"), g.ldc = K, g.accumulate = true, g.bf16 = true;
-    kt.gemm(g);
-  }
+  detail::last_dim(dy, w.dim(0), op, "dy", "N");
+  gemm_backward(op, dy, dw ? f32_or_bf16_in(x_, op, "x") : Tensor(), w, dx, dw, true);
 }
 
 namespace {
