@@ -167,7 +167,11 @@ TEST(TokenizerLoad, RejectsMalformedVocabularies) {
   EXPECT_EQ(Tokenizer::from_json(ok).encode("ab", false), std::vector<int32_t>{2});
   expect_error(bpe_json(R"({"a": 0, "<0x-1>": 1})", "[]"), ErrorCode::kInvalidFile, "<0x-1>");
   expect_error(bpe_json(R"({"a": 0, "<0xZZ>": 1})", "[]"), ErrorCode::kInvalidFile, "<0xZZ>");
-  expect_error(bpe_json(R"({"a": 0, "b": 5})", "[]"), ErrorCode::kInvalidFile, "id 1 has no token");
+  expect_error(bpe_json(R"({"a": 0, "b": 5})", "[]"), ErrorCode::kInvalidFile, "has id 5 but the file lists only 2");
+  expect_error(bpe_json(R"({"a": 0, "c": 2})", "[]", R"(, "added_tokens": [{"id": 2, "content": "c"}])"),
+               ErrorCode::kInvalidFile, "id 1 has no token");
+  // Refused before any table is sized by the id (this once allocated ~1 GB for a 60-byte file).
+  expect_error(bpe_json(R"({"a": 0, "b": 30000000})", "[]"), ErrorCode::kInvalidFile, "has id 30000000");
   expect_error(bpe_json(R"({"a": 0, "b": 0})", "[]"), ErrorCode::kInvalidFile, "id 0");
   expect_error(bpe_json(R"({"a": 0, "b": -1})", "[]"), ErrorCode::kInvalidFile, "-1");
   expect_error(bpe_json(R"({"a": 0, "b": 4294967296})", "[]"), ErrorCode::kInvalidFile, "4294967296");
@@ -177,7 +181,7 @@ TEST(TokenizerLoad, RejectsMalformedVocabularies) {
   expect_error(bpe_json(R"({"a": 0, "b": 1})", R"(["a b"])"), ErrorCode::kInvalidFile, "\"ab\"");
   expect_error(bpe_json(R"({"a": 0, "b": 1})", R"(["ab"])"), ErrorCode::kInvalidFile, "merge #0");
   expect_error(bpe_json(R"({"a": 0})", "[]", R"(, "added_tokens": [{"id": 7, "content": "<x>"}])"),
-               ErrorCode::kInvalidFile, "id 1 has no token");
+               ErrorCode::kInvalidFile, "\"<x>\" has id 7 but the file lists only 2");
   expect_error(bpe_json(R"({"a": 0})", "[]", R"(, "added_tokens": [{"id": 0, "content": "<x>"}])"),
                ErrorCode::kInvalidFile, "duplicate id");
   expect_error(R"({"model": {"type": "Unigram", "vocab": [["a", -1.0], ["a", -2.0]]}})", ErrorCode::kInvalidFile,

@@ -42,9 +42,19 @@ int32_t jid(const json& v, const std::string& file, const std::string& what) {
   return static_cast<int32_t>(id);
 }
 
+// Ids run densely from 0, so none can reach the number of tokens the file lists (`n_listed`, vocab
+// plus added tokens). Checked before any table is sized by an id: a two-line file with id 30000000
+// would otherwise allocate a gigabyte before the density check refused it.
+void check_listed(int32_t id, size_t n_listed, const std::string& text, const std::string& file) {
+  LLMKIT_CHECK(static_cast<size_t>(id) < n_listed, kInvalidFile, file, ": token \"", text, "\" has id ", id,
+               " but the file lists only ", n_listed, " tokens (vocab plus added_tokens)",
+               "; ids must run from 0 to n_vocab - 1 without gaps");
+}
+
 // Sets pieces[id] = text, refusing a second, different text for one id.
-void put_piece(TokenizerImpl& t, int32_t id, const std::string& text, const std::string& file) {
+void put_piece(TokenizerImpl& t, int32_t id, const std::string& text, const std::string& file, size_t n_listed) {
   check_token_text(text, id, file);
+  check_listed(id, n_listed, text, file);
   if (static_cast<size_t>(id) >= t.pieces.size()) t.pieces.resize(static_cast<size_t>(id) + 1);
   LLMKIT_CHECK(t.pieces[id].empty() || t.pieces[id] == text, kInvalidFile, file, ": id ", id, " is both \"",
                t.pieces[id], "\" and \"", text, "\" (duplicate id)");
@@ -86,7 +96,7 @@ void load_post_processor(TokenizerImpl& t, const json& pp, const std::string& fi
   }
 }
 
-void load_model(TokenizerImpl& t, const json& m, const std::string& file) {
+void load_model(TokenizerImpl& t, const json& m, const std::string& file, size_t n_listed) {
   LLMKIT_CHECK(m.is_object(), kInvalidFile, file, ": \"model\" must be an object");
   std::string type = jstr(m, "type");
   const json& vocab = m.contains("vocab") ? m["vocab"] : json();
@@ -102,7 +112,7 @@ void load_model(TokenizerImpl& t, const json& m, const std::string& file) {
       std::string text = e[0].get<std::string>();
       LLMKIT_CHECK(t.vocab.emplace(text, static_cast<int32_t>(i)).second, kInvalidFile, file, ": token \"", text,
                    "\" appears twice (ids ", t.vocab[text], " and ", i, ")");
-      put_piece(t, static_cast<int32_t>(i), text, file);
+      put_piece(t, static_cast<int32_t>(i), text, file, n_listed);
       pieces.emplace_back(std::move(text), e[1].get<double>());
     }
     std::optional<int32_t> unk;
@@ -121,10 +131,11 @@ void load_model(TokenizerImpl& t, const json& m, const std::string& file) {
   std::vector<uint8_t> seen;
   for (const auto& [text, idj] : vocab.items()) {
     int32_t id = jid(idj, file, str_cat("token \"", text, "\""));
+    check_listed(id, n_listed, text, file);
     if (static_cast<size_t>(id) >= seen.size()) seen.resize(static_cast<size_t>(id) + 1);
     LLMKIT_CHECK(!seen[id], kInvalidFile, file, ": id ", id, " is used by two tokens (one is \"", text, "\")");
     seen[id] = 1;
-    put_piece(t, id, text, file);
+    put_piece(t, id, text, file, n_listed);
     v.emplace(text, id);
   }
   auto unk_of = [&](const std::string& name) -> std::optional<int32_t> {
@@ -199,10 +210,13 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_json_unguarded(std::string_view te
   const json dec = j.value("decoder", json());
   t->join_with_space = dec.is_null();
   t->decoder = Decoder::from_json(dec);
-  load_model(*t, j["model"], file);
-
   const json added = j.value("added_tokens", json::array());
   LLMKIT_CHECK(added.is_array(), kInvalidFile, file, ": added_tokens must be a list");
+  const json& model = j["model"];
+  const size_t n_listed =
+      added.size() + (model.is_object() && model.contains("vocab") ? model["vocab"].size() : size_t{0});
+  load_model(*t, model, file, n_listed);
+
   for (const auto& a : added) {
     LLMKIT_CHECK(a.is_object(), kInvalidFile, file, ": added_tokens entries must be objects");
     AddedToken at;
@@ -214,7 +228,7 @@ std::shared_ptr<TokenizerImpl> load_tokenizer_json_unguarded(std::string_view te
     at.rstrip = jbool(a, "rstrip", false);
     at.single_word = jbool(a, "single_word", false);
     at.normalized = jbool(a, "normalized", !at.special);
-    put_piece(*t, at.id, at.content, file);
+    put_piece(*t, at.id, at.content, file, n_listed);
     t->vocab.emplace(at.content, at.id);
     t->added.push_back(std::move(at));
   }
