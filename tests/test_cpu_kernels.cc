@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <random>
@@ -269,6 +270,68 @@ TEST_P(CpuKernels, GemmBf16EveryLayout) {
     }
   }
   ThreadPool::set_global_threads(2);
+}
+
+// RoPE with precomputed cos/sin: the SIMD rotation gives the reference's bits (no FMA contraction),
+// for full and partial rotation (vector tails), both styles, forward and accumulating backward,
+// and in place (x == y).
+TEST_P(CpuKernels, RopeApplyGivesTheReferenceBits) {
+  struct Case { int64_t tokens, heads, head_dim, rot; bool neox; };
+  for (const Case& k : {Case{7, 9, 64, 64, true}, Case{5, 3, 80, 40, true}, Case{3, 2, 6, 6, true},
+                        Case{4, 4, 64, 32, false}}) {
+    const int64_t n = k.tokens * k.heads * k.head_dim, half = k.rot / 2;
+    std::vector<int32_t> pos(static_cast<size_t>(k.tokens));
+    for (int64_t t = 0; t < k.tokens; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 997 % 5000);
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) inv_freq[static_cast<size_t>(i)] = std::pow(10000.0f, -2.0f * i / k.rot);
+    for (float sign : {1.0f, -1.0f}) {
+      std::vector<float> c(static_cast<size_t>(k.tokens * half)), s(c.size());
+      ref::rope_cos_sin(pos.data(), k.tokens, k.rot, inv_freq.data(), 1.0f, sign, c.data(), s.data());
+      const auto x = rand_vec(n, 51);
+      for (bool acc : {false, true}) {
+        auto y = rand_vec(n, 52), y_ref = y;
+        cpu_table().rope_apply(x.data(), y.data(), c.data(), s.data(), k.tokens, k.heads, k.head_dim, k.rot, k.neox, acc);
+        ref_table().rope_apply(x.data(), y_ref.data(), c.data(), s.data(), k.tokens, k.heads, k.head_dim, k.rot, k.neox,
+                               acc);
+        EXPECT_EQ(std::memcmp(y.data(), y_ref.data(), sizeof(float) * static_cast<size_t>(n)), 0)
+            << "head_dim " << k.head_dim << " rot " << k.rot << " acc " << acc;
+        EXPECT_NE(std::memcmp(y.data(), rand_vec(n, 52).data(), sizeof(float) * static_cast<size_t>(n)), 0);
+      }
+      // In place, and the whole against ref::rope / ref::rope_backward (which compute their own angles).
+      auto z = x;
+      cpu_table().rope_apply(z.data(), z.data(), c.data(), s.data(), k.tokens, k.heads, k.head_dim, k.rot, k.neox, false);
+      std::vector<float> z_ref(static_cast<size_t>(n), 0.0f);
+      const auto style = k.neox ? ref::RopeStyle::kNeoX : ref::RopeStyle::kGptJ;
+      if (sign > 0) {
+        ref::rope(x.data(), z_ref.data(), pos.data(), k.tokens, k.heads, k.head_dim, k.rot, inv_freq.data(), 1.0f, style);
+      } else {
+        ref::rope_backward(x.data(), z_ref.data(), pos.data(), k.tokens, k.heads, k.head_dim, k.rot, inv_freq.data(),
+                           1.0f, style);
+      }
+      EXPECT_EQ(std::memcmp(z.data(), z_ref.data(), sizeof(float) * static_cast<size_t>(n)), 0) << "sign " << sign;
+    }
+  }
+}
+
+// Paged KV write: the SIMD F16 conversion and key scatter give the reference's bits, for a run of
+// positions crossing pages in a scattered block table, with values at the edges of F16's range
+// (ties at 65520, subnormals, Inf, NaN); the F32 cache too.
+TEST_P(CpuKernels, PagedKvWriteGivesTheReferenceBits) {
+  const int64_t n = 21, heads = 3, hd = 64, pos0 = 9, n_pages = 4;
+  const std::vector<int32_t> blocks = {3, 0, 2, 1};
+  auto k = rand_vec(n * heads * hd, 61, -70000.0f, 70000.0f), v = rand_vec(n * heads * hd, 62);
+  const float specials[] = {65520.0f, -65519.0f, 65504.0f, 1e-7f, -3e-8f, 6.1e-5f, 0.0f, -0.0f,
+                            std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), 2.5e-8f, 1.0f + 0x1p-11f};
+  for (size_t i = 0; i < std::size(specials); ++i) k[i * 7] = specials[i], v[i * 11] = specials[i];
+  for (DType dt : {DType::kF16, DType::kF32}) {
+    const size_t bytes = static_cast<size_t>(n_pages * heads * hd * ref::kKVPage) * static_cast<size_t>(type_size(dt));
+    std::vector<uint8_t> kp(bytes, 0xAB), vp(bytes, 0xCD), kp_ref = kp, vp_ref = vp;
+    cpu_table().paged_kv_write(k.data(), v.data(), n, heads, hd, pos0, blocks.data(), kp.data(), vp.data(), dt);
+    ref_table().paged_kv_write(k.data(), v.data(), n, heads, hd, pos0, blocks.data(), kp_ref.data(), vp_ref.data(), dt);
+    EXPECT_EQ(kp, kp_ref) << dtype_name(dt);
+    EXPECT_EQ(vp, vp_ref) << dtype_name(dt);
+    EXPECT_NE(kp, std::vector<uint8_t>(bytes, 0xAB));
+  }
 }
 
 // AdamW: the SIMD update gives the reference's bits (same operations, same order, no FMA), over

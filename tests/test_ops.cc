@@ -177,6 +177,15 @@ std::vector<OpCase> cases() {
     };
     for (const auto& [name, cfg] : cfgs)
       add("rope", name, 1e-10, [x, pos, cfg] { return std::vector<Tensor>{ops::rope(x, pos, cfg)}; });
+    // SmolLM2's q shape at 60 tokens: SIMD rows, tokens split over the pool, and the cached cos/sin
+    // tables (the second call at the same positions reuses them; a third at other positions must not).
+    Tensor xq = rand_tensor({60, 9, 64}, seed++);
+    Tensor pos_a = harness::ids_tensor({60}, seed++, 0, 8000), pos_b = harness::ids_tensor({60}, seed++, 0, 8000);
+    add("rope", "[60,9,64] cached tables", 1e-10, [xq, pos_a, pos_b] {
+      Tensor dx = Tensor::zeros(xq.shape(), DType::kF32);
+      ops::rope_backward(xq, pos_a, {}, &dx);
+      return std::vector<Tensor>{ops::rope(xq, pos_a, {}), ops::rope(xq, pos_a, {}), ops::rope(xq, pos_b, {}), dx};
+    });
   }
   // Attention: MHA/GQA/MQA, causal, window, ALiBi, padding, decode (n_q < n_kv).
   struct Att { int64_t s, q, kv, h, kvh, d; ops::AttentionOptions o; const char* name; };

@@ -58,6 +58,12 @@ struct KernelTable {
                          int32_t ignore_index, double g, float* dx) = nullptr;
   // y[rows,d] = x / rms(x) * (w + w_offset); w_offset is 1 for Gemma-style norms, else 0.
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) = nullptr;
+  // y[n_tokens, n_heads, head_dim] (+)= rotate(x) with the per-token cos/sin tables of
+  // ref::rope_cos_sin (ref::rope_apply's contract; neox = rotated pairs (i, i + rot_dims/2), else
+  // (2i, 2i + 1)); single-threaded, the ops layer splits tokens. The CPU kernel gives the
+  // reference's bits.
+  void (*rope_apply)(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+                     int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) = nullptr;
   // In-place row softmax of x[rows, d].
   void (*softmax)(float* x, int64_t rows, int64_t d) = nullptr;
   // o = softmax(scale q k^T + mask/bias) v and lse, for the heads and query rows p selects
@@ -72,6 +78,10 @@ struct KernelTable {
   // Attention over a paged KV cache (ref::paged_attention's contract); single-threaded like attention.
   void (*paged_attention)(const ref::PagedAttentionParams& p, const float* q, const void* k_pages,
                           const void* v_pages, float* o) = nullptr;
+  // Writes k, v [n, n_kv_heads, head_dim] of positions pos0 .. into their pages of an F32 or F16
+  // paged cache (ref::paged_kv_write's contract; the CPU kernel gives the reference's bits).
+  void (*paged_kv_write)(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim,
+                         int64_t pos0, const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype) = nullptr;
 };
 
 const KernelTable& ref_table();

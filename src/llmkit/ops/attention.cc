@@ -174,14 +174,59 @@ void attention_forward(const ref::AttentionParams& p, const float* q, const floa
 
 }  // namespace
 
+namespace {
+
+// The cos/sin tables of the last positions seen per direction (sign +1 forward, -1 backward) on
+// this thread: a forward pass rotates q and k of every layer at the same positions, so the angles
+// are computed once per pass instead of twice per layer (libm sincos was ~2% of a decode step).
+// The key is everything the values depend on: positions, frequencies, mscale.
+struct RopeTable {
+  std::vector<int32_t> pos;
+  std::vector<float> inv_freq, c, s;
+  float mscale = 0.0f;
+};
+
+const RopeTable& rope_table(const RopeSetup& su, const int32_t* pos, float sign) {
+  thread_local RopeTable tables[2];
+  RopeTable& t = tables[sign > 0 ? 0 : 1];
+  const int64_t half = su.rot_dims / 2, n = su.n_tokens;
+  const bool hit = t.mscale == su.mscale && t.inv_freq == su.inv_freq && static_cast<int64_t>(t.pos.size()) == n &&
+                   std::equal(pos, pos + n, t.pos.begin());
+  if (hit) return t;
+  t.pos.assign(pos, pos + n);
+  t.inv_freq = su.inv_freq;
+  t.mscale = su.mscale;
+  t.c.resize(static_cast<size_t>(n * half));
+  t.s.resize(static_cast<size_t>(n * half));
+  ThreadPool::global().parallel_for(n, std::max<int64_t>(1, 2048 / std::max<int64_t>(half, 1)), [&](int64_t b, int64_t e) {
+    ref::rope_cos_sin(pos + b, e - b, su.rot_dims, su.inv_freq.data(), su.mscale, sign, t.c.data() + b * half,
+                      t.s.data() + b * half);
+  });
+  return t;
+}
+
+void rope_run(const float* x, float* y, const int32_t* pos, const RopeSetup& su, const RopeConfig& cfg, float sign,
+              bool accumulate) {
+  const RopeTable& t = rope_table(su, pos, sign);
+  const int64_t half = su.rot_dims / 2, row = su.n_heads * su.head_dim;
+  const auto apply = active_table().rope_apply;
+  const bool neox = cfg.style == RopeStyle::kNeoX;
+  // Tokens split over the pool when there is enough work (~16k floats per share).
+  ThreadPool::global().parallel_for(su.n_tokens, std::max<int64_t>(1, 16384 / std::max<int64_t>(row, 1)),
+                                    [&](int64_t b, int64_t e) {
+                                      apply(x + b * row, y + b * row, t.c.data() + b * half, t.s.data() + b * half,
+                                            e - b, su.n_heads, su.head_dim, su.rot_dims, neox, accumulate);
+                                    });
+}
+
+}  // namespace
+
 Tensor rope(const Tensor& x_, const Tensor& pos_, const RopeConfig& cfg) {
   Tensor x = f32_in(x_, "rope", "x");
   Tensor pos = detail::i32_in(pos_, "rope", "pos");
   RopeSetup s = rope_setup(x, pos, cfg, "rope");
   Tensor y = Tensor::empty(x.shape(), DType::kF32);
-  if (y.numel())
-    ref::rope(x.data<float>(), y.data<float>(), pos.data<int32_t>(), s.n_tokens, s.n_heads, s.head_dim, s.rot_dims,
-              s.inv_freq.data(), s.mscale, cfg.style);
+  if (y.numel()) rope_run(x.data<float>(), y.data<float>(), pos.data<int32_t>(), s, cfg, 1.0f, false);
   return y;
 }
 
@@ -190,9 +235,7 @@ void rope_backward(const Tensor& dy_, const Tensor& pos_, const RopeConfig& cfg,
   Tensor pos = detail::i32_in(pos_, "rope_backward", "pos");
   RopeSetup s = rope_setup(dy, pos, cfg, "rope_backward");
   float* g = grad_out(dx, dy.shape(), "rope_backward", "dx");
-  if (g && dy.numel())
-    ref::rope_backward(dy.data<float>(), g, pos.data<int32_t>(), s.n_tokens, s.n_heads, s.head_dim, s.rot_dims,
-                       s.inv_freq.data(), s.mscale, cfg.style);
+  if (g && dy.numel()) rope_run(dy.data<float>(), g, pos.data<int32_t>(), s, cfg, -1.0f, true);
 }
 
 Tensor alibi_slopes(int64_t n_heads) {
@@ -371,8 +414,8 @@ void paged_kv_write(const Tensor& k_, const Tensor& v_, int64_t pos0, const std:
                ": k must be [n, n_kv_heads = ", k_pages.dim(1), ", head_dim = ", k_pages.dim(2), "], got ", k.shape().str());
   LLMKIT_CHECK(pos0 >= 0, kInvalidArgument, op, ": first position ", pos0, " must be >= 0");
   check_table(blocks, pos0 + k.dim(0), k_pages.dim(0), op);
-  ref::paged_kv_write(k.data<float>(), v.data<float>(), k.dim(0), k.dim(1), k.dim(2), pos0, blocks.data(),
-                      k_pages.raw(), v_pages.raw(), k_pages.dtype());
+  active_table().paged_kv_write(k.data<float>(), v.data<float>(), k.dim(0), k.dim(1), k.dim(2), pos0, blocks.data(),
+                                k_pages.raw(), v_pages.raw(), k_pages.dtype());
 }
 
 }  // namespace llmkit::ops

@@ -35,6 +35,8 @@ const KernelTable& active_table() {
   fill(merged.adamw, r.adamw);
   fill(merged.gelu, r.gelu);
   fill(merged.gelu_backward, r.gelu_backward);
+  fill(merged.rope_apply, r.rope_apply);
+  fill(merged.paged_kv_write, r.paged_kv_write);
   return merged;
 }
 

@@ -639,6 +639,38 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const T* k_pa
   }
 }
 
+// F16 pages: 8 values per conversion (vcvtps2ph, round to nearest even: tensor/half.h's f32_to_f16,
+// NaN and overflow included); keys scattered to their page columns, values stored whole.
+void PagedKvWrite(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
+                  const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  if (kv_dtype == DType::kF16 && head_dim % 8 == 0) {
+    const hn::FixedTag<float, 8> d8;
+    const hn::Rebind<hwy::float16_t, decltype(d8)> dh;
+    const int64_t page_floats = n_kv_heads * head_dim * ref::kKVPage;
+    auto* kb = static_cast<hwy::float16_t*>(k_pages);
+    auto* vb = static_cast<hwy::float16_t*>(v_pages);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = pos0 + i, page = blocks[j / ref::kKVPage], slot = j % ref::kKVPage;
+      for (int64_t h = 0; h < n_kv_heads; ++h) {
+        const float* ki = k + (i * n_kv_heads + h) * head_dim;
+        const float* vi = v + (i * n_kv_heads + h) * head_dim;
+        hwy::float16_t* kp = kb + page * page_floats + h * head_dim * ref::kKVPage + slot;
+        hwy::float16_t* vp = vb + page * page_floats + (h * ref::kKVPage + slot) * head_dim;
+        for (int64_t c = 0; c < head_dim; c += 8) {
+          hn::StoreU(hn::DemoteTo(dh, hn::LoadU(d8, vi + c)), dh, vp + c);
+          HWY_ALIGN hwy::float16_t t[8];
+          hn::Store(hn::DemoteTo(dh, hn::LoadU(d8, ki + c)), dh, t);
+          for (int64_t u = 0; u < 8; ++u) kp[(c + u) * ref::kKVPage] = t[u];
+        }
+      }
+    }
+    return;
+  }
+#endif
+  ref::paged_kv_write(k, v, n, n_kv_heads, head_dim, pos0, blocks, k_pages, v_pages, kv_dtype);
+}
+
 template <typename T>
 void PagedAttentionT(const ref::PagedAttentionParams& p, const float* q, const T* k_pages, const T* v_pages, float* o) {
   const int64_t group = p.n_heads / p.n_kv_heads;
@@ -686,6 +718,7 @@ namespace llmkit::cpu {
 namespace attn {
 HWY_EXPORT(Attention);
 HWY_EXPORT(PagedAttention);
+HWY_EXPORT(PagedKvWrite);
 HWY_EXPORT(AttentionBackward);
 }  // namespace attn
 
@@ -696,6 +729,11 @@ void attention(const ref::AttentionParams& p, const float* q, const float* k, co
 void paged_attention(const ref::PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o) {
   HWY_DYNAMIC_DISPATCH(attn::PagedAttention)(p, q, k_pages, v_pages, o);
+}
+
+void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
+                    const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype) {
+  HWY_DYNAMIC_DISPATCH(attn::PagedKvWrite)(k, v, n, n_kv_heads, head_dim, pos0, blocks, k_pages, v_pages, kv_dtype);
 }
 
 void attention_backward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,

@@ -45,6 +45,10 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n);
 // x sigmoid(2u) (0.5 (1 + tanh u) = sigmoid(2u)), within a few float ulps of ref::gelu; the erf
 // form calls the reference.
 void gelu(const float* x, float* y, int64_t n, bool tanh_approx);
+// ref::rope_apply, bit for bit (no FMA contraction); the NeoX layout in SIMD, GPT-J's interleaved
+// pairs through the reference.
+void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+                int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate);
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx);
 // Threaded over n like swiglu.
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n);
@@ -63,6 +67,9 @@ void attention(const ref::AttentionParams& p, const float* q, const float* k, co
 // arithmetic per query row as attention() (keys read from the transposed pages in place).
 void paged_attention(const ref::PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
                      float* o);
+// ref::paged_kv_write, bit for bit; F16 caches convert 8 values per instruction (F16C) on x86.
+void paged_kv_write(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim, int64_t pos0,
+                    const int32_t* blocks, void* k_pages, void* v_pages, DType kv_dtype);
 // Attention backward with ref::attention_backward's contract, in attention.cc (SIMD when the forward's
 // lse is given, else the reference).
 void attention_backward(const ref::AttentionParams& p, const float* q, const float* k, const float* v, const float* o,

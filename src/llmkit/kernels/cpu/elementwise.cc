@@ -103,6 +103,59 @@ void AdamW(const ref::AdamWStep& a, float* HWY_RESTRICT p, const float* HWY_REST
   if (i < n) ref::adamw(a, p + i, g + i, m + i, v + i, n - i);
 }
 
+// RoPE with precomputed cos/sin (NeoX pairs (i, i + half)): the reference's unfused x0 c - x1 s and
+// x0 s + x1 c, so fp-contract is off here too. Tails shorter than a vector go through padded
+// vectors, the same arithmetic.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void RopeApply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+               int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) {
+  if (!neox) {
+    ref::rope_apply(x, y, c, s, n_tokens, n_heads, head_dim, rot_dims, neox, accumulate);
+    return;
+  }
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t half = rot_dims / 2;
+  auto pair = [&](const float* xh, float* yh, const float* ct, const float* st, int64_t i, int64_t n) {
+    HWY_ALIGN float t0[HWY_MAX_BYTES / sizeof(float)] = {}, t1[HWY_MAX_BYTES / sizeof(float)] = {};
+    HWY_ALIGN float tc[HWY_MAX_BYTES / sizeof(float)] = {}, ts[HWY_MAX_BYTES / sizeof(float)] = {};
+    VF x0, x1, cv, sv;
+    if (n == L) {
+      x0 = hn::LoadU(d, xh + i), x1 = hn::LoadU(d, xh + half + i), cv = hn::LoadU(d, ct + i), sv = hn::LoadU(d, st + i);
+    } else {
+      for (int64_t j = 0; j < n; ++j) t0[j] = xh[i + j], t1[j] = xh[half + i + j], tc[j] = ct[i + j], ts[j] = st[i + j];
+      x0 = hn::Load(d, t0), x1 = hn::Load(d, t1), cv = hn::Load(d, tc), sv = hn::Load(d, ts);
+    }
+    VF y0 = hn::Sub(hn::Mul(x0, cv), hn::Mul(x1, sv));
+    VF y1 = hn::Add(hn::Mul(x0, sv), hn::Mul(x1, cv));
+    if (n == L) {
+      if (accumulate) y0 = hn::Add(hn::LoadU(d, yh + i), y0), y1 = hn::Add(hn::LoadU(d, yh + half + i), y1);
+      hn::StoreU(y0, d, yh + i);
+      hn::StoreU(y1, d, yh + half + i);
+    } else {
+      hn::Store(y0, d, t0);
+      hn::Store(y1, d, t1);
+      for (int64_t j = 0; j < n; ++j) {
+        yh[i + j] = accumulate ? yh[i + j] + t0[j] : t0[j];
+        yh[half + i + j] = accumulate ? yh[half + i + j] + t1[j] : t1[j];
+      }
+    }
+  };
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* ct = c + t * half;
+    const float* st = s + t * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t o = (t * n_heads + h) * head_dim;
+      int64_t i = 0;
+      for (; i + L <= half; i += L) pair(x + o, y + o, ct, st, i, L);
+      if (i < half) pair(x + o, y + o, ct, st, i, half - i);
+      for (int64_t j = rot_dims; j < head_dim; ++j) y[o + j] = accumulate ? y[o + j] + x[o + j] : x[o + j];
+    }
+  }
+}
+
 // GELU, tanh form: u = sqrt(2/pi) (x + 0.044715 x^3), 0.5 (1 + tanh u) = sigmoid(2u) = s;
 // y = x s, dy/dx = s + 2 x s (1 - s) du/dx with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
@@ -306,6 +359,7 @@ HWY_EXPORT(Softmax);
 HWY_EXPORT(AdamW);
 HWY_EXPORT(GeluTanh);
 HWY_EXPORT(GeluTanhBackward);
+HWY_EXPORT(RopeApply);
 
 void add(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Add)(a, b, y, n); }
 void mul(const float* a, const float* b, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, b, y, n); }
@@ -341,6 +395,10 @@ void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, i
 }
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) {
   HWY_DYNAMIC_DISPATCH(RmsNorm)(x, w, y, rows, d, eps, w_offset);
+}
+void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+                int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(RopeApply)(x, y, c, s, n_tokens, n_heads, head_dim, rot_dims, neox, accumulate);
 }
 void softmax(float* x, int64_t rows, int64_t d) { HWY_DYNAMIC_DISPATCH(Softmax)(x, rows, d); }
 

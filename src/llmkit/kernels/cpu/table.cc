@@ -31,10 +31,12 @@ const KernelTable& cpu_table() {
       .logsumexp_rows = cpu::logsumexp_rows,
       .xent_grad_rows = cpu::xent_grad_rows,
       .rmsnorm = cpu::rmsnorm,
+      .rope_apply = cpu::rope_apply,
       .softmax = cpu::softmax,
       .attention = cpu::attention,
       .attention_backward = cpu::attention_backward,
       .paged_attention = cpu::paged_attention,
+      .paged_kv_write = cpu::paged_kv_write,
   };
   return t;
 }

@@ -156,6 +156,15 @@ void rope(const float* x, float* y, const int32_t* pos, int64_t n_tokens, int64_
 // dx += R^T dy: the rotation is orthogonal, so the backward rotates by -angle (times mscale).
 void rope_backward(const float* dy, float* dx, const int32_t* pos, int64_t n_tokens, int64_t n_heads,
                    int64_t head_dim, int64_t rot_dims, const float* inv_freq, float mscale, RopeStyle style);
+// The two halves of rope / rope_backward, so that a caller can compute the angles once and apply
+// them to many tensors (every layer's q and k): c[t * half + i] = cos(pos_t f_i) m and
+// s[t * half + i] = sign sin(pos_t f_i) m (half = rot_dims / 2; sign -1 is the inverse rotation of
+// rope_backward), then y (+)= R x per head with those values. rope = rope_cos_sin(sign 1) +
+// rope_apply(accumulate false), bit for bit; rope_backward = sign -1, accumulate true.
+void rope_cos_sin(const int32_t* pos, int64_t n_tokens, int64_t rot_dims, const float* inv_freq, float mscale,
+                  float sign, float* c, float* s);
+void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+                int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate);
 // ALiBi head slopes (Press et al. 2022, "Train Short, Test Long"), with BLOOM's rule for head counts
 // that are not a power of two (HF modeling_bloom.build_alibi_tensor). slopes[n_heads].
 void alibi_slopes(int64_t n_heads, float* slopes);

@@ -22,10 +22,12 @@ const KernelTable& ref_table() {
       .logsumexp_rows = ref::logsumexp_rows,
       .xent_grad_rows = ref::xent_grad_rows,
       .rmsnorm = ref::rmsnorm,
+      .rope_apply = ref::rope_apply,
       .softmax = ref::softmax,
       .attention = ref::attention,
       .attention_backward = ref::attention_backward,
       .paged_attention = ref::paged_attention,
+      .paged_kv_write = ref::paged_kv_write,
   };
   return t;
 }
