@@ -278,7 +278,7 @@ TEST_P(CpuKernels, GemmBf16EveryLayout) {
 TEST_P(CpuKernels, RopeApplyGivesTheReferenceBits) {
   struct Case { int64_t tokens, heads, head_dim, rot; bool neox; };
   for (const Case& k : {Case{7, 9, 64, 64, true}, Case{5, 3, 80, 40, true}, Case{3, 2, 6, 6, true},
-                        Case{4, 4, 64, 32, false}}) {
+                        Case{4, 4, 64, 32, false}, Case{3, 9, 64, 64, false}, Case{3, 2, 24, 8, false}}) {
     const int64_t n = k.tokens * k.heads * k.head_dim, half = k.rot / 2;
     std::vector<int32_t> pos(static_cast<size_t>(k.tokens));
     for (int64_t t = 0; t < k.tokens; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 997 % 5000);

@@ -171,7 +171,8 @@ TEST(TinyModelQuantized, EveryOutputTypeLoadsAndMatchesItsDequantizedSelf) {
 // The matrices move at load into a huge-page slab, Q4_0 / Q4_1 / Q8_0 ones repacked on the way
 // (rows interleaved by 8 for the int8 kernel): prompt logits and decode steps are those of the
 // weights left in the file (LLMKIT_REPACK=0) bit for bit, for a tied output head (its embedding
-// lookups read the repacked rows) and for Mixtral's experts.
+// lookups read the repacked rows) and for Mixtral's experts; and so are the small batches that read
+// [q; k; v] and [gate; up] as one concatenated matrix.
 TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
   for (const char* name : {"llama", "mixtral", "phi3"}) {
     Ref ref(name);
@@ -195,6 +196,12 @@ TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
       auto packed = Transformer::load(path);
       EXPECT_EQ(file->slab_bytes(), 0u);
       EXPECT_GT(packed->slab_bytes(), 0u) << name << " " << dtype_name(dt);
+      // Llama and Mixtral store q, k, v (and Llama gate, up) apart: the slab puts them back to back
+      // and small batches read each group as one matrix. Phi-3's file has them fused already.
+      EXPECT_EQ(file->fused_views(), 0);
+      if (std::string(name) != "phi3") {
+        EXPECT_GT(packed->fused_views(), 0) << name << " " << dtype_name(dt);
+      }
       if (dt == DType::kF16) {
         EXPECT_EQ(packed->repacked_bytes(), 0u);
       } else if (cpu::i8_matmul_available()) {

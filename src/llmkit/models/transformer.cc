@@ -59,6 +59,11 @@ ops::RopeScaling to_rope_scaling(RopeScalingKind k) {
   return ops::RopeScaling::kNone;
 }
 
+// Batches of up to this many rows run [q; k; v] and [gate; up] as one matmul each (one quantization
+// of the input, one parallel region, a longer range to share between threads); larger ones keep
+// the separate products, whose outputs need no split copies.
+constexpr int64_t kFusedMaxRows = 64;
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = ops::matmul(x, w);
   return b.defined() ? ops::add_bias(y, b) : y;
@@ -166,6 +171,37 @@ void Transformer::repack_weights() {
   // of file mappings): ~12 MB for SmolLM2's 211 matrices. Drop them once more.
   for (const Tensor& s : sources) w_.release_pages(s.raw(), s.nbytes());
   if (tied) tok_embd = output;
+  fuse_adjacent(slab);
+}
+
+void Transformer::fuse_adjacent(const std::shared_ptr<void>& slab) {
+  // `todo` put [q, k, v] and [gate, up] back to back (64-byte padding vanishes when a matrix's
+  // bytes are a multiple of 64). A view from the first over all of them is their row
+  // concatenation: for the rows-interleaved-by-8 layouts too, when every part has whole groups of
+  // 8 rows. Each output row is computed from its own weight row and the same quantized input, so
+  // the fused product's columns are bitwise the separate products'.
+  auto next_to = [](const Tensor& a, const Tensor& b) {
+    return a.defined() && b.defined() && a.rank() == 2 && b.rank() == 2 && a.dtype() == b.dtype() &&
+           a.dim(1) == b.dim(1) && a.dim(0) % 8 == 0 && b.dim(0) % 8 == 0 &&
+           static_cast<const uint8_t*>(a.raw()) + a.nbytes() == static_cast<const uint8_t*>(b.raw());
+  };
+  auto view = [&](const Tensor& first, int64_t rows) {
+    return Tensor::from_external(const_cast<void*>(first.raw()), {rows, first.dim(1)}, first.dtype(), slab);
+  };
+  for (Layer& L : layers_) {
+    if (!L.wqkv.defined() && next_to(L.wq, L.wk) && next_to(L.wk, L.wv)) {
+      const int n_bias = L.bq.defined() + L.bk.defined() + L.bv.defined();
+      if (n_bias == 0 || n_bias == 3) {
+        L.wqkv_cat = view(L.wq, L.wq.dim(0) + L.wk.dim(0) + L.wv.dim(0));
+        if (n_bias == 3) L.bqkv_cat = ops::concat({ops::to_f32(L.bq), ops::to_f32(L.bk), ops::to_f32(L.bv)}, 0);
+        ++fused_views_;
+      }
+    }
+    if (L.w_gate.defined() && !L.b_up.defined() && next_to(L.w_gate, L.w_up) && L.w_gate.dim(0) == L.w_up.dim(0)) {
+      L.w_gate_up_cat = view(L.w_gate, 2 * L.w_gate.dim(0));
+      ++fused_views_;
+    }
+  }
 }
 
 void Transformer::load_tensors() {
@@ -451,6 +487,9 @@ void Transformer::qkv(const Layer& L, const Tensor& h, const Tensor& pos, Tensor
   if (L.wqkv.defined()) {
     std::vector<Tensor> parts = ops::split(linear(h, L.wqkv, L.bqkv), {H * hd, Hkv * hd, Hkv * hd}, 1);
     *q = parts[0], *k = parts[1], *v = parts[2];
+  } else if (L.wqkv_cat.defined() && n <= kFusedMaxRows) {
+    std::vector<Tensor> parts = ops::split(linear(h, L.wqkv_cat, L.bqkv_cat), {H * hd, Hkv * hd, Hkv * hd}, 1);
+    *q = parts[0], *k = parts[1], *v = parts[2];
   } else {
     *q = linear(h, L.wq, L.bq);
     *k = linear(h, L.wk, L.bk);
@@ -469,7 +508,10 @@ Tensor Transformer::mlp(const Layer& L, const Tensor& h) const {
   if (!L.experts.empty()) return moe(L, h);
   if (!cfg_.gated_mlp) return linear(ops::activation(act_, linear(h, L.w_up, L.b_up)), L.w_down, L.b_down);
   Tensor g;
-  if (L.w_gate.defined()) {
+  if (L.w_gate_up_cat.defined() && h.dim(0) <= kFusedMaxRows) {
+    std::vector<Tensor> gu = ops::split(ops::matmul(h, L.w_gate_up_cat), {cfg_.d_ff, cfg_.d_ff}, 1);
+    g = ops::glu(act_, gu[0], gu[1]);
+  } else if (L.w_gate.defined()) {
     g = ops::glu(act_, ops::matmul(h, L.w_gate), linear(h, L.w_up, L.b_up));
   } else {  // Phi-3: one matmul gives [gate | up]
     std::vector<Tensor> gu = ops::split(ops::matmul(h, L.w_up), {cfg_.d_ff, cfg_.d_ff}, 1);

@@ -123,6 +123,8 @@ class Transformer {
   // held rows-interleaved by 8 for the CPU int8 kernel.
   size_t slab_bytes() const { return slab_bytes_; }
   size_t repacked_bytes() const { return repacked_bytes_; }
+  // Matrices of a layer read as one concatenated view in small batches ([q; k; v], [gate; up]).
+  int fused_views() const { return fused_views_; }
 
  private:
   struct Norm {
@@ -137,6 +139,10 @@ class Transformer {
     Tensor bq, bk, bv, bqkv, bo;
     Tensor w_gate, w_up, w_down;  // w_up is [2 d_ff, d_model] for Phi-3's fused [gate; up]
     Tensor b_up, b_down;
+    // Views over matrices that read the same input and lie back to back in the slab: [q; k; v]
+    // (with bqkv_cat when they have biases) and [gate; up]. Small batches (decode steps) run one
+    // matmul over each instead of three or two; undefined when not adjacent (see repack_weights).
+    Tensor wqkv_cat, bqkv_cat, w_gate_up_cat;
     Tensor router;                // MoE: [n_experts, d_model]
     std::vector<Expert> experts;
   };
@@ -150,6 +156,8 @@ class Transformer {
   // them in the file (for A/B measurements), as does a slab larger than 80% of MemAvailable (a
   // model that does not fit keeps running from the evictable file pages) or a failed allocation.
   void repack_weights();
+  // Sets the layers' wqkv_cat / w_gate_up_cat views where the slab holds the parts back to back.
+  void fuse_adjacent(const std::shared_ptr<void>& slab);
   // Every id in [0, n_vocab), else Error(kInvalidArgument) naming it: checked once per public call,
   // before any pass writes to a cache.
   void check_token_ids(const std::vector<int32_t>& tokens) const;
@@ -169,6 +177,7 @@ class Transformer {
   Weights w_;
   ModelConfig cfg_;
   size_t slab_bytes_ = 0, repacked_bytes_ = 0;
+  int fused_views_ = 0;
   DType kv_dtype_ = DType::kF32;
   ops::RopeConfig rope_;
   bool use_rope_ = false;

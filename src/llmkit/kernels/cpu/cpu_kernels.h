@@ -45,8 +45,7 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n);
 // x sigmoid(2u) (0.5 (1 + tanh u) = sigmoid(2u)), within a few float ulps of ref::gelu; the erf
 // form calls the reference.
 void gelu(const float* x, float* y, int64_t n, bool tanh_approx);
-// ref::rope_apply, bit for bit (no FMA contraction); the NeoX layout in SIMD, GPT-J's interleaved
-// pairs through the reference.
+// ref::rope_apply, bit for bit (no FMA contraction), both pair layouts in SIMD.
 void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
                 int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate);
 void gelu_backward(const float* x, const float* dy, float* dx, int64_t n, bool tanh_approx);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/cpu/cpu_kernels.h"
@@ -103,6 +104,45 @@ void AdamW(const ref::AdamWStep& a, float* HWY_RESTRICT p, const float* HWY_REST
   if (i < n) ref::adamw(a, p + i, g + i, m + i, v + i, n - i);
 }
 
+// RoPE on adjacent pairs (2i, 2i + 1): GPT-J's layout, and that of llama-family GGUF files, whose
+// q/k weights are permuted for it. Per token, cos is spread to both lanes of a pair and sin to
+// (-s, +s); then y = x c2 + swap(x) s2 per vector: lane 2i is x0 c + x1 (-s) = x0 c - x1 s and lane
+// 2i + 1 is x1 c + x0 s, bitwise the reference's (negation is exact, addition commutes).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void RopeApplyPairs(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
+                    int64_t head_dim, int64_t rot_dims, bool accumulate) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t half = rot_dims / 2;
+  if (rot_dims % L != 0 || L < 2) {
+    ref::rope_apply(x, y, c, s, n_tokens, n_heads, head_dim, rot_dims, false, accumulate);
+    return;
+  }
+  thread_local std::vector<float> cs2;
+  cs2.resize(static_cast<size_t>(2 * rot_dims));
+  float* c2 = cs2.data();
+  float* s2 = c2 + rot_dims;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      c2[2 * i] = c2[2 * i + 1] = c[t * half + i];
+      s2[2 * i] = -s[t * half + i];
+      s2[2 * i + 1] = s[t * half + i];
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t o = (t * n_heads + h) * head_dim;
+      for (int64_t i = 0; i < rot_dims; i += L) {
+        const VF xv = hn::LoadU(d, x + o + i);
+        VF yv = hn::Add(hn::Mul(xv, hn::LoadU(d, c2 + i)), hn::Mul(hn::Reverse2(d, xv), hn::LoadU(d, s2 + i)));
+        if (accumulate) yv = hn::Add(hn::LoadU(d, y + o + i), yv);
+        hn::StoreU(yv, d, y + o + i);
+      }
+      for (int64_t j = rot_dims; j < head_dim; ++j) y[o + j] = accumulate ? y[o + j] + x[o + j] : x[o + j];
+    }
+  }
+}
+
 // RoPE with precomputed cos/sin (NeoX pairs (i, i + half)): the reference's unfused x0 c - x1 s and
 // x0 s + x1 c, so fp-contract is off here too. Tails shorter than a vector go through padded
 // vectors, the same arithmetic.
@@ -112,7 +152,7 @@ __attribute__((optimize("fp-contract=off")))
 void RopeApply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
                int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) {
   if (!neox) {
-    ref::rope_apply(x, y, c, s, n_tokens, n_heads, head_dim, rot_dims, neox, accumulate);
+    RopeApplyPairs(x, y, c, s, n_tokens, n_heads, head_dim, rot_dims, accumulate);
     return;
   }
   const DF d;
