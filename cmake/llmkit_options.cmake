@@ -11,6 +11,11 @@ if(LLMKIT_SANITIZE)
     $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer>)
   target_link_options(llmkit_flags INTERFACE -fsanitize=address,undefined)
 endif()
+if(LLMKIT_TSAN)
+  target_compile_options(llmkit_flags INTERFACE
+    $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=thread -fno-omit-frame-pointer>)
+  target_link_options(llmkit_flags INTERFACE -fsanitize=thread)
+endif()
 target_include_directories(llmkit_flags INTERFACE
   ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
 
