@@ -3,7 +3,6 @@
 // Frequencies are computed in double once per model; angles pos * inv_freq are formed in double so the
 // reference stays exact at long positions (a float angle at pos 1e5 is off by ~1e-2 rad).
 #include <cmath>
-#include <vector>
 
 #include "llmkit/kernels/ref/ops.h"
 
@@ -84,47 +83,51 @@ void rope_freqs(const RopeConfig& cfg, int64_t rot_dims, float* inv_freq, float*
 
 namespace {
 
-// cos and sin of token t's angles (see rope_cos_sin).
-void cos_sin_row(int32_t pos, int64_t half, const float* inv_freq, float mscale, float sign, float* c, float* s) {
-  for (int64_t i = 0; i < half; ++i) {
-    const double angle = static_cast<double>(pos) * inv_freq[i];
-    c[i] = static_cast<float>(std::cos(angle)) * mscale;
-    s[i] = sign * static_cast<float>(std::sin(angle)) * mscale;
+// cos and sin of one angle pos * f (see rope_cos_sin).
+inline void angle_cs(int32_t pos, float f, float mscale, float sign, float* c, float* s) {
+  const double angle = static_cast<double>(pos) * f;
+  *c = static_cast<float>(std::cos(angle)) * mscale;
+  *s = sign * static_cast<float>(std::sin(angle)) * mscale;
+}
+
+// Pair i of one head: (y0, y1) = (x0 c - x1 s, x0 s + x1 c), or += with accumulate.
+inline void rotate_pair(const float* xh, float* yh, int64_t i, int64_t half, float c, float s, bool neox,
+                        bool accumulate) {
+  const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+  const float x0 = xh[i0], x1 = xh[i1];
+  const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+  if (accumulate) {
+    yh[i0] += y0;
+    yh[i1] += y1;
+  } else {
+    yh[i0] = y0;
+    yh[i1] = y1;
   }
 }
 
-// One token's heads: (y0, y1) = (x0 c - x1 s, x0 s + x1 c) per rotated pair; the rest copied.
-void apply_row(const float* x, float* y, const float* c, const float* s, int64_t n_heads, int64_t head_dim,
-               int64_t rot_dims, bool neox, bool accumulate) {
-  const int64_t half = rot_dims / 2;
-  for (int64_t h = 0; h < n_heads; ++h) {
-    const float* xh = x + h * head_dim;
-    float* yh = y + h * head_dim;
-    for (int64_t i = 0; i < half; ++i) {
-      const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-      const float x0 = xh[i0], x1 = xh[i1];
-      const float y0 = x0 * c[i] - x1 * s[i], y1 = x0 * s[i] + x1 * c[i];
-      if (accumulate) {
-        yh[i0] += y0;
-        yh[i1] += y1;
-      } else {
-        yh[i0] = y0;
-        yh[i1] = y1;
-      }
-    }
-    for (int64_t j = rot_dims; j < head_dim; ++j) yh[j] = accumulate ? yh[j] + xh[j] : xh[j];
-  }
+// Dimensions past rot_dims pass through (are added with accumulate).
+inline void pass_through(const float* xh, float* yh, int64_t rot_dims, int64_t head_dim, bool accumulate) {
+  for (int64_t j = rot_dims; j < head_dim; ++j) yh[j] = accumulate ? yh[j] + xh[j] : xh[j];
 }
 
 // Applies the rotation by `sign` * angle to every head of every token; `accumulate` selects y += R x.
 void rotate(const float* x, float* y, const int32_t* pos, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
             int64_t rot_dims, const float* inv_freq, float mscale, RopeStyle style, float sign, bool accumulate) {
   const int64_t half = rot_dims / 2;
-  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  const bool neox = style == RopeStyle::kNeoX;
   for (int64_t t = 0; t < n_tokens; ++t) {
-    cos_sin_row(pos[t], half, inv_freq, mscale, sign, c.data(), s.data());
-    const int64_t o = t * n_heads * head_dim;
-    apply_row(x + o, y + o, c.data(), s.data(), n_heads, head_dim, rot_dims, style == RopeStyle::kNeoX, accumulate);
+    for (int64_t i = 0; i < half; ++i) {
+      float c, s;
+      angle_cs(pos[t], inv_freq[i], mscale, sign, &c, &s);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        const int64_t o = (t * n_heads + h) * head_dim;
+        rotate_pair(x + o, y + o, i, half, c, s, neox, accumulate);
+      }
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t o = (t * n_heads + h) * head_dim;
+      pass_through(x + o, y + o, rot_dims, head_dim, accumulate);
+    }
   }
 }
 
@@ -144,14 +147,20 @@ void rope_backward(const float* dy, float* dx, const int32_t* pos, int64_t n_tok
 void rope_cos_sin(const int32_t* pos, int64_t n_tokens, int64_t rot_dims, const float* inv_freq, float mscale,
                   float sign, float* c, float* s) {
   const int64_t half = rot_dims / 2;
-  for (int64_t t = 0; t < n_tokens; ++t) cos_sin_row(pos[t], half, inv_freq, mscale, sign, c + t * half, s + t * half);
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t i = 0; i < half; ++i) angle_cs(pos[t], inv_freq[i], mscale, sign, c + t * half + i, s + t * half + i);
 }
 
 void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
                 int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) {
-  const int64_t half = rot_dims / 2, row = n_heads * head_dim;
-  for (int64_t t = 0; t < n_tokens; ++t)
-    apply_row(x + t * row, y + t * row, c + t * half, s + t * half, n_heads, head_dim, rot_dims, neox, accumulate);
+  const int64_t half = rot_dims / 2;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t o = (t * n_heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) rotate_pair(x + o, y + o, i, half, c[t * half + i], s[t * half + i], neox, accumulate);
+      pass_through(x + o, y + o, rot_dims, head_dim, accumulate);
+    }
+  }
 }
 
 // Press et al. 2022, sec. 3: slopes form the geometric sequence 2^(-8/n), 2^(-16/n), ... for n a power
