@@ -509,7 +509,8 @@ Tensor Transformer::mlp(const Layer& L, const Tensor& h) const {
   if (!cfg_.gated_mlp) return linear(ops::activation(act_, linear(h, L.w_up, L.b_up)), L.w_down, L.b_down);
   Tensor g;
   if (L.w_gate_up_cat.defined() && h.dim(0) <= kFusedMaxRows) {
-    std::vector<Tensor> gu = ops::split(ops::matmul(h, L.w_gate_up_cat), {cfg_.d_ff, cfg_.d_ff}, 1);
+    const int64_t ff = L.w_gate_up_cat.dim(0) / 2;
+    std::vector<Tensor> gu = ops::split(ops::matmul(h, L.w_gate_up_cat), {ff, ff}, 1);
     g = ops::glu(act_, gu[0], gu[1]);
   } else if (L.w_gate.defined()) {
     g = ops::glu(act_, ops::matmul(h, L.w_gate), linear(h, L.w_up, L.b_up));
