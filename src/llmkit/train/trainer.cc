@@ -487,8 +487,9 @@ TrainPlan plan_training(const TrainConfig& c) {
   const double layers = c.recompute ? static_cast<double>(m.n_layers * m.d_model) + per_layer
                                     : static_cast<double>(m.n_layers) * per_layer;
   p.activation_bytes = 4.0 * static_cast<double>(c.batch * c.seq_len) * (layers + 2.0 * static_cast<double>(m.n_vocab));
-  // BF16/F16 compute: each matmul's weight is kept rounded at 2 bytes for its backward.
-  if (c.precision != "f32") p.activation_bytes += 2.0 * static_cast<double>(p.n_params);
+  // F16 compute: each matmul's weight is kept rounded at 2 bytes for its backward (BF16 compute
+  // rounds the F32 weights inside the GEMM and keeps no copy).
+  if (c.precision == "f16") p.activation_bytes += 2.0 * static_cast<double>(p.n_params);
   p.total_bytes = p.weight_bytes + p.grad_bytes + p.optimizer_bytes + p.activation_bytes;
   return p;
 }
