@@ -172,13 +172,13 @@ TEST(TinyModelQuantized, EveryOutputTypeLoadsAndMatchesItsDequantizedSelf) {
 // (rows interleaved by 8 for the int8 kernel): prompt logits and decode steps are those of the
 // weights left in the file (LLMKIT_REPACK=0) bit for bit, for a tied output head (its embedding
 // lookups read the repacked rows) and for Mixtral's experts; and so are the small batches that read
-// [q; k; v] and [gate; up] as one concatenated matrix.
+// [q; k; v] and [gate; up] as one concatenated matrix, for float weights (F16, BF16, F32) too.
 TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
   for (const char* name : {"llama", "mixtral", "phi3"}) {
     Ref ref(name);
     const std::vector<int32_t> ids = row_ids(ref.get("input_ids"), 0);
     const int64_t T = static_cast<int64_t>(ids.size());
-    for (DType dt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kF16}) {
+    for (DType dt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kF16, DType::kBF16, DType::kF32}) {
       const std::string path =
           (fs::temp_directory_path() / str_cat("llmkit_tiny_r8_", name, "_", dtype_name(dt), "_", getpid(), ".gguf")).string();
       ConvertOptions opt;
@@ -202,7 +202,7 @@ TEST(TinyModelQuantized, RepackedWeightsGiveTheFileLayoutsLogitsBitwise) {
       if (std::string(name) != "phi3") {
         EXPECT_GT(packed->fused_views(), 0) << name << " " << dtype_name(dt);
       }
-      if (dt == DType::kF16) {
+      if (!is_quantized(dt)) {  // float matrices move to the slab unchanged
         EXPECT_EQ(packed->repacked_bytes(), 0u);
       } else if (cpu::i8_matmul_available()) {
         EXPECT_GT(packed->repacked_bytes(), 0u) << name << " " << dtype_name(dt);
