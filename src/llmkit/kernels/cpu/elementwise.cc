@@ -158,29 +158,30 @@ void RopeApply(const float* x, float* y, const float* c, const float* s, int64_t
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int64_t half = rot_dims / 2;
-  auto pair = [&](const float* xh, float* yh, const float* ct, const float* st, int64_t i, int64_t n) {
+  // (y0, y1) of one vector of pairs, the reference's x0 c - x1 s and x0 s + x1 c.
+  auto rot = [](VF x0, VF x1, VF cv, VF sv, VF* y0, VF* y1) {
+    *y0 = hn::Sub(hn::Mul(x0, cv), hn::Mul(x1, sv));
+    *y1 = hn::Add(hn::Mul(x0, sv), hn::Mul(x1, cv));
+  };
+  auto pair = [&](const float* xh, float* yh, const float* ct, const float* st, int64_t i) {
+    VF y0, y1;
+    rot(hn::LoadU(d, xh + i), hn::LoadU(d, xh + half + i), hn::LoadU(d, ct + i), hn::LoadU(d, st + i), &y0, &y1);
+    if (accumulate) y0 = hn::Add(hn::LoadU(d, yh + i), y0), y1 = hn::Add(hn::LoadU(d, yh + half + i), y1);
+    hn::StoreU(y0, d, yh + i);
+    hn::StoreU(y1, d, yh + half + i);
+  };
+  // The last n < L pairs, through padded vectors.
+  auto tail = [&](const float* xh, float* yh, const float* ct, const float* st, int64_t i, int64_t n) {
     HWY_ALIGN float t0[HWY_MAX_BYTES / sizeof(float)] = {}, t1[HWY_MAX_BYTES / sizeof(float)] = {};
     HWY_ALIGN float tc[HWY_MAX_BYTES / sizeof(float)] = {}, ts[HWY_MAX_BYTES / sizeof(float)] = {};
-    VF x0, x1, cv, sv;
-    if (n == L) {
-      x0 = hn::LoadU(d, xh + i), x1 = hn::LoadU(d, xh + half + i), cv = hn::LoadU(d, ct + i), sv = hn::LoadU(d, st + i);
-    } else {
-      for (int64_t j = 0; j < n; ++j) t0[j] = xh[i + j], t1[j] = xh[half + i + j], tc[j] = ct[i + j], ts[j] = st[i + j];
-      x0 = hn::Load(d, t0), x1 = hn::Load(d, t1), cv = hn::Load(d, tc), sv = hn::Load(d, ts);
-    }
-    VF y0 = hn::Sub(hn::Mul(x0, cv), hn::Mul(x1, sv));
-    VF y1 = hn::Add(hn::Mul(x0, sv), hn::Mul(x1, cv));
-    if (n == L) {
-      if (accumulate) y0 = hn::Add(hn::LoadU(d, yh + i), y0), y1 = hn::Add(hn::LoadU(d, yh + half + i), y1);
-      hn::StoreU(y0, d, yh + i);
-      hn::StoreU(y1, d, yh + half + i);
-    } else {
-      hn::Store(y0, d, t0);
-      hn::Store(y1, d, t1);
-      for (int64_t j = 0; j < n; ++j) {
-        yh[i + j] = accumulate ? yh[i + j] + t0[j] : t0[j];
-        yh[half + i + j] = accumulate ? yh[half + i + j] + t1[j] : t1[j];
-      }
+    for (int64_t j = 0; j < n; ++j) t0[j] = xh[i + j], t1[j] = xh[half + i + j], tc[j] = ct[i + j], ts[j] = st[i + j];
+    VF y0, y1;
+    rot(hn::Load(d, t0), hn::Load(d, t1), hn::Load(d, tc), hn::Load(d, ts), &y0, &y1);
+    hn::Store(y0, d, t0);
+    hn::Store(y1, d, t1);
+    for (int64_t j = 0; j < n; ++j) {
+      yh[i + j] = accumulate ? yh[i + j] + t0[j] : t0[j];
+      yh[half + i + j] = accumulate ? yh[half + i + j] + t1[j] : t1[j];
     }
   };
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -189,8 +190,8 @@ void RopeApply(const float* x, float* y, const float* c, const float* s, int64_t
     for (int64_t h = 0; h < n_heads; ++h) {
       const int64_t o = (t * n_heads + h) * head_dim;
       int64_t i = 0;
-      for (; i + L <= half; i += L) pair(x + o, y + o, ct, st, i, L);
-      if (i < half) pair(x + o, y + o, ct, st, i, half - i);
+      for (; i + L <= half; i += L) pair(x + o, y + o, ct, st, i);
+      if (i < half) tail(x + o, y + o, ct, st, i, half - i);
       for (int64_t j = rot_dims; j < head_dim; ++j) y[o + j] = accumulate ? y[o + j] + x[o + j] : x[o + j];
     }
   }
