@@ -208,6 +208,45 @@ TEST_P(CpuKernels, GemmEveryLayout) {
   ThreadPool::set_global_threads(2);
 }
 
+// The dw = dy^T x products' two special paths, against ref::gemm (A transposed, B stored [K, N], F32):
+//  * A of more than 8192 rows per thread (a tied head's dw) runs in short slabs with B read in place;
+//  * fewer rows than columns with a B that must be packed (row stride a multiple of 256: the
+//    down-projection's dw) is split by columns.
+TEST_P(CpuKernels, GemmTransposedATallAndWide) {
+  struct Case {
+    int64_t M, N, K, ldb;
+  };
+  for (int threads : {1, 2}) {
+    ThreadPool::set_global_threads(threads);
+    for (const Case& s : {Case{16500, 17, 260, 37}, Case{60, 200, 300, 256}}) {
+      const int64_t lda = s.M + 1, ldc = s.N + 2;
+      const auto a = rand_vec(s.K * lda, 31), b = rand_vec(s.K * s.ldb, 32);
+      for (bool accumulate : {false, true}) {
+        const auto c0 = rand_vec(s.M * ldc, 33);
+        std::vector<float> c = c0, want = c0;
+        ref::GemmArgs g;
+        g.M = s.M, g.N = s.N, g.K = s.K, g.a = a.data(), g.lda = lda, g.a_t = true;
+        g.b = b.data(), g.bt = DType::kF32, g.ldb = s.ldb, g.b_kn = true, g.c = c.data(), g.ldc = ldc;
+        g.accumulate = accumulate;
+        cpu_table().gemm(g);
+        g.c = want.data();
+        ref::gemm(g);
+        for (int64_t m = 0; m < s.M; ++m) {
+          for (int64_t n = 0; n < s.N; ++n) {
+            double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
+            for (int64_t k = 0; k < s.K; ++k) absdot += std::fabs(static_cast<double>(a[k * lda + m]) * b[k * s.ldb + n]);
+            ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
+                << "M=" << s.M << " N=" << s.N << " K=" << s.K << " ldb=" << s.ldb << " threads=" << threads
+                << " accumulate=" << accumulate << " at m=" << m << " n=" << n;
+          }
+          for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
+        }
+      }
+    }
+  }
+  ThreadPool::set_global_threads(2);
+}
+
 // BF16 compute (GemmArgs::bf16): on AVX512_BF16 targets the VDPBF16PS kernel (gemm_bf16.cc), else
 // the F32 GEMM on rounded copies. Every layout, F32 and BF16 A and B, padded strides, shapes that
 // cross its tile (8 x 48), depth block (256), odd depths (a half pair), more rows than one packed

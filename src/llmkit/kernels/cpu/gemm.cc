@@ -298,6 +298,7 @@ void PackKN(const void* b, DType bt, int64_t ldb, int64_t n0, int64_t nn, int64_
 // at a time, inside the column-block loop, took ~13% of a training step), then every column block
 // of B runs over the slab. kAPackFloats bounds the slab (4 MiB: L2/L3).
 constexpr int64_t kAPackFloats = int64_t{1} << 20;
+constexpr int64_t kTallRows = 8192, kTallSlab = 80 * kMR;
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
 // already applied by the caller: x points at depth kb), for one depth block. bdirect (or null): B's
@@ -334,7 +335,12 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   // sets (6 KiB: 2 of L1's 64), and many rows reusing each panel (the tied head's dw, 24k rows per
   // thread) need the block to stay in L2: those pack (bench_gemm, SmolLM2's 1024-token products:
   // in place 10% faster at 576 columns, 5-10% slower at 1536 columns or 24k rows).
-  const bool direct = g.b_kn && g.bt == DType::kF32 && m1 - m0 <= 1024 && g.ldb % 256 != 0;
+  // A transposed A of very many rows (the tied head's dw = dy^T x: 24k rows per thread) runs in short
+  // slabs of kTallSlab rows with B read in place: C's slab then stays in L2 over the depth blocks,
+  // where 4k-row slabs streamed C (113 MB for SmolLM2's head) through memory once per depth block
+  // (bench_gemm, head dw at 1024 tokens: 370 -> 325-347 ms).
+  const bool tall_at = g.a_t && m1 - m0 > kTallRows;
+  const bool direct = g.b_kn && g.bt == DType::kF32 && (tall_at || m1 - m0 <= 1024) && g.ldb % 256 != 0;
   auto pack_b = [&](int64_t nb, int64_t nn, int64_t kb, int64_t kc) -> const float* {
     if (direct) {
       const int64_t full = nn / NR * NR;
@@ -359,7 +365,7 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
     }
     return;
   }
-  const int64_t mc_max = std::max<int64_t>(kMR, kAPackFloats / kKC / kMR * kMR);
+  const int64_t mc_max = tall_at && direct ? kTallSlab : std::max<int64_t>(kMR, kAPackFloats / kKC / kMR * kMR);
   float* apack = tl_a.get(static_cast<size_t>(std::min(mc_max, m1 - m0) * kKC));
   const float* rows[kKC];
   for (int64_t mc0 = m0; mc0 < m1; mc0 += mc_max) {
@@ -396,8 +402,12 @@ void GemmEx(const ref::GemmArgs& g) {
   const int64_t n_panels = (g.N + NR - 1) / NR;
   const int64_t min_flops = int64_t{1} << 16;
   // A transposed A is split by rows when there are enough: each thread then transposes only its own
-  // rows of A (split by columns, every thread would transpose all of A); B is the small operand there.
-  const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size();
+  // rows of A (split by columns, every thread would transpose all of A). Unless B is the wider operand
+  // and must be packed (a row split packs all of it in every thread): SmolLM2's down-projection dw
+  // (M 576, N 1536, ldb 1536) ran 10.5-10.7 ms split by rows and 9.4-9.5 by columns, while the k/v
+  // dw (M 192, N 576, B read in place) ran 1.05 ms by rows and 1.27 by columns (bench_gemm).
+  const bool b_in_place = g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0;
+  const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size() && (g.M >= g.N || b_in_place);
   if (g.M >= g.N && g.M >= 32 * kMR * pool.size()) {  // as Gemm: one range of rows per thread
     const int64_t m_tiles = (g.M + kMR - 1) / kMR;
     pool.parallel_for_streaming(m_tiles, 1, [&](int64_t tb, int64_t te) {

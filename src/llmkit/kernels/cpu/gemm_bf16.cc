@@ -23,6 +23,7 @@
 // linker keeps); the dispatch and the scratch buffers are outside.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -275,8 +276,24 @@ void Block(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
 #pragma GCC pop_options
 #endif  // LLMKIT_BF16_GEMM
 
-// Thread-local packing buffers, grown once.
-thread_local std::vector<uint32_t> tl_apack, tl_bpack;
+// Thread-local packing buffers, allocated once per thread and 4 KiB aligned, so that the panels'
+// 64-byte loads never straddle two cache lines (a std::vector of this size comes from mmap at 16
+// bytes past a page boundary). bench_gemm showed no difference outside its run-to-run spread.
+struct PackBuffer {
+  uint32_t* p = nullptr;
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  ~PackBuffer() { std::free(p); }
+  uint32_t* get(int64_t n) {
+    if (!p) {
+      p = static_cast<uint32_t*>(std::aligned_alloc(4096, (static_cast<size_t>(n) * sizeof(uint32_t) + 4095) & ~size_t{4095}));
+      LLMKIT_CHECK(p != nullptr, kOutOfMemory, "could not allocate the BF16 GEMM's packing buffers");
+    }
+    return p;
+  }
+};
+thread_local PackBuffer tl_apack, tl_bpack;
 
 }  // namespace
 
@@ -303,9 +320,7 @@ void gemm_bf16(const ref::GemmArgs& g) {
     return;
   }
   auto run = [&g](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    if (tl_apack.size() < static_cast<size_t>(kMC * kKP)) tl_apack.resize(static_cast<size_t>(kMC * kKP));
-    if (tl_bpack.size() < static_cast<size_t>(kNC * kKP)) tl_bpack.resize(static_cast<size_t>(kNC * kKP));
-    Block(g, m0, m1, n0, n1, tl_apack.data(), tl_bpack.data());
+    Block(g, m0, m1, n0, n1, tl_apack.get(kMC * kKP), tl_bpack.get(kNC * kKP));
   };
   // One contiguous range per thread (parallel_for_streaming: claimed dynamically, so a slowed thread's
   // range is run by whoever is free). Each range packs its own share of one operand and all of the
