@@ -105,6 +105,7 @@ const Shape kShapes[] = {
     {1, 1, 1},   {1, 17, 33},  {3, 5, 1},    {1, 1, 300},   {4, 37, 129},  {5, 3, 7},    {7, 33, 257},
     {13, 1, 64}, {64, 64, 64}, {67, 45, 300}, {9, 300, 31}, {50, 1, 20},  {50, 16, 20}, {23, 70, 520},
     {400, 24, 72},  // taller than wide, enough rows for one range of rows per thread
+    {5, 40, 700},   // deeper than one depth block of F32/F16/BF16 (640)
 };
 
 // Both sides compute exact products of F32 values (F16/BF16 weights and BF16 activations widen to

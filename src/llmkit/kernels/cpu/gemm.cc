@@ -55,9 +55,18 @@ using DF = hn::ScalableTag<float>;
 constexpr int kMR = 6;
 constexpr int64_t kKC = 256;
 constexpr int64_t kNC = 256;
-// The packed block (nc x kc floats) is kept to kPackFloats = 256 KiB, half of L2: nc shrinks when
-// kc is long.
-constexpr int64_t kPackFloats = 64 * 1024;
+// The packed block (nc x kc floats) is kept to kPackFloats = 512 KiB, half of Zen 4's L2: nc shrinks
+// when kc is long.
+constexpr int64_t kPackFloats = 128 * 1024;
+// A depth of at most kKCOne runs as one depth block when w is not block-quantized (the quantized
+// row slices need kKC boundaries): SmolLM2's K = 576 ran as 256 + 256 + 64, so every output tile
+// was read and written three times, and the head's logits (1024 x 49152 floats, 201 MB) went
+// through memory three times per product. bench_gemm, SmolLM2's 1024-token F32 products, 2 threads,
+// alternating builds (Zen 4): forward q 3.20-3.27 -> 3.07-3.14 ms, gate/up 8.9-9.4 -> 8.4-8.6, head
+// 287-291 -> 272-274, down dx 9.1-9.2 -> 8.5-8.7; one block of 1024 (the dw products) was no faster.
+constexpr int64_t kKCOne = 640;
+inline bool BlockQuantized(DType t) { return t != DType::kF32 && t != DType::kF16 && t != DType::kBF16; }
+inline int64_t DepthBlock(int64_t K, DType wt) { return K <= kKCOne && !BlockQuantized(wt) ? K : kKC; }
 // M up to this uses the GEMV path: packing costs one pass over w per call, which pays off only
 // once enough rows of x reuse each packed panel. Measured (N=K=4096, 1 thread, interleaved runs,
 // same noisy machine): M=4 GEMV 10-11 vs packed GEMM 5.5-6.5 GFLOPS; M=16 both 13-19 GFLOPS.
@@ -107,7 +116,7 @@ const float* RowF32(const void* w, DType wt, int64_t K, int64_t n, int64_t k0, i
 }
 
 // A kKC-long row of zeros: the source of the padding columns of a partial panel.
-alignas(64) const float kZeros[kKC] = {};
+alignas(64) const float kZeros[kKCOne > kKC ? kKCOne : kKC] = {};
 
 // panel[k*NR + j] = rows[j][k] for k < kc, j < NR: the transposition at the heart of packing.
 void TransposeRows(const float* const* rows, int64_t NR, int64_t kc, float* HWY_RESTRICT panel) {
@@ -143,15 +152,15 @@ void TransposeRows(const float* const* rows, int64_t NR, int64_t kc, float* HWY_
 
 // Packs columns [n0, n0+nn) x depth [k0, k0+kc) of w into ceil(nn/NR) panels, panel p at
 // pw + p*kc*NR laid out [k][NR]; columns past nn are zero so the micro-kernel needs no masks.
-// row_tmp holds NR * kKC floats (converted rows of non-F32 weights).
+// row_tmp holds NR rows of row_stride >= kc floats (converted rows of non-F32 weights).
 void PackW(const void* w, DType wt, int64_t K, int64_t n0, int64_t nn, int64_t k0, int64_t kc, float* pw,
-           float* row_tmp) {
+           float* row_tmp, int64_t row_stride) {
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   const float* rows[2 * HWY_MAX_BYTES / sizeof(float)];
   for (int64_t p = 0; p * NR < nn; ++p) {
     for (int64_t j = 0; j < NR; ++j) {
-      rows[j] = p * NR + j < nn ? RowF32(w, wt, K, n0 + p * NR + j, k0, kc, row_tmp + j * kKC) : kZeros;
+      rows[j] = p * NR + j < nn ? RowF32(w, wt, K, n0 + p * NR + j, k0, kc, row_tmp + j * row_stride) : kZeros;
     }
     TransposeRows(rows, NR, kc, pw + p * kc * NR);
   }
@@ -216,17 +225,18 @@ void GemmBlock(const float* x, const void* w, DType wt, float* y, int64_t N, int
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   float* pw = tl_pack.get(static_cast<size_t>(kPackFloats));
-  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
+  const int64_t kcb = DepthBlock(K, wt);
+  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kcb));
   // Equal column blocks of at most nc_max (a multiple of NR): 288 columns run as 2 x 144, not
   // 256 + 32, whose thin block streams every x row for 2 panels of work.
-  const int64_t nc_max = std::min(kNC, kPackFloats / std::min(kKC, K) / NR * NR);
+  const int64_t nc_max = std::max(NR, std::min(kNC, kPackFloats / std::min(kcb, K) / NR * NR));
   const int64_t n_blocks = (n1 - n0 + nc_max - 1) / nc_max;
   const int64_t nc = std::min(nc_max, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
   for (int64_t nb = n0; nb < n1; nb += nc) {
     const int64_t nn = std::min(nc, n1 - nb);
-    for (int64_t kb = 0; kb < K; kb += kKC) {
-      const int64_t kc = std::min(kKC, K - kb);
-      PackW(w, wt, K, nb, nn, kb, kc, pw, row_tmp);
+    for (int64_t kb = 0; kb < K; kb += kcb) {
+      const int64_t kc = std::min(kcb, K - kb);
+      PackW(w, wt, K, nb, nn, kb, kc, pw, row_tmp, kcb);
       for (int64_t mb = m0; mb < m1; mb += kMR) {
         const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - mb));
         for (int64_t p = 0; p * NR < nn; ++p) {
@@ -325,8 +335,9 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   const DF d;
   const int64_t NR = 2 * static_cast<int64_t>(hn::Lanes(d));
   float* pw = tl_pack.get(static_cast<size_t>(kPackFloats));
-  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kKC));
-  const int64_t nc_max = std::min(kNC, kPackFloats / std::min(kKC, g.K) / NR * NR);
+  const int64_t kcb = DepthBlock(g.K, g.bt);
+  float* row_tmp = tl_rows.get(static_cast<size_t>(NR * kcb));
+  const int64_t nc_max = std::max(NR, std::min(kNC, kPackFloats / std::min(kcb, g.K) / NR * NR));
   const int64_t n_blocks = (n1 - n0 + nc_max - 1) / nc_max;
   const int64_t nc = std::min(nc_max, ((n1 - n0 + n_blocks - 1) / n_blocks + NR - 1) / NR * NR);
   // An F32 B stored [K, N] needs no packing: a panel row is a contiguous slice of a B row, which the
@@ -350,28 +361,28 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
     if (g.b_kn) {
       PackKN(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
     } else {
-      PackW(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp);
+      PackW(g.b, g.bt, g.ldb, nb, nn, kb, kc, pw, row_tmp, kcb);
     }
     return nullptr;
   };
   if (!g.a_t) {
     for (int64_t nb = n0; nb < n1; nb += nc) {
       const int64_t nn = std::min(nc, n1 - nb);
-      for (int64_t kb = 0; kb < g.K; kb += kKC) {
-        const int64_t kc = std::min(kKC, g.K - kb);
+      for (int64_t kb = 0; kb < g.K; kb += kcb) {
+        const int64_t kc = std::min(kcb, g.K - kb);
         const float* bd = pack_b(nb, nn, kb, kc);
         GemmExPanelLoop(g, static_cast<const float*>(g.a) + m0 * g.lda + kb, g.lda, m0, m1, nb, nn, kb, kc, pw, bd);
       }
     }
     return;
   }
-  const int64_t mc_max = tall_at && direct ? kTallSlab : std::max<int64_t>(kMR, kAPackFloats / kKC / kMR * kMR);
-  float* apack = tl_a.get(static_cast<size_t>(std::min(mc_max, m1 - m0) * kKC));
-  const float* rows[kKC];
+  const int64_t mc_max = tall_at && direct ? kTallSlab : std::max<int64_t>(kMR, kAPackFloats / kcb / kMR * kMR);
+  float* apack = tl_a.get(static_cast<size_t>(std::min(mc_max, m1 - m0) * kcb));
+  const float* rows[kKCOne > kKC ? kKCOne : kKC];
   for (int64_t mc0 = m0; mc0 < m1; mc0 += mc_max) {
     const int64_t mc1 = std::min(m1, mc0 + mc_max);
-    for (int64_t kb = 0; kb < g.K; kb += kKC) {
-      const int64_t kc = std::min(kKC, g.K - kb);
+    for (int64_t kb = 0; kb < g.K; kb += kcb) {
+      const int64_t kc = std::min(kcb, g.K - kb);
       // apack[m * kc + k] = A(mc0 + m, kb + k) = a[(kb + k) * lda + mc0 + m]
       for (int64_t k = 0; k < kc; ++k) rows[k] = static_cast<const float*>(g.a) + (kb + k) * g.lda + mc0;
       if (kc % 8 == 0) {
