@@ -33,7 +33,7 @@ void check_weight(const Tensor& w, const char* op) {
                " must be contiguous (a transposed view is not a weight); call contiguous()");
 }
 
-// Both backward products on the KernelTable's strided GEMM (dy [M, N] F32; w [N, K] and x [M, K]
+// Both backward products on the KernelTable's strided GEMM (dy [M, N] F32, or BF16 under bf16; w [N, K] and x [M, K]
 // contiguous, x only needed for dw): dx = dy . w reads w as a [K-major] B, dw = dy^T . x reads dy as
 // a transposed A, so nothing is copied or transposed. A fresh dx is overwritten, a given one and dw
 // accumulate. bf16: GemmArgs::bf16 (operands rounded to BF16).
@@ -44,7 +44,7 @@ void gemm_backward(const char* op, const Tensor& dy, const Tensor& x, const Tens
   if (dx) {
     ref::GemmArgs g;
     g.M = M, g.N = K, g.K = N;
-    g.a = dy.data<float>(), g.lda = N;
+    g.a = dy.raw(), g.at = dy.dtype(), g.lda = N;
     g.b = w.raw(), g.bt = w.dtype(), g.ldb = K, g.b_kn = true;
     bool fresh = false;
     g.c = detail::grad_out_or_fresh(dx, with_last(dy.shape(), K), op, "dx", &fresh), g.ldc = K;
@@ -56,7 +56,7 @@ void gemm_backward(const char* op, const Tensor& dy, const Tensor& x, const Tens
                  dy.shape().str(), " and w ", w.shape().str());
     ref::GemmArgs g;
     g.M = N, g.N = K, g.K = M;
-    g.a = dy.data<float>(), g.lda = N, g.a_t = true;
+    g.a = dy.raw(), g.at = dy.dtype(), g.lda = N, g.a_t = true;
     g.b = x.raw(), g.bt = x.dtype(), g.ldb = K, g.b_kn = true;
     g.c = grad_out(dw, w.shape(), op, "dw"), g.ldc = K, g.accumulate = true, g.bf16 = bf16;
     kt.gemm(g);
@@ -225,7 +225,10 @@ void matmul_backward_mixed_bf16(const Tensor& dy_, const Tensor& x_, const Tenso
   LLMKIT_CHECK(w.rank() == 2, kInvalidArgument, op, ": weight must be 2-D [N, K], got ", w.str());
   const Tensor dy = f32_in(dy_, op, "dy");
   detail::last_dim(dy, w.dim(0), op, "dy", "N");
-  gemm_backward(op, dy, dw ? f32_or_bf16_in(x_, op, "x") : Tensor(), w, dx, dw, true);
+  // dy rounded to BF16 once for both products (the GEMM would round it while packing, once per
+  // product and, where a product is split by columns, once per thread): the same values.
+  const Tensor dyh = dx && dw ? to_half(dy, DType::kBF16) : dy;
+  gemm_backward(op, dyh, dw ? f32_or_bf16_in(x_, op, "x") : Tensor(), w, dx, dw, true);
 }
 
 namespace {
