@@ -173,9 +173,11 @@ void model_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "N", "K", "threads", "wtype"})->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 // SmolLM2-135M's training products at batch 4 x 256 (T = 1024 tokens): q/o, k/v, gate/up, down and
-// the tied head (N = 49152), 2 threads, each product in F32 and BF16 compute.
+// the tied head (N = 49152); then GPT-2-124M's: attn output, fused qkv, MLP up, MLP down and the tied
+// head (N = 50257); 2 threads, each product in F32 and BF16 compute.
 void train_args(benchmark::internal::Benchmark* b) {
-  for (const auto& nk : {std::pair<int, int>{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576}}) {
+  for (const auto& nk : {std::pair<int, int>{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576},
+                         {768, 768}, {2304, 768}, {3072, 768}, {768, 3072}, {50257, 768}}) {
     for (int product : {0, 1, 2}) {
       for (int bf16 : {0, 1}) b->Args({1024, nk.first, nk.second, 2, product, bf16});
     }

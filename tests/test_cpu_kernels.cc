@@ -210,24 +210,30 @@ TEST_P(CpuKernels, GemmEveryLayout) {
 }
 
 // The dw = dy^T x products' two special paths, against ref::gemm (A transposed, B stored [K, N], F32):
-//  * A of more than 8192 rows per thread (a tied head's dw) runs in short slabs with B read in place;
+//  * A of more than 8192 rows per thread (a tied head's dw) runs in short slabs with B read in place,
+//    or packed whole once when it cannot be read in place (rows a multiple of 256 apart, or [N, K]);
 //  * fewer rows than columns with a B that must be packed (row stride a multiple of 256: the
 //    down-projection's dw) is split by columns.
 TEST_P(CpuKernels, GemmTransposedATallAndWide) {
   struct Case {
     int64_t M, N, K, ldb;
+    bool b_kn;
   };
   for (int threads : {1, 2}) {
     ThreadPool::set_global_threads(threads);
-    for (const Case& s : {Case{16500, 17, 260, 37}, Case{60, 200, 300, 256}}) {
+    // M = 0: more rows than the slab path's threshold (8192) in every thread's share. The packed-whole
+    // cases cross depth blocks (K 800) and column blocks (N 300).
+    for (Case s : {Case{0, 17, 130, 37, true}, Case{0, 9, 800, 256, true}, Case{0, 300, 9, 11, false},
+                   Case{60, 200, 300, 256, true}}) {
+      if (s.M == 0) s.M = 8250 * threads + 50;
       const int64_t lda = s.M + 1, ldc = s.N + 2;
-      const auto a = rand_vec(s.K * lda, 31), b = rand_vec(s.K * s.ldb, 32);
+      const auto a = rand_vec(s.K * lda, 31), b = rand_vec((s.b_kn ? s.K : s.N) * s.ldb, 32);
       for (bool accumulate : {false, true}) {
         const auto c0 = rand_vec(s.M * ldc, 33);
         std::vector<float> c = c0, want = c0;
         ref::GemmArgs g;
         g.M = s.M, g.N = s.N, g.K = s.K, g.a = a.data(), g.lda = lda, g.a_t = true;
-        g.b = b.data(), g.bt = DType::kF32, g.ldb = s.ldb, g.b_kn = true, g.c = c.data(), g.ldc = ldc;
+        g.b = b.data(), g.bt = DType::kF32, g.ldb = s.ldb, g.b_kn = s.b_kn, g.c = c.data(), g.ldc = ldc;
         g.accumulate = accumulate;
         cpu_table().gemm(g);
         g.c = want.data();
@@ -235,9 +241,10 @@ TEST_P(CpuKernels, GemmTransposedATallAndWide) {
         for (int64_t m = 0; m < s.M; ++m) {
           for (int64_t n = 0; n < s.N; ++n) {
             double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
-            for (int64_t k = 0; k < s.K; ++k) absdot += std::fabs(static_cast<double>(a[k * lda + m]) * b[k * s.ldb + n]);
+            for (int64_t k = 0; k < s.K; ++k)
+              absdot += std::fabs(static_cast<double>(a[k * lda + m]) * (s.b_kn ? b[k * s.ldb + n] : b[n * s.ldb + k]));
             ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
-                << "M=" << s.M << " N=" << s.N << " K=" << s.K << " ldb=" << s.ldb << " threads=" << threads
+                << "M=" << s.M << " N=" << s.N << " K=" << s.K << " ldb=" << s.ldb << " b_kn=" << s.b_kn << " threads=" << threads
                 << " accumulate=" << accumulate << " at m=" << m << " n=" << n;
           }
           for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);

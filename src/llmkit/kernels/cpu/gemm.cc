@@ -64,7 +64,8 @@ constexpr int64_t kPackFloats = 128 * 1024;
 // through memory three times per product. bench_gemm, SmolLM2's 1024-token F32 products, 2 threads,
 // alternating builds (Zen 4): forward q 3.20-3.27 -> 3.07-3.14 ms, gate/up 8.9-9.4 -> 8.4-8.6, head
 // 287-291 -> 272-274, down dx 9.1-9.2 -> 8.5-8.7; one block of 1024 (the dw products) was no faster.
-constexpr int64_t kKCOne = 640;
+// Up to 768 (GPT-2's K), against 640: fused qkv forward 17.7-18.4 -> 16.7 ms, head 377-380 -> 363-365.
+constexpr int64_t kKCOne = 768;
 inline bool BlockQuantized(DType t) { return t != DType::kF32 && t != DType::kF16 && t != DType::kBF16; }
 inline int64_t DepthBlock(int64_t K, DType wt) { return K <= kKCOne && !BlockQuantized(wt) ? K : kKC; }
 // M up to this uses the GEMV path: packing costs one pass over w per call, which pays off only
@@ -86,7 +87,7 @@ struct Scratch {
     return buf.get();
   }
 };
-thread_local Scratch tl_pack, tl_rows, tl_x, tl_a;
+thread_local Scratch tl_pack, tl_rows, tl_x, tl_a, tl_bfull;
 
 // w[n, k0 : k0+len) as floats: a pointer into w for F32, else converted into out[len].
 const float* RowF32(const void* w, DType wt, int64_t K, int64_t n, int64_t k0, int64_t len, float* out) {
@@ -309,6 +310,7 @@ void PackKN(const void* b, DType bt, int64_t ldb, int64_t n0, int64_t nn, int64_
 // of B runs over the slab. kAPackFloats bounds the slab (4 MiB: L2/L3).
 constexpr int64_t kAPackFloats = int64_t{1} << 20;
 constexpr int64_t kTallRows = 8192, kTallSlab = 80 * kMR;
+constexpr int64_t kTallPackFloats = int64_t{4} << 20;  // 16 MiB
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
 // already applied by the caller: x points at depth kb), for one depth block. bdirect (or null): B's
@@ -352,6 +354,16 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   // (bench_gemm, head dw at 1024 tokens: 370 -> 325-347 ms).
   const bool tall_at = g.a_t && m1 - m0 > kTallRows;
   const bool direct = g.b_kn && g.bt == DType::kF32 && (tall_at || m1 - m0 <= 1024) && g.ldb % 256 != 0;
+  // ...and a B that must be packed there (GPT-2's head dw: x's rows are 768 floats apart) is packed
+  // whole, once, and shared by every slab, while it fits kTallPackFloats (bench_gemm, GPT-2's head
+  // dw at 1024 tokens: 436-444 -> 390-395 ms).
+  const int64_t n_blocks_all = (n1 - n0 + nc - 1) / nc;
+  const bool prepacked = tall_at && !direct && n_blocks_all * nc * g.K <= kTallPackFloats;
+  float* bfull = prepacked ? tl_bfull.get(static_cast<size_t>(n_blocks_all * nc * g.K)) : nullptr;
+  // Block (nb, kb) of the whole packed B: nb's blocks are g.K x nc apart, kb's panels kb x nn apart.
+  auto bfull_at = [&](int64_t nb, int64_t nn, int64_t kb) {
+    return bfull + (nb - n0) / nc * nc * g.K + kb * ((nn + NR - 1) / NR * NR);
+  };
   auto pack_b = [&](int64_t nb, int64_t nn, int64_t kb, int64_t kc) -> const float* {
     if (direct) {
       const int64_t full = nn / NR * NR;
@@ -376,7 +388,21 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
     }
     return;
   }
-  const int64_t mc_max = tall_at && direct ? kTallSlab : std::max<int64_t>(kMR, kAPackFloats / kcb / kMR * kMR);
+  if (prepacked) {
+    for (int64_t nb = n0; nb < n1; nb += nc) {
+      const int64_t nn = std::min(nc, n1 - nb);
+      for (int64_t kb = 0; kb < g.K; kb += kcb) {
+        const int64_t kc = std::min(kcb, g.K - kb);
+        if (g.b_kn) {
+          PackKN(g.b, g.bt, g.ldb, nb, nn, kb, kc, bfull_at(nb, nn, kb), row_tmp);
+        } else {
+          PackW(g.b, g.bt, g.ldb, nb, nn, kb, kc, bfull_at(nb, nn, kb), row_tmp, kcb);
+        }
+      }
+    }
+  }
+  const int64_t mc_max =
+      tall_at && (direct || prepacked) ? kTallSlab : std::max<int64_t>(kMR, kAPackFloats / kcb / kMR * kMR);
   float* apack = tl_a.get(static_cast<size_t>(std::min(mc_max, m1 - m0) * kcb));
   const float* rows[kKCOne > kKC ? kKCOne : kKC];
   for (int64_t mc0 = m0; mc0 < m1; mc0 += mc_max) {
@@ -393,6 +419,10 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
       }
       for (int64_t nb = n0; nb < n1; nb += nc) {
         const int64_t nn = std::min(nc, n1 - nb);
+        if (prepacked) {
+          GemmExPanelLoop(g, apack, kc, mc0, mc1, nb, nn, kb, kc, bfull_at(nb, nn, kb), nullptr);
+          continue;
+        }
         const float* bd = pack_b(nb, nn, kb, kc);
         GemmExPanelLoop(g, apack, kc, mc0, mc1, nb, nn, kb, kc, pw, bd);
       }
