@@ -478,7 +478,8 @@ TEST(OpHarness, PackedDocumentsAreIndependent) {
 TEST(OpHarness, RefTableIsComplete) {
   const KernelTable& t = ref_table();
   EXPECT_STREQ(t.name, "ref");
-  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm && t.softmax &&
+  EXPECT_TRUE(t.matmul && t.matmul_bf16 && t.add && t.mul && t.scale && t.silu && t.swiglu && t.rmsnorm &&
+              t.rmsnorm_backward && t.layernorm && t.layernorm_backward && t.softmax &&
               t.attention);
 }
 

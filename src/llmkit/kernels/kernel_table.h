@@ -58,6 +58,15 @@ struct KernelTable {
                          int32_t ignore_index, double g, float* dx) = nullptr;
   // y[rows,d] = x / rms(x) * (w + w_offset); w_offset is 1 for Gemma-style norms, else 0.
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) = nullptr;
+  // The norms' other halves with ref::rmsnorm_backward / ref::layernorm / ref::layernorm_backward's
+  // contracts (gradients accumulate; w, b and any gradient may be null where ref allows it);
+  // single-threaded over the rows given, the ops layer splits rows.
+  void (*rmsnorm_backward)(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows,
+                           int64_t d, float eps, float w_offset) = nullptr;
+  void (*layernorm)(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
+                    float eps) = nullptr;
+  void (*layernorm_backward)(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                             int64_t rows, int64_t d, float eps) = nullptr;
   // y[n_tokens, n_heads, head_dim] (+)= rotate(x) with the per-token cos/sin tables of
   // ref::rope_cos_sin (ref::rope_apply's contract; neox = rotated pairs (i, i + rot_dims/2), else
   // (2i, 2i + 1)); single-threaded, the ops layer splits tokens. The CPU kernel gives the

@@ -71,7 +71,7 @@ void rmsnorm_backward(const Tensor& x_, const Tensor& w_, const Tensor& dy_, flo
   const int64_t d = x.dim(-1);
   if (x.numel())
     rows_in_parts(x.rows(), d, gw, nullptr, [&](int64_t r0, int64_t r1, float* pw, float*) {
-      ref::rmsnorm_backward(x.data<float>() + r0 * d, w.data<float>(), dy.data<float>() + r0 * d,
+      active_table().rmsnorm_backward(x.data<float>() + r0 * d, w.data<float>(), dy.data<float>() + r0 * d,
                             gx ? gx + r0 * d : nullptr, pw, r1 - r0, d, eps, w_offset);
     });
 }
@@ -87,7 +87,7 @@ Tensor layernorm(const Tensor& x_, const Tensor& w_, const Tensor& b_, float eps
   Tensor y = Tensor::empty(x.shape(), DType::kF32);
   if (y.numel())
     rows_in_parts(x.rows(), d, nullptr, nullptr, [&](int64_t r0, int64_t r1, float*, float*) {
-      ref::layernorm(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
+      active_table().layernorm(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
                      b.defined() ? b.data<float>() : nullptr, y.data<float>() + r0 * d, r1 - r0, d, eps);
     });
   return y;
@@ -105,7 +105,7 @@ void layernorm_backward(const Tensor& x_, const Tensor& w_, const Tensor& dy_, f
   float* gb = grad_out(db, Shape{d}, "layernorm_backward", "db");
   if (x.numel())
     rows_in_parts(x.rows(), d, gw, gb, [&](int64_t r0, int64_t r1, float* pw, float* pb) {
-      ref::layernorm_backward(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
+      active_table().layernorm_backward(x.data<float>() + r0 * d, w.defined() ? w.data<float>() : nullptr,
                               dy.data<float>() + r0 * d, gx ? gx + r0 * d : nullptr, pw, pb, r1 - r0, d, eps);
     });
 }

@@ -59,6 +59,12 @@ void logsumexp_rows(const float* x, int64_t rows, int64_t d, double* lse);
 void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, int64_t rows, int64_t d,
                     int32_t ignore_index, double g, float* dx);
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset);
+// Single-threaded over the rows given (ref's contracts); float vector sums within a row.
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows, int64_t d,
+                      float eps, float w_offset);
+void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d, float eps);
+void layernorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t rows,
+                        int64_t d, float eps);
 void softmax(float* x, int64_t rows, int64_t d);
 // Attention forward with ref::attention's contract (kernels/ref/ops.h), in attention.cc.
 void attention(const ref::AttentionParams& p, const float* q, const float* k, const float* v, float* o, float* lse);

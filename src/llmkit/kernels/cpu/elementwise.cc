@@ -259,6 +259,144 @@ void RmsNorm(const float* x, const float* w, float* y, int64_t rows, int64_t dim
   });
 }
 
+// ---- norm backward and LayerNorm (single-threaded over the rows given; the ops layer splits rows) ----
+// Row sums in float vectors (the reference sums in double: the op harness bounds the difference).
+HWY_INLINE float SumLanes(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
+
+// With g = w + off, r = 1/sqrt(mean(x^2) + eps): dx += r g dy - (r^3 / d) sum(dy g x) x; dw += r dy x.
+void RmsNormBackward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows,
+                     int64_t dim, float eps, float w_offset) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  const VF voff = hn::Set(d, w_offset);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    const float* dyr = dy + r * dim;
+    VF ss_v = hn::Zero(d), dot_v = hn::Zero(d);
+    int64_t i = 0;
+    for (; i + L <= dim; i += L) {
+      const VF xv = hn::LoadU(d, xr + i);
+      const VF g = hn::Mul(hn::LoadU(d, dyr + i), hn::Add(hn::LoadU(d, w + i), voff));
+      ss_v = hn::MulAdd(xv, xv, ss_v);
+      dot_v = hn::MulAdd(g, xv, dot_v);
+    }
+    float ss = SumLanes(d, ss_v), dot = SumLanes(d, dot_v);
+    for (; i < dim; ++i) {
+      ss += xr[i] * xr[i];
+      dot += dyr[i] * (w[i] + w_offset) * xr[i];
+    }
+    const float rs = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+    const float c = rs * rs * rs * dot / static_cast<float>(dim);
+    const VF vrs = hn::Set(d, rs), vc = hn::Set(d, c);
+    float* dxr = dx ? dx + r * dim : nullptr;
+    for (i = 0; i + L <= dim; i += L) {
+      const VF xv = hn::LoadU(d, xr + i), dyv = hn::LoadU(d, dyr + i);
+      if (dxr) {
+        const VF g = hn::Mul(dyv, hn::Add(hn::LoadU(d, w + i), voff));
+        hn::StoreU(hn::Add(hn::LoadU(d, dxr + i), hn::NegMulAdd(vc, xv, hn::Mul(vrs, g))), d, dxr + i);
+      }
+      if (dw) hn::StoreU(hn::MulAdd(hn::Mul(dyv, xv), vrs, hn::LoadU(d, dw + i)), d, dw + i);
+    }
+    for (; i < dim; ++i) {
+      if (dxr) dxr[i] += rs * dyr[i] * (w[i] + w_offset) - c * xr[i];
+      if (dw) dw[i] += dyr[i] * xr[i] * rs;
+    }
+  }
+}
+
+// Mean and 1/sqrt(var + eps) of a row (two passes: the sum of squared deviations, not E[x^2] - mu^2).
+HWY_INLINE void RowMoments(const float* xr, int64_t dim, float eps, float* mu, float* rstd) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  VF s = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + L <= dim; i += L) s = hn::Add(s, hn::LoadU(d, xr + i));
+  float sum = SumLanes(d, s);
+  for (; i < dim; ++i) sum += xr[i];
+  const float m = sum / static_cast<float>(dim);
+  const VF vm = hn::Set(d, m);
+  VF v = hn::Zero(d);
+  for (i = 0; i + L <= dim; i += L) {
+    const VF c = hn::Sub(hn::LoadU(d, xr + i), vm);
+    v = hn::MulAdd(c, c, v);
+  }
+  float var = SumLanes(d, v);
+  for (; i < dim; ++i) var += (xr[i] - m) * (xr[i] - m);
+  *mu = m;
+  *rstd = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
+}
+
+// y = (x - mu) rstd w + b (w, b optional).
+void LayerNorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    float mu, rstd;
+    RowMoments(xr, dim, eps, &mu, &rstd);
+    const VF vm = hn::Set(d, mu), vr = hn::Set(d, rstd);
+    int64_t i = 0;
+    for (; i + L <= dim; i += L) {
+      VF h = hn::Mul(hn::Sub(hn::LoadU(d, xr + i), vm), vr);
+      if (w) h = hn::Mul(h, hn::LoadU(d, w + i));
+      if (b) h = hn::Add(h, hn::LoadU(d, b + i));
+      hn::StoreU(h, d, yr + i);
+    }
+    for (; i < dim; ++i) yr[i] = (xr[i] - mu) * rstd * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
+  }
+}
+
+// xh = (x - mu) rstd, g = dy w: dx += rstd (g - mean(g) - xh mean(g xh)); dw += dy xh; db += dy.
+void LayerNormBackward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t rows,
+                       int64_t dim, float eps) {
+  const DF d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    const float* dyr = dy + r * dim;
+    float mu, rstd;
+    RowMoments(xr, dim, eps, &mu, &rstd);
+    const VF vm = hn::Set(d, mu), vr = hn::Set(d, rstd);
+    VF sg = hn::Zero(d), sgx = hn::Zero(d);
+    int64_t i = 0;
+    for (; i + L <= dim; i += L) {
+      VF g = hn::LoadU(d, dyr + i);
+      if (w) g = hn::Mul(g, hn::LoadU(d, w + i));
+      sg = hn::Add(sg, g);
+      sgx = hn::MulAdd(g, hn::Mul(hn::Sub(hn::LoadU(d, xr + i), vm), vr), sgx);
+    }
+    float mg = SumLanes(d, sg), mgx = SumLanes(d, sgx);
+    for (; i < dim; ++i) {
+      const float g = dyr[i] * (w ? w[i] : 1.0f);
+      mg += g;
+      mgx += g * (xr[i] - mu) * rstd;
+    }
+    mg /= static_cast<float>(dim);
+    mgx /= static_cast<float>(dim);
+    const VF vmg = hn::Set(d, mg), vmgx = hn::Set(d, mgx);
+    float* dxr = dx ? dx + r * dim : nullptr;
+    for (i = 0; i + L <= dim; i += L) {
+      const VF dyv = hn::LoadU(d, dyr + i);
+      const VF xh = hn::Mul(hn::Sub(hn::LoadU(d, xr + i), vm), vr);
+      if (dxr) {
+        const VF g = w ? hn::Mul(dyv, hn::LoadU(d, w + i)) : dyv;
+        const VF t = hn::NegMulAdd(xh, vmgx, hn::Sub(g, vmg));
+        hn::StoreU(hn::MulAdd(vr, t, hn::LoadU(d, dxr + i)), d, dxr + i);
+      }
+      if (dw) hn::StoreU(hn::MulAdd(dyv, xh, hn::LoadU(d, dw + i)), d, dw + i);
+      if (db) hn::StoreU(hn::Add(hn::LoadU(d, db + i), dyv), d, db + i);
+    }
+    for (; i < dim; ++i) {
+      const float xh = (xr[i] - mu) * rstd;
+      const float g = dyr[i] * (w ? w[i] : 1.0f);
+      if (dxr) dxr[i] += rstd * (g - mg - xh * mgx);
+      if (dw) dw[i] += dyr[i] * xh;
+      if (db) db[i] += dyr[i];
+    }
+  }
+}
+
 void Softmax(float* x, int64_t rows, int64_t dim) {
   ThreadPool::global().parallel_for(rows, RowGrain(dim), [&](int64_t rb, int64_t re) {
     const DF d;
@@ -396,6 +534,9 @@ HWY_EXPORT(SwigluBackward);
 HWY_EXPORT(LogSumExpRows);
 HWY_EXPORT(XentGradRows);
 HWY_EXPORT(RmsNorm);
+HWY_EXPORT(RmsNormBackward);
+HWY_EXPORT(LayerNorm);
+HWY_EXPORT(LayerNormBackward);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(AdamW);
 HWY_EXPORT(GeluTanh);
@@ -436,6 +577,17 @@ void xent_grad_rows(const float* x, const int32_t* targets, const double* lse, i
 }
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps, float w_offset) {
   HWY_DYNAMIC_DISPATCH(RmsNorm)(x, w, y, rows, d, eps, w_offset);
+}
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows, int64_t d,
+                      float eps, float w_offset) {
+  HWY_DYNAMIC_DISPATCH(RmsNormBackward)(x, w, dy, dx, dw, rows, d, eps, w_offset);
+}
+void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d, float eps) {
+  HWY_DYNAMIC_DISPATCH(LayerNorm)(x, w, b, y, rows, d, eps);
+}
+void layernorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t rows,
+                        int64_t d, float eps) {
+  HWY_DYNAMIC_DISPATCH(LayerNormBackward)(x, w, dy, dx, dw, db, rows, d, eps);
 }
 void rope_apply(const float* x, float* y, const float* c, const float* s, int64_t n_tokens, int64_t n_heads,
                 int64_t head_dim, int64_t rot_dims, bool neox, bool accumulate) {
