@@ -2,7 +2,8 @@
 // fallback for block-quantized weights), compiled once per Highway target (foreach_target.h) and
 // chosen at run time. Two paths:
 //  * GEMM (M > kGemvMaxM): GotoBLAS/BLIS-style. Each thread owns a range of output columns; for
-//    each block of kNC columns x kKC depth it packs w into panels of NR = 2 vectors of columns,
+//    each block of kNC columns x kKC depth (the whole depth up to kKCOne for float weights) it packs
+//    w into panels of NR = 2 vectors of columns,
 //    laid out [k][NR] (converting F16/BF16/quantized rows to F32 on the way, so conversion is paid
 //    once per M-sweep), then a kMR x NR register tile (6 x 16 floats on AVX2: 12 accumulators +
 //    2 w vectors + 1 broadcast = 15 of 16 ymm) accumulates over the K block with FMAs, x rows
