@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "llmkit/base/check.h"
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/error.h"
 #include "llmkit/kernels/cpu/quant_matmul.h"
@@ -156,6 +157,31 @@ TEST_P(CpuKernels, MatmulFloatWeights) {
   ThreadPool::set_global_threads(2);
 }
 
+// Runs g (C from c0; g.c is set here) on cpu_table() and on ref::gemm and checks every element of C
+// against the reference within the float-summation bound 2 (K + 3) u sum |a b| (plus |c0| when
+// accumulating), and that the padding between C's rows is never written. bf: B's values as floats.
+void expect_gemm_matches_ref(ref::GemmArgs g, const std::vector<float>& c0, const float* bf, const std::string& what) {
+  std::vector<float> c = c0, want = c0;
+  g.c = c.data();
+  cpu_table().gemm(g);
+  g.c = want.data();
+  ref::gemm(g);
+  const float* a = static_cast<const float*>(g.a);
+  const int64_t ldc = g.ldc;
+  for (int64_t m = 0; m < g.M; ++m) {
+    for (int64_t n = 0; n < g.N; ++n) {
+      double absdot = g.accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
+      for (int64_t k = 0; k < g.K; ++k)
+        absdot += std::fabs(static_cast<double>(g.a_t ? a[k * g.lda + m] : a[m * g.lda + k]) *
+                            (g.b_kn ? bf[k * g.ldb + n] : bf[n * g.ldb + k]));
+      ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (g.K + 3) * kU * absdot + 1e-30)
+          << "M=" << g.M << " N=" << g.N << " K=" << g.K << " a_t=" << g.a_t << " b_kn=" << g.b_kn << " " << what
+          << " at m=" << m << " n=" << n;
+    }
+    for (int64_t n = g.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
+  }
+}
+
 // The strided GEMM of the backward products against ref::gemm: every layout of A and B, F32/F16/BF16
 // B, padded strides (leading dimensions larger than the rows), overwrite and accumulate, 1 and 2
 // threads. Tolerance as check_matmul (plus the accumulated C).
@@ -180,27 +206,12 @@ TEST_P(CpuKernels, GemmEveryLayout) {
           }
           for (bool accumulate : {false, true}) {
             const auto c0 = rand_vec(s.M * ldc, 13);
-            std::vector<float> c = c0, want = c0;
             ref::GemmArgs g;
             g.M = s.M, g.N = s.N, g.K = s.K, g.a = a.data(), g.lda = lda, g.a_t = a_t;
             g.b = bt == DType::kF32 ? static_cast<const void*>(bf.data()) : static_cast<const void*>(bh.data());
-            g.bt = bt, g.ldb = ldb, g.b_kn = b_kn, g.c = c.data(), g.ldc = ldc, g.accumulate = accumulate;
-            cpu_table().gemm(g);
-            g.c = want.data();
-            ref::gemm(g);
-            for (int64_t m = 0; m < s.M; ++m) {
-              for (int64_t n = 0; n < s.N; ++n) {
-                double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
-                for (int64_t k = 0; k < s.K; ++k)
-                  absdot += std::fabs(static_cast<double>(a_t ? a[k * lda + m] : a[m * lda + k]) *
-                                      (b_kn ? bf[k * ldb + n] : bf[n * ldb + k]));
-                ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
-                    << "M=" << s.M << " N=" << s.N << " K=" << s.K << " a_t=" << a_t << " b_kn=" << b_kn
-                    << " " << dtype_name(bt) << " accumulate=" << accumulate << " at m=" << m << " n=" << n;
-              }
-              // The padding between rows of C is never written.
-              for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
-            }
+            g.bt = bt, g.ldb = ldb, g.b_kn = b_kn, g.ldc = ldc, g.accumulate = accumulate;
+            expect_gemm_matches_ref(g, c0, bf.data(), str_cat(dtype_name(bt), " accumulate=", accumulate));
+            if (HasFailure()) return;
           }
         }
       }
@@ -230,25 +241,12 @@ TEST_P(CpuKernels, GemmTransposedATallAndWide) {
       const auto a = rand_vec(s.K * lda, 31), b = rand_vec((s.b_kn ? s.K : s.N) * s.ldb, 32);
       for (bool accumulate : {false, true}) {
         const auto c0 = rand_vec(s.M * ldc, 33);
-        std::vector<float> c = c0, want = c0;
         ref::GemmArgs g;
         g.M = s.M, g.N = s.N, g.K = s.K, g.a = a.data(), g.lda = lda, g.a_t = true;
-        g.b = b.data(), g.bt = DType::kF32, g.ldb = s.ldb, g.b_kn = s.b_kn, g.c = c.data(), g.ldc = ldc;
+        g.b = b.data(), g.bt = DType::kF32, g.ldb = s.ldb, g.b_kn = s.b_kn, g.ldc = ldc;
         g.accumulate = accumulate;
-        cpu_table().gemm(g);
-        g.c = want.data();
-        ref::gemm(g);
-        for (int64_t m = 0; m < s.M; ++m) {
-          for (int64_t n = 0; n < s.N; ++n) {
-            double absdot = accumulate ? std::fabs(c0[m * ldc + n]) : 0.0;
-            for (int64_t k = 0; k < s.K; ++k)
-              absdot += std::fabs(static_cast<double>(a[k * lda + m]) * (s.b_kn ? b[k * s.ldb + n] : b[n * s.ldb + k]));
-            ASSERT_NEAR(c[m * ldc + n], want[m * ldc + n], 2.0 * (s.K + 3) * kU * absdot + 1e-30)
-                << "M=" << s.M << " N=" << s.N << " K=" << s.K << " ldb=" << s.ldb << " b_kn=" << s.b_kn << " threads=" << threads
-                << " accumulate=" << accumulate << " at m=" << m << " n=" << n;
-          }
-          for (int64_t n = s.N; n < ldc; ++n) ASSERT_EQ(c[m * ldc + n], c0[m * ldc + n]);
-        }
+        expect_gemm_matches_ref(g, c0, b.data(), str_cat("ldb=", s.ldb, " threads=", threads, " accumulate=", accumulate));
+        if (HasFailure()) return;
       }
     }
   }

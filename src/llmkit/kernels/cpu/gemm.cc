@@ -312,6 +312,9 @@ void PackKN(const void* b, DType bt, int64_t ldb, int64_t n0, int64_t nn, int64_
 constexpr int64_t kAPackFloats = int64_t{1} << 20;
 constexpr int64_t kTallRows = 8192, kTallSlab = 80 * kMR;
 constexpr int64_t kTallPackFloats = int64_t{4} << 20;  // 16 MiB
+// B can be read in place (an F32 [K, N] whose rows do not all fall into a few cache sets): see
+// GemmExBlock.
+inline bool BInPlace(const ref::GemmArgs& g) { return g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0; }
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
 // already applied by the caller: x points at depth kb), for one depth block. bdirect (or null): B's
@@ -354,7 +357,7 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   // where 4k-row slabs streamed C (113 MB for SmolLM2's head) through memory once per depth block
   // (bench_gemm, head dw at 1024 tokens: 370 -> 325-347 ms).
   const bool tall_at = g.a_t && m1 - m0 > kTallRows;
-  const bool direct = g.b_kn && g.bt == DType::kF32 && (tall_at || m1 - m0 <= 1024) && g.ldb % 256 != 0;
+  const bool direct = BInPlace(g) && (tall_at || m1 - m0 <= 1024);
   // ...and a B that must be packed there (GPT-2's head dw: x's rows are 768 floats apart) is packed
   // whole, once, and shared by every slab, while it fits kTallPackFloats (bench_gemm, GPT-2's head
   // dw at 1024 tokens: 436-444 -> 390-395 ms).
@@ -448,8 +451,7 @@ void GemmEx(const ref::GemmArgs& g) {
   // and must be packed (a row split packs all of it in every thread): SmolLM2's down-projection dw
   // (M 576, N 1536, ldb 1536) ran 10.5-10.7 ms split by rows and 9.4-9.5 by columns, while the k/v
   // dw (M 192, N 576, B read in place) ran 1.05 ms by rows and 1.27 by columns (bench_gemm).
-  const bool b_in_place = g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0;
-  const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size() && (g.M >= g.N || b_in_place);
+  const bool split_m = g.a_t && g.M >= 4 * kMR * pool.size() && (g.M >= g.N || BInPlace(g));
   if (g.M >= g.N && g.M >= 32 * kMR * pool.size()) {  // as Gemm: one range of rows per thread
     const int64_t m_tiles = (g.M + kMR - 1) / kMR;
     pool.parallel_for_streaming(m_tiles, 1, [&](int64_t tb, int64_t te) {
