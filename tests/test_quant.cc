@@ -289,7 +289,8 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, QuantMatmulTest, ::testing::ValuesIn(kMatmulT
 // keeps a prompt's last logits equal to the same tokens decoded one by one, and a serving batch
 // from changing any sequence's output). M = 70 crosses every row-grouping boundary of the kernels
 // (groups of 4, quant_i8's in-register/L1-scratch switch and its 64-row passes); M = 5, 8 and 13
-// take quant_i8's register passes of <= 4 rows per tile (a serving batch of 5-16 decodes).
+// take quant_i8's register passes of <= 4 rows per tile (a serving batch of 5-16 decodes) on AVX2,
+// and on AVX512-VNNI its 8-row group pass (rows 0-7) beside the smaller passes (13, 70).
 TEST_P(QuantMatmulTest, RowsAreBitwiseIndependentOfM) {
   const DType wt = GetParam();
   const int64_t N = 37, K = 512;

@@ -387,7 +387,11 @@ Tensor paged_attention(const Tensor& q_, const Tensor& k_pages, const Tensor& v_
   const int64_t group = p.n_heads / p.n_kv_heads;
   std::atomic<size_t> next{0};
   auto worker = [&](int, int) {
-    for (size_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
+    // Each thread claims its next item before running the current one, so that the kernel can
+    // prefetch the next item's first keys while it finishes this one.
+    size_t it = next.fetch_add(1, std::memory_order_relaxed);
+    while (it < items.size()) {
+      const size_t nx = next.fetch_add(1, std::memory_order_relaxed);
       const Item& w = items[it];
       ref::PagedAttentionParams ps = p;
       ps.seq_begin = w.s;
@@ -396,7 +400,17 @@ Tensor paged_attention(const Tensor& q_, const Tensor& k_pages, const Tensor& v_
       ps.head_end = (w.g + 1) * group;
       ps.q_begin = w.i0;
       ps.q_end = w.i1;
+      if (nx < items.size()) {
+        const Item& n = items[nx];
+        const int64_t nq = q_off[static_cast<size_t>(n.s) + 1] - q_off[static_cast<size_t>(n.s)];
+        const int64_t first_pos = n_kv[static_cast<size_t>(n.s)] - nq + n.i0;
+        ps.next_blocks = tables[static_cast<size_t>(n.s)];
+        ps.next_kvh = n.g;
+        ps.next_lo = p.window > 0 && first_pos - p.window + 1 > 0 ? first_pos - p.window + 1 : 0;
+        ps.next_hi = first_pos + 1;
+      }
       kt.paged_attention(ps, qd, kd, vd, od);
+      it = nx;
     }
   };
   if (items.size() == 1) worker(0, 1);

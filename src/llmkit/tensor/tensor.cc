@@ -12,6 +12,7 @@ thread_local Arena* t_arena = nullptr;
 }  // namespace
 
 ArenaScope::ArenaScope(Arena& arena) : prev_(t_arena) { t_arena = &arena; }
+ArenaScope::ArenaScope(std::nullptr_t) : prev_(t_arena) { t_arena = nullptr; }
 ArenaScope::~ArenaScope() { t_arena = prev_; }
 Arena* ArenaScope::current() { return t_arena; }
 

@@ -115,10 +115,12 @@ class Tensor {
 // Buffer planning for one forward/backward pass: while an ArenaScope is alive, CPU tensors created
 // on this thread by Tensor::empty/zeros take their bytes from the arena instead of the system
 // allocator. Those tensors must not be used after the arena's next reset(); results that must
-// outlive the pass are clone()d after the scope ends. Scopes nest (the innermost wins).
+// outlive the pass are clone()d after the scope ends, or made inside an ArenaScope(nullptr), which
+// sends allocations back to the system allocator. Scopes nest (the innermost wins).
 class ArenaScope {
  public:
   explicit ArenaScope(Arena& arena);
+  explicit ArenaScope(std::nullptr_t);
   ~ArenaScope();
   ArenaScope(const ArenaScope&) = delete;
   ArenaScope& operator=(const ArenaScope&) = delete;

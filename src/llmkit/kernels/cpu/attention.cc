@@ -512,18 +512,38 @@ using VP = hn::Vec<DP>;
 
 // sc[r][u * LP + lane] = q_r . key (u * LP + lane) for vectors u < nvec; ptr[u] points at the
 // vector's keys in column 0 of its page (column c at + c * kKVPage).
+// The next block's K and V pages of one head, prefetched (into L2) a few lines at a time from inside
+// the score loop: spread over the block's arithmetic, the requests keep the memory busy without
+// stalling on full miss buffers, as a burst of them at the block's start did.
+struct PagePrefetch {
+  static_assert(kBlock % ref::kKVPage == 0, "blocks are whole pages");
+  const char* page[2 * (kBlock / ref::kKVPage)];  // K pages, then V pages
+  int64_t n_pages = 0, lines_per_page = 0, done = 0, per_step = 0;
+  HWY_INLINE void step() {
+    const int64_t total = n_pages * lines_per_page;
+    for (int64_t i = 0; i < per_step && done < total; ++i, ++done)
+      __builtin_prefetch(page[done / lines_per_page] + (done % lines_per_page) * 64, 0, 2);
+  }
+  void finish() {
+    while (done < n_pages * lines_per_page) step();
+  }
+};
+
 template <int R, typename T>
 HWY_INLINE void ScoresPaged(const float* const* qs, const T* const* ptr, int64_t nvec, int64_t hd,
-                            float* const* sc) {
+                            float* const* sc, PagePrefetch& pf) {
   const DP d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   constexpr int kV = R <= 2 ? 4 : 2;
+  const int64_t steps = (nvec / kV + nvec % kV) * hd;  // iterations of the loops below
+  pf.per_step = steps > 0 ? (pf.n_pages * pf.lines_per_page + steps - 1) / steps : 0;
   int64_t u = 0;
   for (; u + kV <= nvec; u += kV) {
     VP a[R][kV];
     for (int r = 0; r < R; ++r)
       for (int w = 0; w < kV; ++w) a[r][w] = hn::Zero(d);
     for (int64_t c = 0; c < hd; ++c) {
+      pf.step();
       VP kv[kV];
       for (int w = 0; w < kV; ++w) kv[w] = LoadKV(d, ptr[u + w] + c * ref::kKVPage);
       for (int r = 0; r < R; ++r) {
@@ -538,6 +558,7 @@ HWY_INLINE void ScoresPaged(const float* const* qs, const T* const* ptr, int64_t
     VP a[R];
     for (int r = 0; r < R; ++r) a[r] = hn::Zero(d);
     for (int64_t c = 0; c < hd; ++c) {
+      pf.step();
       const VP kc = LoadKV(d, ptr[u] + c * ref::kKVPage);
       for (int r = 0; r < R; ++r) a[r] = hn::MulAdd(hn::Set(d, qs[r][c]), kc, a[r]);
     }
@@ -549,7 +570,7 @@ HWY_INLINE void ScoresPaged(const float* const* qs, const T* const* ptr, int64_t
 template <int R, typename T>
 void PagedRows(const ref::PagedAttentionParams& p, const float* q, const T* k_pages, const T* v_pages,
                const int32_t* blocks, int64_t kvh, int64_t row, int64_t h, int64_t lo, int64_t hi, int64_t pos,
-               float* o) {
+               float* o, bool last) {
   const DF d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   const int64_t LP = static_cast<int64_t>(hn::Lanes(DP()));
@@ -582,18 +603,32 @@ void PagedRows(const ref::PagedAttentionParams& p, const float* q, const T* k_pa
       kptr[u] = k_pages + blocks[j / ref::kKVPage] * page_floats + kvh * hd * ref::kKVPage + j % ref::kKVPage;
     }
     // The next block's pages lie anywhere in the pool, out of the hardware prefetchers' reach:
-    // ask for this head's keys and values of them (into L2) while this block runs.
-    for (int64_t j = j0 + kBlock; j < hi && j < j0 + 2 * kBlock; j += ref::kKVPage) {
-      const int64_t page = blocks[j / ref::kKVPage] * page_floats;
-      const char* kp = reinterpret_cast<const char*>(k_pages + page + kvh * hd * ref::kKVPage);
-      const char* vp = reinterpret_cast<const char*>(v_pages + page + kvh * ref::kKVPage * hd);
-      const int64_t bytes = hd * ref::kKVPage * static_cast<int64_t>(sizeof(T));
-      for (int64_t at = 0; at < bytes; at += 64) {
-        __builtin_prefetch(kp + at, 0, 2);
-        __builtin_prefetch(vp + at, 0, 2);
+    // ask for this head's keys and values of them while this block's scores run.
+    PagePrefetch pf;
+    {
+      int64_t nk = 0;
+      for (int64_t j = j0 + kBlock; j < hi && j < j0 + 2 * kBlock; j += ref::kKVPage, ++nk) {
+        const int64_t page = blocks[j / ref::kKVPage] * page_floats;
+        pf.page[nk] = reinterpret_cast<const char*>(k_pages + page + kvh * hd * ref::kKVPage);
+        pf.page[kBlock / ref::kKVPage + nk] = reinterpret_cast<const char*>(v_pages + page + kvh * ref::kKVPage * hd);
       }
+      // The last block of the item's last rows: the thread's next item's first block instead.
+      if (nk == 0 && last && p.next_blocks) {
+        const int64_t b0 = p.next_lo / kBlock * kBlock;
+        for (int64_t j = b0; j < p.next_hi && j < b0 + kBlock; j += ref::kKVPage, ++nk) {
+          const int64_t page = p.next_blocks[j / ref::kKVPage] * page_floats;
+          pf.page[nk] = reinterpret_cast<const char*>(k_pages + page + p.next_kvh * hd * ref::kKVPage);
+          pf.page[kBlock / ref::kKVPage + nk] =
+              reinterpret_cast<const char*>(v_pages + page + p.next_kvh * ref::kKVPage * hd);
+        }
+      }
+      if (nk < kBlock / ref::kKVPage)  // close the gap: V pages follow the K pages
+        for (int64_t i = 0; i < nk; ++i) pf.page[nk + i] = pf.page[kBlock / ref::kKVPage + i];
+      pf.n_pages = 2 * nk;
+      pf.lines_per_page = (hd * ref::kKVPage * static_cast<int64_t>(sizeof(T)) + 63) / 64;
     }
-    ScoresPaged<R>(qs, kptr, nvec, hd, sc);
+    ScoresPaged<R>(qs, kptr, nvec, hd, sc, pf);
+    pf.finish();
     const int64_t t_lo = lo > j0 ? lo - j0 : 0;
     for (int r = 0; r < R; ++r) {
       float* x = sc[r];
@@ -687,12 +722,14 @@ void PagedAttentionT(const ref::PagedAttentionParams& p, const float* q, const T
         const int64_t pos = n_kv - n_q + i, hi = pos + 1;
         const int64_t lo = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
         const int64_t row = p.q_off[s] + i;
+        const bool last_row = s + 1 == s_end && kvh == (h_end - 1) / group && i + 1 == i_end;
         int64_t h = hb;
-        for (; h + 4 <= he; h += 4) PagedRows<4, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o);
+        for (; h + 4 <= he; h += 4)
+          PagedRows<4, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o, last_row && h + 4 == he);
         switch (he - h) {
-          case 3: PagedRows<3, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
-          case 2: PagedRows<2, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
-          case 1: PagedRows<1, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o); break;
+          case 3: PagedRows<3, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o, last_row); break;
+          case 2: PagedRows<2, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o, last_row); break;
+          case 1: PagedRows<1, T>(p, q, k_pages, v_pages, p.blocks[s], kvh, row, h, lo, hi, pos, o, last_row); break;
           default: break;
         }
       }

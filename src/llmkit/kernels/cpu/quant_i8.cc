@@ -84,16 +84,27 @@ struct Acts {
   float* dsum;   // [M, nb] d * sum(levels)            (Q4_1)
   int32_t* s8;   // [M, nb] 8 * sum(levels)            (Q4_0)
   int64_t K, nb;
+  // The same values of rows [0, M / 8 * 8) regrouped by 8 rows (AVX512-VNNI batches only, else
+  // null): group g, block b holds the 8 rows' levels at qg + (g * nb + b) * 256 + r * 32 and their
+  // d, dsum, s8 at [(g * nb + b) * 8 + r], so an 8-row pass addresses all of them from one pointer.
+  int8_t* qg = nullptr;
+  float *dg = nullptr, *dsumg = nullptr;
+  int32_t* s8g = nullptr;
 };
 
-thread_local Buf<int8_t> t_q;
-thread_local Buf<float> t_d, t_dsum;
-thread_local Buf<int32_t> t_s8;
+thread_local Buf<int8_t> t_q, t_qg;
+thread_local Buf<float> t_d, t_dsum, t_dg, t_dsumg;
+thread_local Buf<int32_t> t_s8, t_s8g;
+
 thread_local Buf<uint8_t> t_w;     // scratch tile: [nb][8 rows][32 levels]
 thread_local Buf<float> t_wd, t_wm;  // [nb][8] weight scales and minimums
 
-// Rows [m0, m1) of x: levels and scales (quant_matmul.cc's quantize_activations, legacy branch).
-void QuantizeRows(const float* x, int64_t K, int64_t m0, int64_t m1, int8_t* q, float* dd, float* dsum, int32_t* s8) {
+// Rows [m0, m1) of x: levels and scales (quant_matmul.cc's quantize_activations, legacy branch),
+// into a's row-major arrays and, for rows below m_grouped (a.qg set), its 8-row groups too.
+void QuantizeRows(const float* x, int64_t K, int64_t m0, int64_t m1, const Acts& a, int64_t m_grouped) {
+  int8_t* q = a.q;
+  float *dd = a.d, *dsum = a.dsum;
+  int32_t* s8 = a.s8;
   const int64_t nb = K / 32;
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i hi = _mm256_set1_epi32(127);
@@ -124,6 +135,8 @@ void QuantizeRows(const float* x, int64_t K, int64_t m0, int64_t m1, int8_t* q, 
       const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
       const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + m * K + b * 32), ordered);
+      const int64_t gi = ((m / 8) * nb + b) * 8 + m % 8;  // this row's slot in its group's block b
+      if (m < m_grouped) _mm256_store_si256(reinterpret_cast<__m256i*>(a.qg + gi * 32), ordered);
       __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
@@ -131,6 +144,11 @@ void QuantizeRows(const float* x, int64_t K, int64_t m0, int64_t m1, int8_t* q, 
       dd[m * nb + b] = dq;
       dsum[m * nb + b] = dq * static_cast<float>(s);
       s8[m * nb + b] = 8 * s;
+      if (m < m_grouped) {
+        a.dg[gi] = dq;
+        a.dsumg[gi] = dq * static_cast<float>(s);
+        a.s8g[gi] = 8 * s;
+      }
     }
   }
 }
@@ -262,6 +280,11 @@ HWY_INLINE void StoreTileRow(float* y, int64_t N, int64_t n0, int nr, int64_t m,
   if (nr == 8) {
     _mm256_storeu_ps(y + m * N + n0, acc);
   } else {
+#if HWY_TARGET <= HWY_AVX3
+    // A masked store: through a stack copy, GCC kept the 8-row passes' accumulators in memory.
+    _mm256_mask_storeu_ps(y + m * N + n0, static_cast<__mmask8>((1u << nr) - 1), acc);
+    return;
+#endif
     alignas(32) float t[8];
     _mm256_store_ps(t, acc);
     for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
@@ -389,8 +412,41 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     }
     for (int r = 0; r < R; ++r) StoreTileRow(y, N, n0, nr, m + r, acc[r]);
   };
+  // 8 rows of one group (m % 8 == 0, a.qg set): the same operations as pass<8>, every activation
+  // operand at a constant offset from one pointer per block. pass<8> kept 8 row pointers and the
+  // accumulators partly in memory; this one keeps them in registers.
+  auto pass8 = [&](int64_t m) {
+    __m256 acc[8];
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+    const int64_t g = m / 8;
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i* wb = reinterpret_cast<const __m256i*>(ws + b * 256);
+      const int64_t gb = g * nb + b;
+      const int8_t* xq = a.qg + gb * 256;
+      __m256i sv[8];
+      for (int r = 0; r < 8; ++r) sv[r] = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i wj = _mm256_load_si256(wb + j);
+        for (int r = 0; r < 8; ++r) sv[r] = DpBusdBcast(sv[r], wj, xq + r * 32 + 4 * j);
+      }
+      const __m256 wd = _mm256_load_ps(wds + b * 8);
+      const float* xd = a.dg + gb * 8;
+      for (int r = 0; r < 8; ++r) {
+        __m256i sr = sv[r];
+        if constexpr (T == DType::kQ4_0) sr = _mm256_sub_epi32(sr, _mm256_set1_epi32(a.s8g[gb * 8 + r]));
+        if constexpr (T == DType::kQ8_0) sr = _mm256_sub_epi32(sr, _mm256_set1_epi32(16 * a.s8g[gb * 8 + r]));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sr), _mm256_mul_ps(wd, _mm256_set1_ps(xd[r])), acc[r]);
+        if constexpr (T == DType::kQ4_1)
+          acc[r] = _mm256_fmadd_ps(_mm256_load_ps(wms + b * 8), _mm256_set1_ps(a.dsumg[gb * 8 + r]), acc[r]);
+      }
+    }
+    for (int r = 0; r < 8; ++r) StoreTileRow(y, N, n0, nr, m + r, acc[r]);
+  };
   int64_t m = m0;
-  for (; m + 8 <= m1; m += 8) pass(m, std::integral_constant<int, 8>());
+  for (; m + 8 <= m1; m += 8) {
+    if (a.qg && m % 8 == 0) pass8(m);
+    else pass(m, std::integral_constant<int, 8>());
+  }
   if (m + 4 <= m1) {
     pass(m, std::integral_constant<int, 4>());
     m += 4;
@@ -547,9 +603,18 @@ void Matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
   const int64_t nb = K / 32;
   Acts a{.q = t_q.get(static_cast<size_t>(M * K)), .d = t_d.get(static_cast<size_t>(M * nb)),
          .dsum = t_dsum.get(static_cast<size_t>(M * nb)), .s8 = t_s8.get(static_cast<size_t>(M * nb)), .K = K, .nb = nb};
-  ThreadPool::global().parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
-    QuantizeRows(x, K, m0, m1, a.q, a.d, a.dsum, a.s8);
-  });
+  int64_t m_grouped = 0;
+#if HWY_TARGET <= HWY_AVX3_DL
+  if (M >= 8 && M >= kRowLanesMinM) {
+    const int64_t groups = M / 8;
+    m_grouped = groups * 8;
+    a.qg = t_qg.get(static_cast<size_t>(groups * nb * 256));
+    a.dg = t_dg.get(static_cast<size_t>(groups * nb * 8));
+    a.dsumg = t_dsumg.get(static_cast<size_t>(groups * nb * 8));
+    a.s8g = t_s8g.get(static_cast<size_t>(groups * nb * 8));
+  }
+#endif
+  ThreadPool::global().parallel_for(M, 16, [&](int64_t m0, int64_t m1) { QuantizeRows(x, K, m0, m1, a, m_grouped); });
   const uint8_t* wb = static_cast<const uint8_t*>(w);
   switch (wt) {
     case DType::kQ4_0: Run<DType::kQ4_0, false>(a, wb, y, M, N); break;

@@ -222,6 +222,11 @@ struct PagedAttentionParams {
   // Work split (as in AttentionParams): sequences [seq_begin, seq_end), query heads [head_begin,
   // head_end) and rows [q_begin, q_end) of each sequence; 0 ends mean "to the end".
   int64_t seq_begin = 0, seq_end = 0, head_begin = 0, head_end = 0, q_begin = 0, q_end = 0;
+  // Optional hint, no effect on results: the calling thread's next work item reads keys [next_lo,
+  // next_hi) of kv head next_kvh through block table next_blocks (null: no hint). A kernel may
+  // prefetch that item's first keys and values while it finishes this one.
+  const int32_t* next_blocks = nullptr;
+  int64_t next_kvh = 0, next_lo = 0, next_hi = 0;
 };
 // o [N, n_heads, head_dim] = causal softmax(scale q k^T + ALiBi + window mask) v over the paged keys.
 void paged_attention(const PagedAttentionParams& p, const float* q, const void* k_pages, const void* v_pages,
