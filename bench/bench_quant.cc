@@ -28,6 +28,12 @@ const std::vector<uint8_t>& weights(DType t, int64_t N, int64_t K) {
   static std::map<std::tuple<int, int64_t, int64_t>, std::vector<uint8_t>> cache;
   auto& w = cache[{static_cast<int>(t), N, K}];
   if (!w.empty()) return w;
+  if (llmkit::is_r8(t)) {  // the rows-interleaved-by-8 layout the int8 kernel runs at load
+    const auto& base = weights(llmkit::r8_base(t), N, K);
+    w.resize(base.size());
+    llmkit::ref::pack_r8(llmkit::r8_base(t), base.data(), w.data(), K, 0, N / 8);
+    return w;
+  }
   const size_t rb = llmkit::row_bytes(t, K);
   const int64_t distinct = N < 64 ? N : 64;
   std::mt19937 rng(1);
@@ -136,6 +142,8 @@ BENCHMARK_CAPTURE(BM_QuantMatVecCold, f16, DType::kF16)->Apply(cold_args);
 BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_0, DType::kQ4_0)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_1, DType::kQ4_1)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatBatch, q8_0, DType::kQ8_0)->Apply(batch_args);
+BENCHMARK_CAPTURE(BM_QuantMatBatch, q4_1_r8, DType::kQ4_1_R8)->Apply(batch_args);
+BENCHMARK_CAPTURE(BM_QuantMatBatch, q8_0_r8, DType::kQ8_0_R8)->Apply(batch_args);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q4_k, DType::kQ4_K)->Apply(args_k);
 BENCHMARK_CAPTURE(BM_QuantMatVec, q6_k, DType::kQ6_K)->Apply(args_k);
 

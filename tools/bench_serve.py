@@ -11,6 +11,10 @@ max_tokens fixed), `--rounds` times. Reported per engine and level:
   decode t/s  the tokens after each stream's first / the time during which some stream was between
             its first and last content chunk (union of those intervals): aggregate decode throughput
             (prompt processing before the first token is TTFT; later prompts' processing counts);
+  steady t/s  the tokens streamed while all C streams were decoding (from the last stream's first
+            content chunk to the first stream's last) / that window: continuous batching's decode
+            rate with every prompt processed, the figure a server settles at under C streams (each
+            stream's chunks in the window x its tokens per chunk);
   TTFT      p50 / p99 over requests: request sent -> first content chunk;
   ITL       p50 / p99 over every gap between consecutive content chunks of one stream.
 
@@ -19,10 +23,11 @@ only), so both engines are measured the same way whatever their chunking. The en
 (llmkit level C, llama.cpp level C, ...), so both see the same machine load.
 
   python3 tools/bench_serve.py --llmkit build/bin/llmkit [--model M.gguf] [--threads 2]
-      [--levels 1,4,8,16] [--max-tokens 64] [--rounds 2]
+      [--levels 1,4,8,16] [--max-tokens 64] [--rounds 2] [--engines llmkit,llama.cpp]
 """
 import argparse
 import concurrent.futures as cf
+import contextlib
 import os
 import pathlib
 import socket
@@ -92,7 +97,7 @@ class Engine:
 def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
     def run(p):
         t0 = time.perf_counter()
-        first, last, gaps, text = None, None, [], []
+        first, last, gaps, text, times = None, None, [], [], []
         stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
                                                 temperature=0, max_tokens=max_tokens, stream=True,
                                                 logit_bias=bias)
@@ -104,8 +109,9 @@ def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
                 else:
                     gaps.append(now - last)
                 last = now
+                times.append(now)
                 text.append(ch.choices[0].delta.content)
-        return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter(), first
+        return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter(), first, times
 
     t_start = time.perf_counter()
     with cf.ThreadPoolExecutor(len(prompts)) as ex:
@@ -129,8 +135,15 @@ def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
     if cur_b is not None:
         union += cur_b - cur_a
     decode = (tokens - len(spans)) / union if union > 0 else float("nan")
+    # Steady: the window in which every stream is between its first and its last chunk.
+    steady = float("nan")
+    if all(r[6] for r in res):
+        w0, w1 = max(r[6][0] for r in res), min(r[6][-1] for r in res)
+        if w1 - w0 > 0.1:
+            in_window = sum(sum(1 for t in r[6] if w0 < t <= w1) * n / len(r[6]) for r, n in zip(res, counts))
+            steady = in_window / (w1 - w0)
     return {"tokens": tokens, "wall": t_end - t_start, "ttft": [r[1] for r in res],
-            "itl": [g for r in res for g in r[2]], "decode": decode}
+            "itl": [g for r in res for g in r[2]], "decode": decode, "steady": steady}
 
 
 def main():
@@ -143,6 +156,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="positions per sequence (llmkit: per slot)")
+    ap.add_argument("--engines", default="llmkit,llama.cpp", help="which servers to run (a quick look: llmkit)")
     a = ap.parse_args()
     import openai
     import llama_cpp
@@ -173,19 +187,22 @@ def main():
                              "--n_ctx", str(a.ctx * max(levels)), "--n_batch", "512",
                              "--interrupt_requests", "False"], f"http://127.0.0.1:{p2}"),
     ]
+    wanted = a.engines.split(",")
+    engines = [e for e in engines if e.name in wanted]
     results = {e.name: {c: [] for c in levels} for e in engines}
     t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load0 = os.getloadavg()[0]
-    with engines[0] as e0, engines[1] as e1:
+    with contextlib.ExitStack() as stack:
+        running = [stack.enter_context(e) for e in engines]
         clients = {}
-        for e in (e0, e1):
+        for e in running:
             c = openai.OpenAI(base_url=e.base + "/v1", api_key="none", max_retries=0, timeout=600)
             mid = c.models.list().data[0].id
             one_level(c, mid, prompts[:1], 8, count_tokens)  # warm-up
             clients[e.name] = (c, mid)
         for r in range(a.rounds):
             for c in levels:
-                for e in (e0, e1):
+                for e in running:
                     cl, mid = clients[e.name]
                     # Unique per round and level, so no engine serves a prompt from its prefix cache
                     # beyond the chat template's shared system prompt.
@@ -193,32 +210,44 @@ def main():
                     m = one_level(cl, mid, ps, a.max_tokens, count_tokens, bias)
                     results[e.name][c].append(m)
                     print(f"round {r + 1} {e.name:9s} C={c:2d}: {m['tokens'] / m['wall']:7.1f} t/s "
-                          f"({m['tokens']} tokens in {m['wall']:.2f} s; decode {m['decode']:.1f} t/s)",
+                          f"({m['tokens']} tokens in {m['wall']:.2f} s; decode {m['decode']:.1f} t/s; "
+                          f"steady {m['steady']:.1f} t/s)",
                           file=sys.stderr)
     t1 = time.strftime("%H:%M", time.gmtime())
     print(f"{t0}-{t1} UTC; {os.cpu_count()} CPUs; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
           f"llama-cpp-python {llama_cpp.__version__}; {pathlib.Path(a.model).name}, {a.threads} threads, "
           f"max_tokens {a.max_tokens}, greedy, {a.rounds} rounds\n")
-    print("| streams | llmkit agg t/s | llama.cpp agg t/s | ratio | llmkit decode t/s | llama.cpp decode t/s | ratio "
-          "| llmkit TTFT p50 / p99 ms | llama.cpp TTFT p50 / p99 ms | llmkit ITL p50 / p99 ms | llama.cpp ITL p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    base1 = None
+    names = [e.name for e in engines]
+    cols = ("agg t/s", "decode t/s", "steady t/s")
+    head = "| streams |"
+    for col in cols:
+        head += "".join(f" {n} {col} |" for n in names) + (" ratio |" if len(names) == 2 else "")
+    head += "".join(f" {n} TTFT p50 / p99 ms |" for n in names) + "".join(f" {n} ITL p50 / p99 ms |" for n in names)
+    print(head)
+    print("|" + "---|" * head.count(" |"))
+    base = {}
     for c in levels:
         row = {}
-        for name in ("llmkit", "llama.cpp"):
+        for name in names:
             ms = results[name][c]
-            agg = statistics.mean(m["tokens"] / m["wall"] for m in ms)
-            dec = statistics.mean(m["decode"] for m in ms)
             ttft = [x for m in ms for x in m["ttft"]]
             itl = [x for m in ms for x in m["itl"]]
-            row[name] = (agg, pct(ttft, 50) * 1e3, pct(ttft, 99) * 1e3, pct(itl, 50) * 1e3, pct(itl, 99) * 1e3, dec)
+            row[name] = {"agg t/s": statistics.mean(m["tokens"] / m["wall"] for m in ms),
+                         "decode t/s": statistics.mean(m["decode"] for m in ms),
+                         "steady t/s": statistics.mean(m["steady"] for m in ms),
+                         "ttft": (pct(ttft, 50) * 1e3, pct(ttft, 99) * 1e3), "itl": (pct(itl, 50) * 1e3, pct(itl, 99) * 1e3)}
         if c == levels[0]:
-            base1, dbase1 = row["llmkit"][0], row["llmkit"][5]
-        lk, lc = row["llmkit"], row["llama.cpp"]
-        print(f"| {c} | {lk[0]:.1f} ({lk[0] / base1:.2f}x of {levels[0]}) | {lc[0]:.1f} | **{lk[0] / lc[0]:.2f}** | "
-              f"{lk[5]:.1f} ({lk[5] / dbase1:.2f}x of {levels[0]}) | {lc[5]:.1f} | **{lk[5] / lc[5]:.2f}** | "
-              f"{lk[1]:.0f} / {lk[2]:.0f} | {lc[1]:.0f} / {lc[2]:.0f} | {lk[3]:.1f} / {lk[4]:.1f} | {lc[3]:.1f} / {lc[4]:.1f} |")
-
+            base = {col: row[names[0]][col] for col in cols}
+        line = f"| {c} |"
+        for col in cols:
+            for k, name in enumerate(names):
+                v = row[name][col]
+                line += f" {v:.1f} ({v / base[col]:.2f}x of {levels[0]}) |" if k == 0 else f" {v:.1f} |"
+            if len(names) == 2:
+                line += f" **{row[names[0]][col] / row[names[1]][col]:.2f}** |"
+        line += "".join(f" {row[n]['ttft'][0]:.0f} / {row[n]['ttft'][1]:.0f} |" for n in names)
+        line += "".join(f" {row[n]['itl'][0]:.1f} / {row[n]['itl'][1]:.1f} |" for n in names)
+        print(line)
 
 if __name__ == "__main__":
     main()
