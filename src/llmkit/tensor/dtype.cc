@@ -53,8 +53,13 @@ size_t row_bytes(DType t, int64_t n) {
 
 std::optional<uint64_t> row_bytes_checked(DType t, int64_t n) {
   const auto& info = dtype_info(t);
-  if (n < 0 || n % info.block_size != 0) return std::nullopt;
+  if (n < 0) return std::nullopt;
   uint64_t out;
+  if (info.block_size == 1) {  // float and integer types: no division (every tensor allocation asks)
+    if (!checked_mul(static_cast<uint64_t>(n), static_cast<uint64_t>(info.type_size), &out)) return std::nullopt;
+    return out;
+  }
+  if (n % info.block_size != 0) return std::nullopt;
   if (!checked_mul(static_cast<uint64_t>(n / info.block_size), static_cast<uint64_t>(info.type_size), &out))
     return std::nullopt;
   return out;
