@@ -176,7 +176,7 @@ void model_args(benchmark::internal::Benchmark* b) {
 // the tied head (N = 49152); then GPT-2-124M's: attn output, fused qkv, MLP up, MLP down and the tied
 // head (N = 50257); 2 threads, each product in F32 and BF16 compute.
 void train_args(benchmark::internal::Benchmark* b) {
-  for (const auto& nk : {std::pair<int, int>{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576},
+  for (const auto& nk : {std::pair<int, int>{576, 576}, {192, 576}, {960, 576}, {1536, 576}, {3072, 576}, {576, 1536}, {49152, 576},
                          {768, 768}, {2304, 768}, {3072, 768}, {768, 3072}, {50257, 768}}) {
     for (int product : {0, 1, 2}) {
       for (int bf16 : {0, 1}) b->Args({1024, nk.first, nk.second, 2, product, bf16});
