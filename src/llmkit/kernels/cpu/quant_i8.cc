@@ -47,6 +47,9 @@ constexpr int64_t kMaxPassesM = 4;
 // Activation rows per pass over a weight tile: 64 rows of K <= 4096 int8 levels stay in L2 while
 // every tile of the thread's range reuses them.
 constexpr int64_t kRowsPerPass = 64;
+// Up to this many rows (decode and serving batches) a thread's tiles are one contiguous range, so the
+// weights' prefetch stream runs through it unbroken (parallel_for's 4 shares per thread restart it).
+constexpr int64_t kServeMaxM = 16;
 
 template <typename T>
 struct Buf {
@@ -590,7 +593,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
       }
     }
   };
-  if (M <= kDirectMaxM) {
+  if (M <= kServeMaxM) {
     ThreadPool::global().parallel_for_streaming(tiles, grain, body);
   } else {
     ThreadPool::global().parallel_for(tiles, grain, body);
