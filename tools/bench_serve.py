@@ -4,7 +4,9 @@ same load, side by side in one run.
 
 For each engine: start its server on a free loopback port with the same GGUF, threads and context,
 warm it up with one request, then for each concurrency level C (default 1, 4, 8, 16) start C
-streaming chat clients at once (the openai package; prompt i of a fixed set of mixed lengths, greedy,
+streaming chat clients at once (threads reading the SSE stream with http.client and json, as vLLM's
+benchmark_serving does with aiohttp; `--client openai` uses the openai package, whose per-chunk CPU
+cost on the servers' own 2 cores is ~10x; prompt i of a fixed set of mixed lengths, greedy,
 max_tokens fixed), `--rounds` times. Reported per engine and level:
 
   agg t/s   completion tokens of all C requests / wall time from the first request to the last end;
@@ -28,6 +30,8 @@ only), so both engines are measured the same way whatever their chunking. The en
 import argparse
 import concurrent.futures as cf
 import contextlib
+import http.client
+import json
 import os
 import pathlib
 import socket
@@ -35,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 
@@ -94,23 +99,58 @@ class Engine:
             self.proc.kill()
 
 
-def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None):
+def raw_stream(base, model_id, prompt, max_tokens, bias):
+    """The reply's content pieces of a streamed chat completion, read with http.client and json (as
+    vLLM's benchmark_serving reads them with aiohttp): a few microseconds of CPU per chunk, where the
+    openai package's typed chunks take ~10x that on the cores the servers run on."""
+    u = urllib.parse.urlparse(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    body = {"model": model_id, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+            "max_tokens": max_tokens, "stream": True}
+    if bias:
+        body["logit_bias"] = bias
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    try:
+        for line in resp:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            choices = json.loads(payload).get("choices") or []
+            content = choices and (choices[0].get("delta") or {}).get("content")
+            if content:
+                yield content
+    finally:
+        conn.close()
+
+
+def openai_stream(client, model_id, prompt, max_tokens, bias):
+    stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": prompt}],
+                                            temperature=0, max_tokens=max_tokens, stream=True, logit_bias=bias)
+    for ch in stream:
+        if ch.choices and ch.choices[0].delta and ch.choices[0].delta.content:
+            yield ch.choices[0].delta.content
+
+
+def one_level(client, model_id, prompts, max_tokens, count_tokens, bias=None, base=None):
     def run(p):
         t0 = time.perf_counter()
         first, last, gaps, text, times = None, None, [], [], []
-        stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": p}],
-                                                temperature=0, max_tokens=max_tokens, stream=True,
-                                                logit_bias=bias)
-        for ch in stream:
-            if ch.choices and ch.choices[0].delta and ch.choices[0].delta.content:
-                now = time.perf_counter()
-                if first is None:
-                    first = now
-                else:
-                    gaps.append(now - last)
-                last = now
-                times.append(now)
-                text.append(ch.choices[0].delta.content)
+        pieces = (raw_stream(base, model_id, p, max_tokens, bias) if base
+                  else openai_stream(client, model_id, p, max_tokens, bias))
+        for content in pieces:
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            else:
+                gaps.append(now - last)
+            last = now
+            times.append(now)
+            text.append(content)
         return t0, (first or time.perf_counter()) - t0, gaps, "".join(text), time.perf_counter(), first, times
 
     t_start = time.perf_counter()
@@ -157,6 +197,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="positions per sequence (llmkit: per slot)")
     ap.add_argument("--engines", default="llmkit,llama.cpp", help="which servers to run (a quick look: llmkit)")
+    ap.add_argument("--client", choices=("raw", "openai"), default="raw",
+                    help="the streaming clients: http.client + json (default) or the openai package")
     a = ap.parse_args()
     import openai
     import llama_cpp
@@ -207,7 +249,8 @@ def main():
                     # Unique per round and level, so no engine serves a prompt from its prefix cache
                     # beyond the chat template's shared system prompt.
                     ps = [f"(request {r}.{c}.{i}) {p}" for i, p in enumerate(prompts[:c])]
-                    m = one_level(cl, mid, ps, a.max_tokens, count_tokens, bias)
+                    m = one_level(cl, mid, ps, a.max_tokens, count_tokens, bias,
+                                  base=e.base if a.client == "raw" else None)
                     results[e.name][c].append(m)
                     print(f"round {r + 1} {e.name:9s} C={c:2d}: {m['tokens'] / m['wall']:7.1f} t/s "
                           f"({m['tokens']} tokens in {m['wall']:.2f} s; decode {m['decode']:.1f} t/s; "
@@ -216,7 +259,7 @@ def main():
     t1 = time.strftime("%H:%M", time.gmtime())
     print(f"{t0}-{t1} UTC; {os.cpu_count()} CPUs; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
           f"llama-cpp-python {llama_cpp.__version__}; {pathlib.Path(a.model).name}, {a.threads} threads, "
-          f"max_tokens {a.max_tokens}, greedy, {a.rounds} rounds\n")
+          f"max_tokens {a.max_tokens}, greedy, {a.rounds} rounds, {a.client} clients\n")
     names = [e.name for e in engines]
     cols = ("agg t/s", "decode t/s", "steady t/s")
     head = "| streams |"
@@ -242,9 +285,13 @@ def main():
         for col in cols:
             for k, name in enumerate(names):
                 v = row[name][col]
-                line += f" {v:.1f} ({v / base[col]:.2f}x of {levels[0]}) |" if k == 0 else f" {v:.1f} |"
+                if v != v:  # nan: the streams were never all decoding at once (served one after another)
+                    line += " - |"
+                else:
+                    line += f" {v:.1f} ({v / base[col]:.2f}x of {levels[0]}) |" if k == 0 else f" {v:.1f} |"
             if len(names) == 2:
-                line += f" **{row[names[0]][col] / row[names[1]][col]:.2f}** |"
+                r = row[names[0]][col] / row[names[1]][col]
+                line += " - |" if r != r else f" **{r:.2f}** |"
         line += "".join(f" {row[n]['ttft'][0]:.0f} / {row[n]['ttft'][1]:.0f} |" for n in names)
         line += "".join(f" {row[n]['itl'][0]:.1f} / {row[n]['itl'][1]:.1f} |" for n in names)
         print(line)
