@@ -1,8 +1,11 @@
 // Sampler chain, stop strings and UTF-8 hold-back.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <vector>
 
 #include "llmkit/error.h"
 #include "llmkit/runtime/sampler.h"
@@ -23,6 +26,36 @@ TEST(Sampler, GreedyIsArgmax) {
   Sampler s(plain(0.0f));
   std::vector<float> l = {0.1f, 3.0f, -1.0f, 2.9f};
   EXPECT_EQ(s.sample(l.data(), 4, {}), 1);
+}
+
+// Greedy over a vocabulary-sized row is std::max_element's pick: the first of tied maxima, wherever
+// it falls (a lane of the running maxima, the tail), and with NaN, -inf or all-equal logits.
+TEST(Sampler, GreedyIsTheFirstLargestAtVocabularySize) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (const int64_t n : {int64_t{5}, int64_t{33}, int64_t{49152}, int64_t{49157}}) {
+    std::vector<float> base(static_cast<size_t>(n));
+    for (auto& v : base) v = nd(rng);
+    std::vector<std::vector<float>> rows = {base};
+    for (const int64_t at : {int64_t{0}, n / 3, n - 1}) {  // two tied maxima, the first at `at`
+      std::vector<float> r = base;
+      r[static_cast<size_t>(at)] = 9.0f;
+      r[static_cast<size_t>(n - 1 - at / 2)] = 9.0f;
+      rows.push_back(r);
+      r[static_cast<size_t>(n / 2)] = std::nanf("");
+      rows.push_back(r);
+    }
+    rows.push_back(std::vector<float>(static_cast<size_t>(n), -INFINITY));
+    std::vector<float> nan0 = base;
+    nan0[0] = std::nanf("");
+    rows.push_back(nan0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      Sampler s(plain(0.0f));
+      std::vector<float> r = rows[i];
+      const auto want = static_cast<int32_t>(std::max_element(rows[i].begin(), rows[i].end()) - rows[i].begin());
+      EXPECT_EQ(s.sample(r.data(), n, {}), want) << "n=" << n << " row " << i;
+    }
+  }
 }
 
 TEST(Sampler, TopK1IsArgmaxAtAnyTemperature) {
