@@ -286,11 +286,11 @@ HWY_INLINE void StoreTileRow(float* y, int64_t N, int64_t n0, int nr, int64_t m,
 #if HWY_TARGET <= HWY_AVX3
     // A masked store: through a stack copy, GCC kept the 8-row passes' accumulators in memory.
     _mm256_mask_storeu_ps(y + m * N + n0, static_cast<__mmask8>((1u << nr) - 1), acc);
-    return;
-#endif
+#else
     alignas(32) float t[8];
     _mm256_store_ps(t, acc);
     for (int i = 0; i < nr; ++i) y[m * N + n0 + i] = t[i];
+#endif
   }
 }
 
