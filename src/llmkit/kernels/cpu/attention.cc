@@ -518,14 +518,20 @@ using VP = hn::Vec<DP>;
 struct PagePrefetch {
   static_assert(kBlock % ref::kKVPage == 0, "blocks are whole pages");
   const char* page[2 * (kBlock / ref::kKVPage)];  // K pages, then V pages
-  int64_t n_pages = 0, lines_per_page = 0, done = 0, per_step = 0;
+  int64_t n_pages = 0, lines_per_page = 0, per_step = 0;
+  int64_t pg = 0, line = 0;  // the next line to ask for (no division per line: prompts run this per row)
   HWY_INLINE void step() {
-    const int64_t total = n_pages * lines_per_page;
-    for (int64_t i = 0; i < per_step && done < total; ++i, ++done)
-      __builtin_prefetch(page[done / lines_per_page] + (done % lines_per_page) * 64, 0, 2);
+    for (int64_t i = 0; i < per_step && pg < n_pages; ++i) {
+      __builtin_prefetch(page[pg] + line * 64, 0, 2);
+      if (++line == lines_per_page) {
+        line = 0;
+        ++pg;
+      }
+    }
   }
   void finish() {
-    while (done < n_pages * lines_per_page) step();
+    per_step = n_pages * lines_per_page;
+    step();
   }
 };
 
