@@ -510,11 +510,10 @@ void AttentionBackward(const ref::AttentionParams& p, const float* q, const floa
 using DP = hn::CappedTag<float, ref::kKVPage>;  // lanes must divide the page
 using VP = hn::Vec<DP>;
 
-// sc[r][u * LP + lane] = q_r . key (u * LP + lane) for vectors u < nvec; ptr[u] points at the
-// vector's keys in column 0 of its page (column c at + c * kKVPage).
-// The next block's K and V pages of one head, prefetched (into L2) a few lines at a time from inside
-// the score loop: spread over the block's arithmetic, the requests keep the memory busy without
-// stalling on full miss buffers, as a burst of them at the block's start did.
+// The K and V pages of one head that the thread reads next (the item's next block, or the first
+// block of its next item), prefetched (into L2) a few lines at a time from inside the score loop:
+// spread over the block's arithmetic, the requests keep the memory busy without stalling on full
+// miss buffers, as a burst of them at the block's start did.
 struct PagePrefetch {
   static_assert(kBlock % ref::kKVPage == 0, "blocks are whole pages");
   const char* page[2 * (kBlock / ref::kKVPage)];  // K pages, then V pages
@@ -535,6 +534,9 @@ struct PagePrefetch {
   }
 };
 
+// sc[r][u * LP + lane] = q_r . key (u * LP + lane) for vectors u < nvec; ptr[u] points at the
+// vector's keys in column 0 of its page (column c at + c * kKVPage).
+// Each iteration also asks pf for its share of the next block's lines.
 template <int R, typename T>
 HWY_INLINE void ScoresPaged(const float* const* qs, const T* const* ptr, int64_t nvec, int64_t hd,
                             float* const* sc, PagePrefetch& pf) {
