@@ -30,6 +30,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "llmkit/base/check.h"
 #include "llmkit/base/thread_pool.h"
 #include "llmkit/kernels/cpu/quant_i8.h"
 #include "llmkit/tensor/half.h"
@@ -415,9 +416,9 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     }
     for (int r = 0; r < R; ++r) StoreTileRow(y, N, n0, nr, m + r, acc[r]);
   };
-  // 8 rows of one group (m % 8 == 0, a.qg set): the same operations as pass<8>, every activation
-  // operand at a constant offset from one pointer per block. pass<8> kept 8 row pointers and the
-  // accumulators partly in memory; this one keeps them in registers.
+  // 8 rows of one group (m % 8 == 0, a.qg set): pass's operations, every activation operand at a
+  // constant offset from one pointer per block (8 row pointers had pushed the accumulators partly
+  // into memory).
   auto pass8 = [&](int64_t m) {
     __m256 acc[8];
     for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
@@ -446,10 +447,10 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     for (int r = 0; r < 8; ++r) StoreTileRow(y, N, n0, nr, m + r, acc[r]);
   };
   int64_t m = m0;
-  for (; m + 8 <= m1; m += 8) {
-    if (a.qg && m % 8 == 0) pass8(m);
-    else pass(m, std::integral_constant<int, 8>());
-  }
+  // Matmul groups the rows whenever this kernel runs on 8+ rows, and m0 is a multiple of
+  // kRowsPerPass, so every full 8 rows here are one group.
+  LLMKIT_ASSERT(m1 - m0 < 8 || (a.qg && m0 % 8 == 0));
+  for (; m + 8 <= m1; m += 8) pass8(m);
   if (m + 4 <= m1) {
     pass(m, std::integral_constant<int, 4>());
     m += 4;
