@@ -77,9 +77,15 @@ namespace llmkit::cpu::i8::HWY_NAMESPACE {
 // (TileRowLanes) rather than register passes: bench_quant batch, 1536 x 576, one Zen 4 thread,
 // after the scratch's transpose became 16 shuffles: M = 8 Q4_0 87-90 -> 74-75 us, Q8_0 110-113 ->
 // 80-81; M = 5 Q4_0 65 -> 61 (register passes -> scratch). Up to 4 rows decode in registers
-// (M = 2, 4 through the scratch: 29-32 -> 40-41 us, 45-47 -> 50-52). AVX2 keeps register passes up
-// to kMaxPassesM * kDirectMaxM rows.
-constexpr int64_t kRowLanesMinM = HWY_TARGET <= HWY_AVX3_DL ? kDirectMaxM + 1 : kMaxPassesM * kDirectMaxM + 1;
+// (M = 2, 4 through the scratch: 29-32 -> 40-41 us, 45-47 -> 50-52).
+// On AVX2 the nibble types (Q4_0, Q4_1) take the same scratch from 5 rows on: a block's 8 vpmaddubsw
+// pair sums of one row fit int16 (8 x 2 x 15 x 127 = 30480), so its row sums take one vpmaddwd and
+// no reduction. Q8_0's do not fit (|w| <= 128): it keeps register passes of <= 4 rows up to
+// kMaxPassesM * kDirectMaxM rows, and the untransposed scratch beyond.
+template <DType T>
+constexpr bool kRowLanes = HWY_TARGET <= HWY_AVX3_DL || T != DType::kQ8_0;
+template <DType T>
+constexpr int64_t kRowLanesMinM = kRowLanes<T> ? kDirectMaxM + 1 : kMaxPassesM * kDirectMaxM + 1;
 
 // Quantized activations of one call.
 struct Acts {
@@ -347,8 +353,10 @@ HWY_INLINE void PrefetchBlockShare(const uint8_t* next, int64_t b, int64_t lines
     _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
 }
 
-#if HWY_TARGET <= HWY_AVX3_DL
-// Prompt batches on AVX512-VNNI. The tile's levels go to the L1 scratch transposed: vector j of
+// Whether batches of this weight type run through TileRowLanes on this target: every type on
+// AVX512-VNNI; on AVX2 the nibble types only, whose 8 vpmaddubsw pair sums of a block fit int16
+// (8 x 2 x 15 x 127 = 30480), so a block's row sums take one vpmaddwd. Q8_0's do not (|w| <= 128).
+// Batches of 8+ rows on AVX512-VNNI, and of 5+ rows of Q4_0/Q4_1 on AVX2. The tile's levels go to the L1 scratch transposed: vector j of
 // block b holds, in lane r, levels 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to
 // unsigned). One vpdpbusd of vector j with activation bytes 4j..4j+3 broadcast to every lane then
 // adds 4 products to each row's own lane: a block's 8 row sums come out of 8 vpdpbusd with no
@@ -365,8 +373,11 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
   uint8_t* ws = t_w.get(static_cast<size_t>(nb * 256));
   float* wds = t_wd.get(static_cast<size_t>(nb * 8));
   float* wms = t_wm.get(static_cast<size_t>(nb * 8));
+  // AVX2: the next tile's prefetch is spread over the first pass (below), not issued in a burst
+  // while the short transpose runs.
+  const bool prefetch_in_pass = HWY_TARGET > HWY_AVX3_DL && m1 - m0 >= 4;
   for (int64_t b = 0; b < nb; ++b) {
-    if (next) PrefetchBlockShare(next, b, lines_per_block);
+    if (next && !prefetch_in_pass) PrefetchBlockShare(next, b, lines_per_block);
     __m256i w[8];
     src.levels(b, w);
     // w[2i] = dwords 0..3 of row i | of row i + 4; w[2i + 1] = dwords 4..7 of the same rows. Vector
@@ -397,13 +408,33 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
+      if (prefetch_in_pass && next && m == m0) PrefetchBlockShare(next, b, lines_per_block);
       const __m256i* wb = reinterpret_cast<const __m256i*>(ws + b * 256);
       __m256i s[R];
+#if HWY_TARGET <= HWY_AVX3_DL
       for (int r = 0; r < R; ++r) s[r] = _mm256_setzero_si256();
       for (int j = 0; j < 8; ++j) {
         const __m256i wj = _mm256_load_si256(wb + j);
         for (int r = 0; r < R; ++r) s[r] = DpBusdBcast(s[r], wj, a.q + (m + r) * a.K + b * 32 + 4 * j);
       }
+#else
+      // AVX2, nibble levels (kRowLanes): vpmaddubsw of vector j with activation bytes 4j..4j+3
+      // broadcast gives row r's two pair sums in int16 lanes 2r, 2r + 1; the block's 8 are summed
+      // in int16 (at most 30480) and widened once by vpmaddwd.
+      // The 4 rows' chains interleaved, each add kept in order (an empty asm pins it): GCC's
+      // reassociation otherwise computed all 32 products first and spilled them.
+      for (int j = 0; j < 8; ++j) {
+        const __m256i wj = _mm256_load_si256(wb + j);
+        for (int r = 0; r < R; ++r) {
+          int32_t x4;
+          std::memcpy(&x4, a.q + (m + r) * a.K + b * 32 + 4 * j, 4);
+          const __m256i p = _mm256_maddubs_epi16(wj, _mm256_set1_epi32(x4));
+          s[r] = j == 0 ? p : _mm256_add_epi16(s[r], p);
+          asm("" : "+x"(s[r]));
+        }
+      }
+      for (int r = 0; r < R; ++r) s[r] = _mm256_madd_epi16(s[r], _mm256_set1_epi16(1));
+#endif
       const __m256 wd = _mm256_load_ps(wds + b * 8);
       for (int r = 0; r < R; ++r) {
         const int64_t ab = (m + r) * a.nb + b;
@@ -419,6 +450,7 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
   // 8 rows of one group (m % 8 == 0, a.qg set): pass's operations, every activation operand at a
   // constant offset from one pointer per block (8 row pointers had pushed the accumulators partly
   // into memory).
+#if HWY_TARGET <= HWY_AVX3_DL
   auto pass8 = [&](int64_t m) {
     __m256 acc[8];
     for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
@@ -455,6 +487,11 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     pass(m, std::integral_constant<int, 4>());
     m += 4;
   }
+#else
+  // AVX2 has 16 vector registers: passes of 4 rows keep 4 int16 sums and 4 accumulators in them.
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) pass(m, std::integral_constant<int, 4>());
+#endif
   switch (m1 - m) {
     case 3: pass(m, std::integral_constant<int, 3>()); break;
     case 2: pass(m, std::integral_constant<int, 2>()); break;
@@ -462,7 +499,6 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
     default: break;
   }
 }
-#endif
 
 // y[m0..m1, n0..n0+nr) for the 8 rows `rows` (the last ones repeated when nr < 8).
 // `next` (may be null): the first byte of a tile this thread runs later (Run picks the one >= 16 KB
@@ -503,10 +539,10 @@ void Tile(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* 
     return;
   }
   static_assert(kDirectMaxM == 4, "the switch above covers 1..4 rows");
-#if HWY_TARGET <= HWY_AVX3_DL
-  TileRowLanes<T>(src, nr, a, m0, m1, y, N, n0, next);
-  return;
-#endif
+  if constexpr (kRowLanes<T>) {
+    TileRowLanes<T>(src, nr, a, m0, m1, y, N, n0, next);
+    return;
+  }
   constexpr int64_t kVecs = T == DType::kQ8_0 ? 16 : 8;  // per block: levels (and Q8_0's |levels|)
   uint8_t* ws = t_w.get(static_cast<size_t>(nb * kVecs * 32));
   float* wds = t_wd.get(static_cast<size_t>(nb * 8));
@@ -567,7 +603,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
     }
   };
   auto body = [&](int64_t t0, int64_t t1) {
-    if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM) {
+    if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM<T>) {
       // A serving batch of 5-16 decoding rows (AVX2 only, kRowLanesMinM): register
       // passes of at most 4 rows over each tile (its bytes still in L1 after the first), the first
       // prefetching a tile ahead, rather than the L1 scratch. Measured on 1536 x 576 (one thread,
@@ -609,7 +645,7 @@ void Matmul(const float* x, const void* w, DType wt, float* y, int64_t M, int64_
          .dsum = t_dsum.get(static_cast<size_t>(M * nb)), .s8 = t_s8.get(static_cast<size_t>(M * nb)), .K = K, .nb = nb};
   int64_t m_grouped = 0;
 #if HWY_TARGET <= HWY_AVX3_DL
-  if (M >= 8 && M >= kRowLanesMinM) {
+  if (M >= 8 && M > kDirectMaxM) {
     const int64_t groups = M / 8;
     m_grouped = groups * 8;
     a.qg = t_qg.get(static_cast<size_t>(groups * nb * 256));
