@@ -162,6 +162,41 @@ TEST(ThreadPool, StreamingRangesOnePerThread) {
   }
 }
 
+// parallel_for_balanced: every index runs exactly once, in ranges of at most `piece` items (a thief
+// takes less), and when one thread is slow the other takes pieces from the back of its range.
+TEST(ThreadPool, BalancedRangesCoverOnceAndAreStolenFromASlowThread) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{1003}}) {
+      for (const int64_t piece : {int64_t{1}, int64_t{16}}) {
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        pool.parallel_for_balanced(n, 1, piece, [&](int64_t b, int64_t e) {
+          EXPECT_LT(b, e);
+          if (threads > 1) {
+            EXPECT_LE(e - b, piece);
+          }
+          for (int64_t i = b; i < e; ++i) seen[static_cast<size_t>(i)]++;
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << "n " << n << " at " << i;
+      }
+    }
+  }
+  // Two threads, 64 items in pieces of 4; whoever runs item 0's piece sleeps there. The other
+  // thread runs its own half and then steals what is left of the sleeper's.
+  ThreadPool pool(2);
+  std::vector<std::atomic<int>> by(64);
+  std::atomic<int> n_pieces{0};
+  pool.parallel_for_balanced(64, 1, 4, [&](int64_t b, int64_t e) {
+    if (b == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    static thread_local int me = 0;
+    if (me == 0) me = ++n_pieces;  // 1 or 2: a per-thread tag
+    for (int64_t i = b; i < e; ++i) by[static_cast<size_t>(i)] = me;
+  });
+  int other = 0;
+  for (int64_t i = 4; i < 32; ++i) other += by[static_cast<size_t>(i)] != by[0];
+  EXPECT_GT(other, 20) << "the first half's pieces after the slow one should mostly run on the other thread";
+}
+
 TEST(ThreadPool, NestedRunIsInline) {
   ThreadPool pool(2);
   std::atomic<int> inner{0};

@@ -590,7 +590,9 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   // a small matrix on 2 threads is only a few tiles: without the fallback most of them went
   // unprefetched and SmolLM2 decode on 2 threads lost ~15%).
   auto prefetch_target = [&](int64_t t, int64_t t1) -> const uint8_t* {
-    const int64_t p = std::min(t + ahead, t1 - 1);
+    // Serving batches run in pieces (parallel_for_balanced) whose successor is usually this
+    // thread's next: their prefetch looks past the piece, to the matrix's end.
+    const int64_t p = std::min(t + ahead, (M <= kServeMaxM ? tiles : t1) - 1);
     return p > t ? w + static_cast<size_t>(p * 8) * row_bytes : nullptr;
   };
   auto tile_src = [&](int64_t n0, int nr) {
@@ -631,7 +633,9 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
     }
   };
   if (M <= kServeMaxM) {
-    ThreadPool::global().parallel_for_streaming(tiles, grain, body);
+    // Pieces of ~16 KB of weights (the prefetch distance), so a thread's stream runs on across
+    // them (prefetch_target looks past the piece) and the last ones balance the two threads.
+    ThreadPool::global().parallel_for_balanced(tiles, grain, 4 * ahead, body);
   } else {
     ThreadPool::global().parallel_for(tiles, grain, body);
   }
