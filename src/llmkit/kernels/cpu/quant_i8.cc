@@ -353,18 +353,18 @@ HWY_INLINE void PrefetchBlockShare(const uint8_t* next, int64_t b, int64_t lines
     _mm_prefetch(reinterpret_cast<const char*>(next + (b * lines_per_block + l) * 64), _MM_HINT_T2);
 }
 
-// Whether batches of this weight type run through TileRowLanes on this target: every type on
-// AVX512-VNNI; on AVX2 the nibble types only, whose 8 vpmaddubsw pair sums of a block fit int16
-// (8 x 2 x 15 x 127 = 30480), so a block's row sums take one vpmaddwd. Q8_0's do not (|w| <= 128).
-// Batches of 8+ rows on AVX512-VNNI, and of 5+ rows of Q4_0/Q4_1 on AVX2. The tile's levels go to the L1 scratch transposed: vector j of
-// block b holds, in lane r, levels 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to
-// unsigned). One vpdpbusd of vector j with activation bytes 4j..4j+3 broadcast to every lane then
-// adds 4 products to each row's own lane: a block's 8 row sums come out of 8 vpdpbusd with no
-// reduction, and each weight vector loaded serves up to 8 activation rows. Q8_0's offset is taken back
-// with 128 sum(x levels) = 16 s8. The integers are the exact block sums of BlockSums and the float
-// steps those of Step, so results are bitwise those of every other path. Measured (Zen 4, one
-// thread, bench_quant batch): see docs/BENCHMARKS.md "Quantized matrix x vector".
-// `next` as for Tile: the next tile's bytes are prefetched (to L2) while this one is transposed.
+// Batches of 5+ rows on AVX512-VNNI (every type) and on AVX2 (Q4_0 and Q4_1: kRowLanes). The
+// tile's levels go to the L1 scratch transposed: vector j of block b holds, in lane r, levels
+// 4j..4j+3 of row r (Q8_0's signed levels offset by +128 to unsigned). On VNNI one vpdpbusd of
+// vector j with activation bytes 4j..4j+3 broadcast to every lane adds 4 products to each row's
+// own lane: a block's 8 row sums come out of 8 vpdpbusd with no reduction, and each weight vector
+// loaded serves up to 8 activation rows. Q8_0's offset is taken back with 128 sum(x levels) =
+// 16 s8. On AVX2 vpmaddubsw does the same into int16 pairs (see the pass). The integers are the
+// exact block sums of BlockSums and the float steps those of Step, so results are bitwise those of
+// every other path. Measured: see docs/BENCHMARKS.md "Quantized matrix x vector" (Zen 4) and
+// "Serving" (Zen 3, AVX2).
+// `next` as for Tile: the next tile's bytes are prefetched (to L2) while this one is transposed
+// (VNNI) or over the first pass (AVX2).
 template <DType T, typename Src>
 void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1, float* y, int64_t N,
                   int64_t n0, const uint8_t* next) {
@@ -374,8 +374,8 @@ void TileRowLanes(const Src& src, int nr, const Acts& a, int64_t m0, int64_t m1,
   float* wds = t_wd.get(static_cast<size_t>(nb * 8));
   float* wms = t_wm.get(static_cast<size_t>(nb * 8));
   // AVX2: the next tile's prefetch is spread over the first pass (below), not issued in a burst
-  // while the short transpose runs.
-  const bool prefetch_in_pass = HWY_TARGET > HWY_AVX3_DL && m1 - m0 >= 4;
+  // while the short transpose runs (B = 8 decode steps, Zen 3: min 22.7 -> 20.9 ms).
+  const bool prefetch_in_pass = HWY_TARGET > HWY_AVX3_DL;
   for (int64_t b = 0; b < nb; ++b) {
     if (next && !prefetch_in_pass) PrefetchBlockShare(next, b, lines_per_block);
     __m256i w[8];
@@ -606,7 +606,7 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
   };
   auto body = [&](int64_t t0, int64_t t1) {
     if (M > kDirectMaxM && M <= kMaxPassesM * kDirectMaxM && M < kRowLanesMinM<T>) {
-      // A serving batch of 5-16 decoding rows (AVX2 only, kRowLanesMinM): register
+      // A serving batch of 5-16 decoding rows of Q8_0 on AVX2 (kRowLanesMinM): register
       // passes of at most 4 rows over each tile (its bytes still in L1 after the first), the first
       // prefetching a tile ahead, rather than the L1 scratch. Measured on 1536 x 576 (one thread,
       // Zen 4, VNNI), 16 rows, before TileRowLanes: Q4_1 187 us in 4 passes vs 202 us through the
@@ -633,8 +633,8 @@ void Run(const Acts& a, const uint8_t* w, float* y, int64_t M, int64_t N) {
     }
   };
   if (M <= kServeMaxM) {
-    // Pieces of ~16 KB of weights (the prefetch distance), so a thread's stream runs on across
-    // them (prefetch_target looks past the piece) and the last ones balance the two threads.
+    // Pieces of 4 prefetch distances (~64 KB of weights): a thread's stream runs on across them
+    // (prefetch_target looks past the piece), and the last ones balance the threads.
     ThreadPool::global().parallel_for_balanced(tiles, grain, 4 * ahead, body);
   } else {
     ThreadPool::global().parallel_for(tiles, grain, body);
