@@ -74,6 +74,13 @@ def main(llmkit: str) -> int:
                         finish = c.finish_reason
             return "".join(pieces), finish, chunks, time.perf_counter() - t0
 
+        # One streamed request on this thread first. The openai package builds its pydantic chunk
+        # types lazily on first use, and pydantic 2.13 does not guard that against threads: 16
+        # clients decoding their first chunk at once can fail inside the client with
+        # "BaseModel cannot be instantiated directly" (seen in CI; reproduced with 16 threads
+        # calling openai._models.construct_type at once, never once the types were built).
+        run("Hello", True)
+
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(N_CLIENTS) as ex:
             concurrent = list(ex.map(lambda p: run(p, True), ps))
