@@ -313,8 +313,19 @@ constexpr int64_t kAPackFloats = int64_t{1} << 20;
 constexpr int64_t kTallRows = 8192, kTallSlab = 80 * kMR;
 constexpr int64_t kTallPackFloats = int64_t{4} << 20;  // 16 MiB
 // B can be read in place (an F32 [K, N] whose rows do not all fall into a few cache sets): see
-// GemmExBlock.
-inline bool BInPlace(const ref::GemmArgs& g) { return g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0; }
+// GemmExBlock. Not on the AVX2 target: measured on a Zen 3 (AVX2, no AVX-512), the panels' strided
+// rows (2304 B apart for SmolLM2) streamed slower than packed panels, where Zen 4 (AVX-512 targets)
+// ran in place 10% faster. bench_gemm there, minima of 3 alternating runs: q/o dx 7.30 -> 5.45 ms
+// packed; a SmolLM2 F32 training step, 7 alternations of one binary: 106 -> 109.5 tok/s (medians),
+// packed ahead in 6 of 7 pairs. The target stands in for the CPU: other AVX2-only CPUs are untested.
+inline bool BInPlace(const ref::GemmArgs& g) {
+#if HWY_ARCH_X86 && HWY_TARGET == HWY_AVX2
+  (void)g;
+  return false;
+#else
+  return g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0;
+#endif
+}
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
 // already applied by the caller: x points at depth kb), for one depth block. bdirect (or null): B's
