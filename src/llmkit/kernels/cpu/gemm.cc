@@ -362,7 +362,8 @@ void GemmExBlock(const ref::GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int
   // panel is packed, for its zero padding. Rows of B a multiple of 1 KiB apart fall into a few cache
   // sets (6 KiB: 2 of L1's 64), and many rows reusing each panel (the tied head's dw, 24k rows per
   // thread) need the block to stay in L2: those pack (bench_gemm, SmolLM2's 1024-token products:
-  // in place 10% faster at 576 columns, 5-10% slower at 1536 columns or 24k rows).
+  // in place 10% faster at 576 columns, 5-10% slower at 1536 columns or 24k rows; Zen 4, the AVX-512
+  // targets: on AVX2 BInPlace packs).
   // A transposed A of very many rows (the tied head's dw = dy^T x: 24k rows per thread) runs in short
   // slabs of kTallSlab rows with B read in place: C's slab then stays in L2 over the depth blocks,
   // where 4k-row slabs streamed C (113 MB for SmolLM2's head) through memory once per depth block
