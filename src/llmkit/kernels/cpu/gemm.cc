@@ -318,13 +318,9 @@ constexpr int64_t kTallPackFloats = int64_t{4} << 20;  // 16 MiB
 // ran in place 10% faster. bench_gemm there, minima of 3 alternating runs: q/o dx 7.30 -> 5.45 ms
 // packed; a SmolLM2 F32 training step, 7 alternations of one binary: 106 -> 109.5 tok/s (medians),
 // packed ahead in 6 of 7 pairs. The target stands in for the CPU: other AVX2-only CPUs are untested.
+constexpr bool kBInPlaceTarget = !(HWY_ARCH_X86 && HWY_TARGET == HWY_AVX2);
 inline bool BInPlace(const ref::GemmArgs& g) {
-#if HWY_ARCH_X86 && HWY_TARGET == HWY_AVX2
-  (void)g;
-  return false;
-#else
-  return g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0;
-#endif
+  return kBInPlaceTarget && g.b_kn && g.bt == DType::kF32 && g.ldb % 256 != 0;
 }
 
 // Columns [n0, n1) of C for rows [m0, m1) whose A rows are x (row stride ldx, depth kb.. of this slab
